@@ -1,0 +1,1 @@
+//! `halterctl`: arrives with the cluster issue (a gRPC client needs a server to talk to).

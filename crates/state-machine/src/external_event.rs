@@ -1,0 +1,306 @@
+//! PutExternalEvent (semantics §3) and the event indexes: claiming the oldest matching
+//! unclaimed event, retention, deletion.
+//!
+//! Every event is in `EXTERNAL_EVENTS`; while unclaimed it is also in `UNCLAIMED_EVENTS`
+//! (per WfRun and def, in creation order) and in `EVENTS_BY_DEF` under `claimed = false`.
+//! Claiming moves it out of the first index and to `claimed = true` in the second, in the same
+//! command, so no event is ever claimed twice.
+
+use halter_api::halter::{timer, StoredExternalEvent};
+use halter_api::limits::MAX_VALUE_BYTES;
+use halter_api::littlehorse::{
+    ExternalEvent, ExternalEventDef, ExternalEventId, PutExternalEventRequest,
+};
+use halter_api::names::{check_guid, check_name};
+use halter_api::values;
+use halter_storage::{codec, tables::meta};
+use prost::Message;
+use redb::ReadableTable;
+
+use crate::ctx::Ctx;
+use crate::error::{invalid, HResult, Rejection};
+use crate::interpreter;
+use crate::run_state::RunState;
+use crate::time::{after_seconds, ms, ts};
+use crate::timers;
+use crate::wf_run::is_terminal;
+
+fn key(id: &ExternalEventId) -> (&str, &str, &str) {
+    (
+        id.wf_run_id
+            .as_ref()
+            .map(|w| w.id.as_str())
+            .unwrap_or_default(),
+        id.external_event_def_id
+            .as_ref()
+            .map(|d| d.name.as_str())
+            .unwrap_or_default(),
+        id.guid.as_str(),
+    )
+}
+
+pub fn get(ctx: &Ctx, id: &ExternalEventId) -> HResult<Option<StoredExternalEvent>> {
+    Ok(codec::get(&ctx.tables.external_events, key(id))?)
+}
+
+fn next_seq(ctx: &mut Ctx) -> HResult<u64> {
+    let seq = ctx
+        .tables
+        .meta
+        .get(meta::EVENT_SEQ)?
+        .map(|g| g.value())
+        .unwrap_or(0);
+    ctx.tables.meta.insert(meta::EVENT_SEQ, seq + 1)?;
+    Ok(seq)
+}
+
+/// Validates the request completely before anything is written.
+fn check(ctx: &Ctx, req: &PutExternalEventRequest) -> Result<ExternalEventDef, Rejection> {
+    let wf = req
+        .wf_run_id
+        .as_ref()
+        .ok_or_else(|| invalid("missing wf_run_id"))?;
+    check_name("WfRun id", &wf.id)?;
+    if wf.parent_wf_run_id.is_some() {
+        return Err(invalid(
+            "child WfRun ids (parent_wf_run_id) are not supported yet",
+        ));
+    }
+    let def_name = req
+        .external_event_def_id
+        .as_ref()
+        .map(|d| d.name.as_str())
+        .ok_or_else(|| invalid("missing external_event_def_id"))?;
+    check_name("ExternalEventDef name", def_name)?;
+    let def: ExternalEventDef = codec::get(&ctx.tables.external_event_defs, def_name)
+        .map_err(|e| invalid(e.to_string()))?
+        .ok_or_else(|| invalid(format!("No ExternalEventDef named '{def_name}'")))?;
+    // The receiving node generates a missing guid before proposing, so the log always has one.
+    let guid = req
+        .guid
+        .as_deref()
+        .ok_or_else(|| invalid("missing guid (the server fills it in before proposing)"))?;
+    check_guid(guid)?;
+    if req.thread_run_number.is_some_and(|t| t < 0) {
+        return Err(invalid("thread_run_number must not be negative"));
+    }
+    if req.node_run_position.is_some_and(|p| p < 0) {
+        return Err(invalid("node_run_position must not be negative"));
+    }
+    Ok(def)
+}
+
+fn check_content(def: &ExternalEventDef, req: &PutExternalEventRequest) -> Result<(), Rejection> {
+    let Some(content) = &req.content else {
+        return Ok(());
+    };
+    if content.encoded_len() > MAX_VALUE_BYTES {
+        return Err(Rejection::ResourceExhausted(format!(
+            "event content is {} bytes, more than the limit of {MAX_VALUE_BYTES}",
+            content.encoded_len()
+        )));
+    }
+    if let Some(kind) = values::is_unsupported_kind(content) {
+        return Err(invalid(format!(
+            "{kind} are not supported yet as event content"
+        )));
+    }
+    if let Some(td) = def
+        .type_information
+        .as_ref()
+        .and_then(|t| t.return_type.as_ref())
+    {
+        let ty = values::primitive_of(td).map_err(|w| invalid(format!("def type uses {w}")))?;
+        if !values::admits(ty, content) {
+            return Err(invalid(format!(
+                "ExternalEventDef '{}' expects content of type {}, got {}",
+                def.id.as_ref().map(|i| i.name.as_str()).unwrap_or_default(),
+                ty.as_str_name(),
+                values::type_name(values::type_of(content))
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub fn put(ctx: &mut Ctx, req: &PutExternalEventRequest) -> HResult<ExternalEvent> {
+    let def = check(ctx, req)?;
+    let id = ExternalEventId {
+        wf_run_id: req.wf_run_id.clone(),
+        external_event_def_id: req.external_event_def_id.clone(),
+        guid: req.guid.clone().unwrap_or_default(),
+    };
+    // Step 3: the same id again. An identical retry gets the stored event; anything else is a
+    // conflict. Compared against what was asked, not where the event was claimed.
+    if let Some(stored) = get(ctx, &id)? {
+        let event = stored.event.clone().unwrap_or_default();
+        let same = event.content.clone().unwrap_or_default()
+            == req.content.clone().unwrap_or_default()
+            && stored.target_thread_run_number == req.thread_run_number
+            && stored.target_node_run_position == req.node_run_position;
+        return if same {
+            Ok(event)
+        } else {
+            Err(Rejection::AlreadyExists(format!(
+                "ExternalEvent {}/{}/{} exists with different content or targeting",
+                key(&id).0,
+                key(&id).1,
+                key(&id).2
+            ))
+            .into())
+        };
+    }
+    check_content(&def, req)?;
+
+    let seq = next_seq(ctx)?;
+    let event = ExternalEvent {
+        id: Some(id.clone()),
+        created_at: Some(ts(ctx.now_ms)),
+        content: Some(req.content.clone().unwrap_or_default()),
+        thread_run_number: req.thread_run_number,
+        node_run_position: req.node_run_position,
+        claimed: false,
+    };
+    let stored = StoredExternalEvent {
+        event: Some(event),
+        seq,
+        target_thread_run_number: req.thread_run_number,
+        target_node_run_position: req.node_run_position,
+    };
+    let (wf, def_name, guid) = key(&id);
+    codec::put(
+        &mut ctx.tables.external_events,
+        (wf, def_name, guid),
+        &stored,
+    )?;
+    ctx.tables
+        .unclaimed_events
+        .insert((wf, def_name, ctx.now_ms, seq), guid)?;
+    ctx.tables
+        .events_by_def
+        .insert((def_name, false, ctx.now_ms, seq), (wf, guid))?;
+
+    use halter_api::littlehorse::external_event_retention_policy::ExtEvtGcPolicy;
+    if let Some(ExtEvtGcPolicy::SecondsAfterPut(s)) =
+        def.retention_policy.and_then(|p| p.ext_evt_gc_policy)
+    {
+        timers::arm(
+            ctx,
+            &timers::event_retention_timer_id(wf, def_name, guid),
+            after_seconds(ctx.now_ms, s),
+            timer::Kind::EventRetention(id.clone()),
+        )?;
+    }
+
+    // Step 7: a live WfRun gets the event offered to its waiting nodes. A missing WfRun keeps
+    // it ("pre-emptive"): a WfRun created later with this id claims it on arrival.
+    if let Some(mut run) = RunState::load(ctx, wf)? {
+        if !is_terminal(run.wf_run.status()) {
+            interpreter::offer_events(ctx, &mut run, def_name)?;
+        }
+    }
+    Ok(get(ctx, &id)?.and_then(|s| s.event).unwrap_or_default())
+}
+
+/// Claims, for the NodeRun at (thread, position), the oldest unclaimed event of `(wf, def)`
+/// whose targeting allows it. Returns the event as claimed.
+pub fn claim_oldest(
+    ctx: &mut Ctx,
+    wf: &str,
+    def: &str,
+    thread: i32,
+    position: i32,
+) -> HResult<Option<ExternalEvent>> {
+    let mut found = None;
+    for row in ctx
+        .tables
+        .unclaimed_events
+        .range((wf, def, i64::MIN, 0u64)..=(wf, def, i64::MAX, u64::MAX))?
+    {
+        let (k, v) = row?;
+        let (_, _, created, seq) = k.value();
+        let guid = v.value().to_string();
+        let stored: Option<StoredExternalEvent> =
+            codec::get(&ctx.tables.external_events, (wf, def, guid.as_str()))?;
+        let Some(stored) = stored else { continue };
+        let thread_ok = stored.target_thread_run_number.is_none_or(|t| t == thread);
+        let pos_ok = stored
+            .target_node_run_position
+            .is_none_or(|p| p == position);
+        if thread_ok && pos_ok {
+            found = Some((created, seq, guid, stored));
+            break;
+        }
+    }
+    let Some((created, seq, guid, mut stored)) = found else {
+        return Ok(None);
+    };
+    let mut event = stored.event.take().unwrap_or_default();
+    event.claimed = true;
+    event.thread_run_number = Some(thread);
+    event.node_run_position = Some(position);
+    stored.event = Some(event.clone());
+    ctx.tables
+        .unclaimed_events
+        .remove((wf, def, created, seq))?;
+    ctx.tables
+        .events_by_def
+        .remove((def, false, created, seq))?;
+    ctx.tables
+        .events_by_def
+        .insert((def, true, created, seq), (wf, guid.as_str()))?;
+    codec::put(
+        &mut ctx.tables.external_events,
+        (wf, def, guid.as_str()),
+        &stored,
+    )?;
+    // A claimed event stays with its WfRun: its retention no longer applies.
+    timers::cancel(ctx, &timers::event_retention_timer_id(wf, def, &guid))?;
+    Ok(Some(event))
+}
+
+/// Removes an event and its index rows and timer.
+pub fn delete(ctx: &mut Ctx, wf: &str, def: &str, guid: &str) -> HResult<()> {
+    let stored: Option<StoredExternalEvent> =
+        codec::get(&ctx.tables.external_events, (wf, def, guid))?;
+    let Some(stored) = stored else { return Ok(()) };
+    let event = stored.event.unwrap_or_default();
+    let created = event.created_at.as_ref().map(ms).unwrap_or_default();
+    ctx.tables.external_events.remove((wf, def, guid))?;
+    ctx.tables
+        .unclaimed_events
+        .remove((wf, def, created, stored.seq))?;
+    ctx.tables
+        .events_by_def
+        .remove((def, event.claimed, created, stored.seq))?;
+    timers::cancel(ctx, &timers::event_retention_timer_id(wf, def, guid))?;
+    Ok(())
+}
+
+/// Retention fired: the event goes if nobody claimed it.
+pub fn expire(ctx: &mut Ctx, id: &ExternalEventId) -> HResult<()> {
+    let (wf, def, guid) = key(id);
+    if let Some(stored) = get(ctx, id)? {
+        if !stored.event.is_some_and(|e| e.claimed) {
+            delete(ctx, wf, def, guid)?;
+        }
+    }
+    Ok(())
+}
+
+/// Every event of a WfRun (claimed or not, put before or after it existed).
+pub fn delete_all_of(ctx: &mut Ctx, wf: &str) -> HResult<()> {
+    let mut keys = Vec::new();
+    for row in ctx.tables.external_events.range((wf, "", "")..)? {
+        let (k, _) = row?;
+        let (w, d, g) = k.value();
+        if w != wf {
+            break;
+        }
+        keys.push((d.to_string(), g.to_string()));
+    }
+    for (d, g) in &keys {
+        delete(ctx, wf, &d, &g)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,828 @@
+//! The workflow interpreter: moving ThreadRuns through their nodes.
+//!
+//! A thread is RUNNING while its current NodeRun is waiting (an EXTERNAL_EVENT without its
+//! event, a SLEEP not matured) or about to move on. [`advance`] moves every RUNNING thread
+//! until each one waits or ends; it is called after every change that can unblock a thread.
+
+use halter_api::halter::{timer, NodeRunTimer};
+use halter_api::limits::MAX_STEPS_PER_COMMAND;
+use halter_api::littlehorse::{
+    edge::EdgeCondition, exit_node, node, node_run::NodeType, sleep_node::SleepLength,
+    thread_halt_reason, variable_mutation::RhsValue, variable_value::Value, Comparator, Edge,
+    EntrypointRun, ExitRun, ExternalEventNodeRun, Failure, LhErrorType, LhStatus, NodeRun,
+    NodeRunId, SleepNodeRun, ThreadHaltReason, ThreadRun, ThreadType, VariableMutationType,
+    VariableValue, WfRunId,
+};
+use halter_api::values;
+use halter_storage::codec;
+use redb::ReadableTable;
+
+use crate::ctx::Ctx;
+use crate::error::HResult;
+use crate::expr::{self, Scope};
+use crate::external_event;
+use crate::run_state::{get_node, get_variable, put_node, put_variable, status, RunState};
+use crate::time::{after_seconds, ms, ts};
+use crate::timers;
+
+/// Whether a failure name is an ERROR (one of LittleHorse's built-in error types) rather than
+/// a business EXCEPTION.
+pub fn is_error(failure_name: &str) -> bool {
+    LhErrorType::from_str_name(failure_name).is_some()
+}
+
+fn failure_status(failure_name: &str) -> LhStatus {
+    if is_error(failure_name) {
+        LhStatus::Error
+    } else {
+        LhStatus::Exception
+    }
+}
+
+/// Reads variables and node outputs as one thread sees them.
+struct ThreadScope<'a, 'b, 't> {
+    ctx: &'a Ctx<'b, 't>,
+    wf: &'a str,
+    /// The thread, then its parent, grandparent...: where variables are looked up.
+    chain: Vec<i32>,
+}
+
+impl<'a, 'b, 't> ThreadScope<'a, 'b, 't> {
+    fn new(ctx: &'a Ctx<'b, 't>, run: &'a RunState, thread: i32) -> Self {
+        let mut chain = vec![thread];
+        let mut cur = run.threads.get(&thread).and_then(|t| t.parent_thread_id);
+        while let Some(p) = cur {
+            if chain.contains(&p) {
+                break;
+            }
+            chain.push(p);
+            cur = run.threads.get(&p).and_then(|t| t.parent_thread_id);
+        }
+        ThreadScope {
+            ctx,
+            wf: run.id(),
+            chain,
+        }
+    }
+
+    /// The thread that owns variable `name`.
+    fn owner(&self, name: &str) -> HResult<Option<(i32, halter_api::littlehorse::Variable)>> {
+        for t in &self.chain {
+            if let Some(v) = get_variable(self.ctx, self.wf, *t, name)? {
+                return Ok(Some((*t, v)));
+            }
+        }
+        Ok(None)
+    }
+}
+
+impl Scope for ThreadScope<'_, '_, '_> {
+    fn variable(&mut self, name: &str) -> Result<Option<VariableValue>, String> {
+        self.owner(name)
+            .map(|o| o.map(|(_, v)| v.value.unwrap_or_default()))
+            .map_err(|e| format!("storage: {e}"))
+    }
+
+    fn node_output(&mut self, node_name: &str) -> Result<Option<VariableValue>, String> {
+        let t = self.chain[0] as u32;
+        let range = self
+            .ctx
+            .tables
+            .node_runs
+            .range((self.wf, t, 0u32)..=(self.wf, t, u32::MAX))
+            .map_err(|e| e.to_string())?;
+        for row in range.rev() {
+            let (_, v) = row.map_err(|e| e.to_string())?;
+            let nr: NodeRun = codec::decode(v.value()).map_err(|e| e.to_string())?;
+            if nr.node_name == node_name {
+                return output_of(self.ctx, &nr)
+                    .map(Some)
+                    .map_err(|e| e.to_string());
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// What a completed NodeRun produced: an EXTERNAL_EVENT's event content; null for the rest.
+pub fn output_of(ctx: &Ctx, nr: &NodeRun) -> HResult<VariableValue> {
+    if let Some(NodeType::ExternalEvent(e)) = &nr.node_type {
+        if let Some(id) = &e.external_event_id {
+            if let Some(stored) = external_event::get(ctx, id)? {
+                return Ok(stored.event.and_then(|e| e.content).unwrap_or_default());
+            }
+        }
+    }
+    Ok(values::null())
+}
+
+/// Creates thread `number` running `thread_spec_name` and enters its ENTRYPOINT.
+pub fn start_thread(
+    ctx: &mut Ctx,
+    run: &mut RunState,
+    number: i32,
+    thread_spec_name: &str,
+    parent: Option<i32>,
+    ty: ThreadType,
+) -> HResult<()> {
+    let thread = ThreadRun {
+        wf_spec_id: run.wf_run.wf_spec_id.clone(),
+        number,
+        status: LhStatus::Running as i32,
+        thread_spec_name: thread_spec_name.to_string(),
+        start_time: Some(ts(ctx.now_ms)),
+        parent_thread_id: parent,
+        r#type: ty as i32,
+        ..Default::default()
+    };
+    run.threads.insert(number, thread);
+    let entry = run
+        .spec
+        .thread_specs
+        .get(thread_spec_name)
+        .and_then(|t| {
+            t.nodes
+                .iter()
+                .find(|(_, n)| matches!(n.node, Some(node::Node::Entrypoint(_))))
+                .map(|(name, _)| name.clone())
+        })
+        .unwrap_or_default();
+    arrive(ctx, run, number, &entry, 0)
+}
+
+fn node_run_id(run: &RunState, thread: i32, position: i32) -> NodeRunId {
+    NodeRunId {
+        wf_run_id: Some(WfRunId {
+            id: run.id().to_string(),
+            parent_wf_run_id: None,
+        }),
+        thread_run_number: thread,
+        position,
+    }
+}
+
+/// Marks `nr` failed and fails its thread (no failure handlers yet).
+fn fail_node(
+    ctx: &mut Ctx,
+    run: &mut RunState,
+    nr: &mut NodeRun,
+    name: &str,
+    message: String,
+) -> HResult<()> {
+    nr.status = failure_status(name) as i32;
+    nr.end_time = Some(ts(ctx.now_ms));
+    nr.error_message = Some(message.clone());
+    nr.failures.push(Failure {
+        failure_name: name.to_string(),
+        message: message.clone(),
+        ..Default::default()
+    });
+    put_node(ctx, nr)?;
+    let thread = nr
+        .id
+        .as_ref()
+        .map(|i| i.thread_run_number)
+        .unwrap_or_default();
+    fail_thread(ctx, run, thread, name, message)
+}
+
+fn complete_node(ctx: &Ctx, nr: &mut NodeRun) {
+    nr.status = LhStatus::Completed as i32;
+    nr.end_time = Some(ts(ctx.now_ms));
+}
+
+/// Enters node `node_name` of thread `thread` at `position`.
+fn arrive(
+    ctx: &mut Ctx,
+    run: &mut RunState,
+    thread: i32,
+    node_name: &str,
+    position: i32,
+) -> HResult<()> {
+    let thread_spec_name = run.threads[&thread].thread_spec_name.clone();
+    let Some(node) = run
+        .spec
+        .thread_specs
+        .get(&thread_spec_name)
+        .and_then(|t| t.nodes.get(node_name))
+        .cloned()
+    else {
+        return fail_thread(
+            ctx,
+            run,
+            thread,
+            LhErrorType::InternalError.as_str_name(),
+            format!("node '{node_name}' is not in thread spec '{thread_spec_name}'"),
+        );
+    };
+    if let Some(t) = run.threads.get_mut(&thread) {
+        t.current_node_position = position;
+    }
+    let mut nr = NodeRun {
+        id: Some(node_run_id(run, thread, position)),
+        wf_spec_id: run.wf_run.wf_spec_id.clone(),
+        status: LhStatus::Running as i32,
+        arrival_time: Some(ts(ctx.now_ms)),
+        thread_spec_name,
+        node_name: node_name.to_string(),
+        ..Default::default()
+    };
+    match node.node {
+        Some(node::Node::Entrypoint(_)) => {
+            nr.node_type = Some(NodeType::Entrypoint(EntrypointRun {}));
+            complete_node(ctx, &mut nr);
+        }
+        // A NOP has no NodeRun variant of its own in LittleHorse's API.
+        Some(node::Node::Nop(_)) => complete_node(ctx, &mut nr),
+        Some(node::Node::Exit(exit)) => {
+            nr.node_type = Some(NodeType::Exit(ExitRun {}));
+            match exit.result {
+                Some(exit_node::Result::FailureDef(f)) => {
+                    let mut scope = ThreadScope::new(ctx, run, thread);
+                    let content = f.content.as_ref().map(|c| expr::eval(c, &mut scope));
+                    let mut failure = Failure {
+                        failure_name: f.failure_name.clone(),
+                        message: f.message.clone(),
+                        ..Default::default()
+                    };
+                    match content {
+                        Some(Err(e)) => {
+                            return fail_node(
+                                ctx,
+                                run,
+                                &mut nr,
+                                LhErrorType::VarSubError.as_str_name(),
+                                e,
+                            )
+                        }
+                        Some(Ok(v)) => failure.content = Some(v),
+                        None => {}
+                    }
+                    nr.status = failure_status(&f.failure_name) as i32;
+                    nr.end_time = Some(ts(ctx.now_ms));
+                    nr.failures.push(failure);
+                    put_node(ctx, &nr)?;
+                    return fail_thread(ctx, run, thread, &f.failure_name, f.message);
+                }
+                Some(exit_node::Result::ReturnContent(a)) => {
+                    let mut scope = ThreadScope::new(ctx, run, thread);
+                    match expr::eval(&a, &mut scope) {
+                        Ok(v) => {
+                            complete_node(ctx, &mut nr);
+                            put_node(ctx, &nr)?;
+                            return complete_thread(ctx, run, thread, Some(v));
+                        }
+                        Err(e) => {
+                            return fail_node(
+                                ctx,
+                                run,
+                                &mut nr,
+                                LhErrorType::VarSubError.as_str_name(),
+                                e,
+                            )
+                        }
+                    }
+                }
+                None => {
+                    complete_node(ctx, &mut nr);
+                    put_node(ctx, &nr)?;
+                    return complete_thread(ctx, run, thread, None);
+                }
+            }
+        }
+        Some(node::Node::ExternalEvent(ee)) => {
+            nr.node_type = Some(NodeType::ExternalEvent(ExternalEventNodeRun {
+                external_event_def_id: ee.external_event_def_id.clone(),
+                mask_correlation_key: ee.mask_correlation_key,
+                ..Default::default()
+            }));
+            let mut due = None;
+            if let Some(a) = &ee.timeout_seconds {
+                let mut scope = ThreadScope::new(ctx, run, thread);
+                match expr::eval(a, &mut scope) {
+                    Ok(VariableValue {
+                        value: Some(Value::Int(s)),
+                    }) => {
+                        // Zero or a negative timeout means "wait forever", as the SDKs' -1 does.
+                        if s > 0 {
+                            due = Some(after_seconds(ctx.now_ms, s));
+                        }
+                    }
+                    Ok(VariableValue { value: None }) => {}
+                    Ok(other) => {
+                        let msg = format!(
+                            "timeout_seconds must be an INT, got {}",
+                            values::type_name(values::type_of(&other))
+                        );
+                        return fail_node(
+                            ctx,
+                            run,
+                            &mut nr,
+                            LhErrorType::VarError.as_str_name(),
+                            msg,
+                        );
+                    }
+                    Err(e) => {
+                        return fail_node(ctx, run, &mut nr, LhErrorType::VarError.as_str_name(), e)
+                    }
+                }
+            }
+            if !try_claim(ctx, run.id(), thread, &mut nr)? {
+                if let Some(due) = due {
+                    arm_node_timer(ctx, run.id(), thread, position, due)?;
+                }
+            }
+        }
+        Some(node::Node::Sleep(s)) => {
+            let mut scope = ThreadScope::new(ctx, run, thread);
+            let due = match &s.sleep_length {
+                Some(SleepLength::RawSeconds(a)) => match expr::eval(a, &mut scope) {
+                    Ok(VariableValue {
+                        value: Some(Value::Int(secs)),
+                    }) => Ok(after_seconds(ctx.now_ms, secs)),
+                    Ok(other) => Err(format!(
+                        "SLEEP seconds must be an INT, got {}",
+                        values::type_name(values::type_of(&other))
+                    )),
+                    Err(e) => Err(e),
+                },
+                Some(SleepLength::Timestamp(a)) => match expr::eval(a, &mut scope) {
+                    Ok(VariableValue {
+                        value: Some(Value::Int(at)),
+                    }) => Ok(at),
+                    Ok(VariableValue {
+                        value: Some(Value::UtcTimestamp(at)),
+                    }) => Ok(ms(&at)),
+                    Ok(other) => Err(format!(
+                        "SLEEP timestamp must be an INT or TIMESTAMP, got {}",
+                        values::type_name(values::type_of(&other))
+                    )),
+                    Err(e) => Err(e),
+                },
+                _ => Err("SLEEP node without a supported length".to_string()),
+            };
+            let due = match due {
+                Ok(d) => d,
+                Err(e) => {
+                    return fail_node(ctx, run, &mut nr, LhErrorType::VarError.as_str_name(), e)
+                }
+            };
+            let matured = due <= ctx.now_ms;
+            nr.node_type = Some(NodeType::Sleep(SleepNodeRun {
+                maturation_time: Some(ts(due)),
+                matured,
+            }));
+            if matured {
+                complete_node(ctx, &mut nr);
+            } else {
+                arm_node_timer(ctx, run.id(), thread, position, due)?;
+            }
+        }
+        // PutWfSpec refuses every other node type, so a stored spec never has one.
+        _ => {
+            return fail_node(
+                ctx,
+                run,
+                &mut nr,
+                LhErrorType::InternalError.as_str_name(),
+                "node type not supported".into(),
+            )
+        }
+    }
+    put_node(ctx, &nr)
+}
+
+fn arm_node_timer(ctx: &mut Ctx, wf: &str, thread: i32, position: i32, due: i64) -> HResult<()> {
+    let id = timers::node_run_timer_id(wf, thread, position);
+    let kind = timer::Kind::NodeRun(NodeRunTimer {
+        wf_run_id: wf.to_string(),
+        thread_run_number: thread,
+        position,
+    });
+    timers::arm(ctx, &id, due, kind)
+}
+
+/// Lets a waiting EXTERNAL_EVENT NodeRun claim the oldest matching unclaimed event. Completes
+/// `nr` (not yet written) and returns true if it claimed one.
+fn try_claim(ctx: &mut Ctx, wf: &str, thread: i32, nr: &mut NodeRun) -> HResult<bool> {
+    let Some(NodeType::ExternalEvent(ee)) = &mut nr.node_type else {
+        return Ok(false);
+    };
+    let def = ee
+        .external_event_def_id
+        .as_ref()
+        .map(|d| d.name.clone())
+        .unwrap_or_default();
+    let position = nr.id.as_ref().map(|i| i.position).unwrap_or_default();
+    let Some(event) = external_event::claim_oldest(ctx, wf, &def, thread, position)? else {
+        return Ok(false);
+    };
+    ee.external_event_id = event.id.clone();
+    ee.event_time = event.created_at;
+    complete_node(ctx, nr);
+    timers::cancel(ctx, &timers::node_run_timer_id(wf, thread, position))?;
+    Ok(true)
+}
+
+/// Offers newly put events of `def` to the WfRun's waiting EXTERNAL_EVENT NodeRuns, lowest
+/// thread number first, then moves the run on.
+pub fn offer_events(ctx: &mut Ctx, run: &mut RunState, def: &str) -> HResult<()> {
+    let wf = run.id().to_string();
+    let waiting: Vec<(i32, i32)> = run
+        .threads
+        .values()
+        .filter(|t| status(t.status) == LhStatus::Running)
+        .map(|t| (t.number, t.current_node_position))
+        .collect();
+    for (thread, pos) in waiting {
+        let Some(mut nr) = get_node(ctx, &wf, thread, pos)? else {
+            continue;
+        };
+        let waits_for_def = matches!(
+            &nr.node_type,
+            Some(NodeType::ExternalEvent(e))
+                if e.external_event_def_id.as_ref().is_some_and(|d| d.name == def)
+                    && e.external_event_id.is_none()
+        );
+        if waits_for_def
+            && status(nr.status) == LhStatus::Running
+            && try_claim(ctx, &wf, thread, &mut nr)?
+        {
+            put_node(ctx, &nr)?;
+        }
+    }
+    advance(ctx, run)
+}
+
+/// A node timer fired: an EXTERNAL_EVENT times out, a SLEEP matures.
+pub fn fire_node_timer(
+    ctx: &mut Ctx,
+    run: &mut RunState,
+    thread: i32,
+    position: i32,
+) -> HResult<()> {
+    let wf = run.id().to_string();
+    let Some(mut nr) = get_node(ctx, &wf, thread, position)? else {
+        return Ok(());
+    };
+    let st = status(nr.status);
+    if st != LhStatus::Running && st != LhStatus::Halted {
+        // Completed or failed already: a late timer changes nothing.
+        return Ok(());
+    }
+    match &mut nr.node_type {
+        Some(NodeType::ExternalEvent(ee)) => {
+            if ee.external_event_id.is_some() {
+                return Ok(());
+            }
+            ee.timed_out = true;
+            let name = LhErrorType::Timeout.as_str_name();
+            let msg = "ExternalEvent did not arrive in time".to_string();
+            nr.status = LhStatus::Error as i32;
+            nr.end_time = Some(ts(ctx.now_ms));
+            nr.error_message = Some(msg.clone());
+            nr.failures.push(Failure {
+                failure_name: name.to_string(),
+                message: msg,
+                ..Default::default()
+            });
+        }
+        Some(NodeType::Sleep(s)) => {
+            s.matured = true;
+            if st == LhStatus::Running {
+                complete_node(ctx, &mut nr);
+            }
+        }
+        _ => return Ok(()),
+    }
+    put_node(ctx, &nr)?;
+    // A halted thread fails (or moves on) when it is resumed; a running one does so now.
+    advance(ctx, run)
+}
+
+/// Moves every RUNNING thread until it waits or ends.
+pub fn advance(ctx: &mut Ctx, run: &mut RunState) -> HResult<()> {
+    let wf = run.id().to_string();
+    let mut steps = 0usize;
+    loop {
+        let mut progressed = false;
+        let numbers: Vec<i32> = run.threads.keys().copied().collect();
+        for t in numbers {
+            let th = &run.threads[&t];
+            if status(th.status) != LhStatus::Running {
+                continue;
+            }
+            let pos = th.current_node_position;
+            let Some(nr) = get_node(ctx, &wf, t, pos)? else {
+                continue;
+            };
+            match status(nr.status) {
+                LhStatus::Completed => {
+                    steps += 1;
+                    if steps > MAX_STEPS_PER_COMMAND {
+                        fail_thread(
+                            ctx,
+                            run,
+                            t,
+                            LhErrorType::InternalError.as_str_name(),
+                            format!(
+                                "more than {MAX_STEPS_PER_COMMAND} nodes in a row without waiting"
+                            ),
+                        )?;
+                    } else {
+                        take_edge(ctx, run, t, &nr)?;
+                    }
+                    progressed = true;
+                }
+                LhStatus::Error | LhStatus::Exception => {
+                    let (name, msg) = nr
+                        .failures
+                        .last()
+                        .map(|f| (f.failure_name.clone(), f.message.clone()))
+                        .unwrap_or_else(|| {
+                            (
+                                LhErrorType::InternalError.as_str_name().into(),
+                                "node failed".into(),
+                            )
+                        });
+                    fail_thread(ctx, run, t, &name, msg)?;
+                    progressed = true;
+                }
+                _ => {}
+            }
+        }
+        if !progressed {
+            return run.save(ctx);
+        }
+    }
+}
+
+fn edge_matches(edge: &Edge, scope: &mut dyn Scope) -> Result<bool, String> {
+    match &edge.edge_condition {
+        None => Ok(true),
+        Some(EdgeCondition::LegacyCondition(c)) => {
+            let l = expr::eval(c.left.as_ref().ok_or("condition without left")?, scope)?;
+            let r = expr::eval(c.right.as_ref().ok_or("condition without right")?, scope)?;
+            let cmp = Comparator::try_from(c.comparator).map_err(|_| "unknown comparator")?;
+            expr::compare(cmp, &l, &r)
+        }
+        Some(EdgeCondition::Condition(a)) => match expr::eval(a, scope)?.value {
+            Some(Value::Bool(b)) => Ok(b),
+            _ => Err("edge condition did not evaluate to a BOOL".into()),
+        },
+    }
+}
+
+/// Leaves the completed NodeRun `nr` along its first matching edge, applying the edge's
+/// variable mutations, and enters the next node.
+fn take_edge(ctx: &mut Ctx, run: &mut RunState, thread: i32, nr: &NodeRun) -> HResult<()> {
+    let Some(node) = run
+        .spec
+        .thread_specs
+        .get(&nr.thread_spec_name)
+        .and_then(|t| t.nodes.get(&nr.node_name))
+        .cloned()
+    else {
+        return fail_thread(
+            ctx,
+            run,
+            thread,
+            LhErrorType::InternalError.as_str_name(),
+            "node vanished from spec".into(),
+        );
+    };
+    let mut chosen = None;
+    {
+        let mut scope = ThreadScope::new(ctx, run, thread);
+        for edge in &node.outgoing_edges {
+            match edge_matches(edge, &mut scope) {
+                Ok(true) => {
+                    chosen = Some(edge.clone());
+                    break;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    return fail_thread(
+                        ctx,
+                        run,
+                        thread,
+                        LhErrorType::VarSubError.as_str_name(),
+                        format!("node '{}': {e}", nr.node_name),
+                    );
+                }
+            }
+        }
+    }
+    let Some(edge) = chosen else {
+        return fail_thread(
+            ctx,
+            run,
+            thread,
+            LhErrorType::InternalError.as_str_name(),
+            format!("no outgoing edge of node '{}' matched", nr.node_name),
+        );
+    };
+    // Compute every mutation first, then write them all: a failing mutation changes nothing.
+    let output = output_of(ctx, nr)?;
+    let mut writes = Vec::new();
+    {
+        let scope = ThreadScope::new(ctx, run, thread);
+        let mut scope = scope;
+        for m in &edge.variable_mutations {
+            let result = (|| -> Result<(i32, halter_api::littlehorse::Variable), String> {
+                let (owner, var) = scope
+                    .owner(&m.lhs_name)
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| format!("variable '{}' does not exist", m.lhs_name))?;
+                let rhs = match &m.rhs_value {
+                    Some(RhsValue::RhsAssignment(a)) => expr::eval(a, &mut scope)?,
+                    Some(RhsValue::LiteralValue(v)) => v.clone(),
+                    Some(RhsValue::NodeOutput(src)) => match &src.path {
+                        Some(halter_api::littlehorse::variable_mutation::node_output_source::Path::Jsonpath(p)) => {
+                            expr::select(&output, p)?
+                        }
+                        _ => output.clone(),
+                    },
+                    None => return Err("mutation without a right-hand side".into()),
+                };
+                let op =
+                    VariableMutationType::try_from(m.operation).map_err(|_| "unknown operation")?;
+                let ty = declared_type_of(run, owner, &m.lhs_name)?;
+                let current = var.value.clone().unwrap_or_default();
+                let new =
+                    crate::mutation::mutate(ty, &current, m.lhs_json_path.as_deref(), op, &rhs)?;
+                let mut var = var;
+                var.value = Some(new);
+                Ok((owner, var))
+            })();
+            match result {
+                Ok(w) => writes.push(w),
+                Err(e) => {
+                    return fail_thread(
+                        ctx,
+                        run,
+                        thread,
+                        LhErrorType::VarMutationError.as_str_name(),
+                        format!("mutating '{}': {e}", m.lhs_name),
+                    )
+                }
+            }
+            // Later mutations of the same edge see earlier ones.
+            if let Some((_, v)) = writes.last() {
+                put_variable(ctx, v)?;
+            }
+            scope = ThreadScope::new(ctx, run, thread);
+        }
+    }
+    let next = nr.id.as_ref().map(|i| i.position).unwrap_or_default() + 1;
+    arrive(ctx, run, thread, &edge.sink_node_name, next)
+}
+
+fn declared_type_of(
+    run: &RunState,
+    thread: i32,
+    name: &str,
+) -> Result<halter_api::littlehorse::VariableType, String> {
+    let spec_name = &run
+        .threads
+        .get(&thread)
+        .ok_or("no such thread")?
+        .thread_spec_name;
+    run.spec
+        .thread_specs
+        .get(spec_name)
+        .and_then(|t| {
+            t.variable_defs
+                .iter()
+                .filter_map(|v| v.var_def.as_ref())
+                .find(|d| d.name == name)
+        })
+        .ok_or_else(|| format!("variable '{name}' is not declared"))
+        .and_then(|d| values::declared_type(d).map_err(str::to_string))
+}
+
+fn fail_thread(
+    ctx: &mut Ctx,
+    run: &mut RunState,
+    thread: i32,
+    name: &str,
+    message: String,
+) -> HResult<()> {
+    let st = failure_status(name);
+    if let Some(t) = run.threads.get_mut(&thread) {
+        t.status = st as i32;
+        t.end_time = Some(ts(ctx.now_ms));
+        t.error_message = Some(format!("{name}: {message}"));
+    }
+    if thread == 0 {
+        finish_wf_run(ctx, run, st)?;
+    }
+    Ok(())
+}
+
+fn complete_thread(
+    ctx: &mut Ctx,
+    run: &mut RunState,
+    thread: i32,
+    output: Option<VariableValue>,
+) -> HResult<()> {
+    if let Some(t) = run.threads.get_mut(&thread) {
+        t.status = LhStatus::Completed as i32;
+        t.end_time = Some(ts(ctx.now_ms));
+        t.output = output;
+    }
+    if thread == 0 {
+        finish_wf_run(ctx, run, LhStatus::Completed)?;
+    }
+    Ok(())
+}
+
+/// The entrypoint thread ended: the WfRun ends with it, and its retention starts.
+fn finish_wf_run(ctx: &mut Ctx, run: &mut RunState, st: LhStatus) -> HResult<()> {
+    run.wf_run.status = st as i32;
+    run.wf_run.end_time = Some(ts(ctx.now_ms));
+    use halter_api::littlehorse::workflow_retention_policy::WfGcPolicy;
+    if let Some(WfGcPolicy::SecondsAfterWfTermination(s)) =
+        run.spec.retention_policy.and_then(|r| r.wf_gc_policy)
+    {
+        let id = run.id().to_string();
+        timers::arm(
+            ctx,
+            &timers::wf_run_retention_timer_id(&id),
+            after_seconds(ctx.now_ms, s),
+            timer::Kind::WfRunRetention(id.clone()),
+        )?;
+    }
+    Ok(())
+}
+
+/// StopWfRun: halts the thread (all threads when it is the entrypoint thread).
+pub fn halt(ctx: &mut Ctx, run: &mut RunState, thread: i32) -> HResult<()> {
+    let wf = run.id().to_string();
+    let targets: Vec<i32> = if thread == 0 {
+        run.threads.keys().copied().collect()
+    } else {
+        vec![thread]
+    };
+    for t in targets {
+        let Some(th) = run.threads.get_mut(&t) else {
+            continue;
+        };
+        if status(th.status) != LhStatus::Running {
+            continue;
+        }
+        th.status = LhStatus::Halted as i32;
+        th.halt_reasons.push(ThreadHaltReason {
+            reason: Some(thread_halt_reason::Reason::ManualHalt(Default::default())),
+        });
+        let pos = th.current_node_position;
+        if let Some(mut nr) = get_node(ctx, &wf, t, pos)? {
+            if status(nr.status) == LhStatus::Running {
+                nr.status = LhStatus::Halted as i32;
+                put_node(ctx, &nr)?;
+            }
+        }
+    }
+    if thread == 0 && status(run.wf_run.status) == LhStatus::Running {
+        run.wf_run.status = LhStatus::Halted as i32;
+    }
+    run.save(ctx)
+}
+
+/// ResumeWfRun: the reverse of [`halt`]; a resumed EXTERNAL_EVENT waits (and claims) again.
+pub fn resume(ctx: &mut Ctx, run: &mut RunState, thread: i32) -> HResult<()> {
+    let wf = run.id().to_string();
+    let targets: Vec<i32> = if thread == 0 {
+        run.threads.keys().copied().collect()
+    } else {
+        vec![thread]
+    };
+    for t in targets {
+        let Some(th) = run.threads.get_mut(&t) else {
+            continue;
+        };
+        if status(th.status) != LhStatus::Halted {
+            continue;
+        }
+        th.status = LhStatus::Running as i32;
+        th.halt_reasons
+            .retain(|r| !matches!(r.reason, Some(thread_halt_reason::Reason::ManualHalt(_))));
+        let pos = th.current_node_position;
+        if let Some(mut nr) = get_node(ctx, &wf, t, pos)? {
+            if status(nr.status) == LhStatus::Halted {
+                nr.status = LhStatus::Running as i32;
+                if let Some(NodeType::Sleep(s)) = &nr.node_type {
+                    if s.matured {
+                        complete_node(ctx, &mut nr);
+                    }
+                }
+                try_claim(ctx, &wf, t, &mut nr)?;
+                put_node(ctx, &nr)?;
+            }
+        }
+    }
+    if thread == 0 && status(run.wf_run.status) == LhStatus::Halted {
+        run.wf_run.status = LhStatus::Running as i32;
+    }
+    advance(ctx, run)
+}

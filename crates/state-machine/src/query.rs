@@ -1,0 +1,435 @@
+//! The read side: Get/List/Search over one consistent read snapshot (semantics §9).
+//!
+//! Pages are ordered by the tables' keys. A bookmark is the key of the first item not yet
+//! returned, encoded as `halter.Bookmark`; a malformed one is INVALID_ARGUMENT, never a panic.
+
+use halter_api::halter::{bookmark_part::Part, Bookmark, BookmarkPart, StoredExternalEvent};
+use halter_api::limits::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT};
+use halter_api::littlehorse::*;
+use halter_api::names::{check_guid, check_name};
+use halter_storage::{codec, ReadTables};
+use prost::Message;
+
+use crate::error::{invalid, HResult, Rejection};
+use crate::run_state::assemble;
+use crate::time::ms;
+
+fn not_found(what: impl std::fmt::Display) -> Rejection {
+    Rejection::NotFound(format!("{what} not found"))
+}
+
+fn page_limit(limit: Option<i32>) -> Result<usize, Rejection> {
+    match limit {
+        None | Some(0) => Ok(DEFAULT_PAGE_LIMIT),
+        Some(l) if l < 0 => Err(invalid(format!("limit must be positive, got {l}"))),
+        Some(l) => Ok((l as usize).min(MAX_PAGE_LIMIT)),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum P {
+    S(String),
+    I(i64),
+}
+
+fn encode_bookmark(parts: &[P]) -> Vec<u8> {
+    Bookmark {
+        parts: parts
+            .iter()
+            .map(|p| BookmarkPart {
+                part: Some(match p {
+                    P::S(s) => Part::Str(s.clone()),
+                    P::I(i) => Part::Int(*i),
+                }),
+            })
+            .collect(),
+    }
+    .encode_to_vec()
+}
+
+fn decode_bookmark(b: &Option<Vec<u8>>) -> Result<Option<Vec<P>>, Rejection> {
+    let Some(bytes) = b else { return Ok(None) };
+    let bad = || invalid("malformed bookmark");
+    let bm = Bookmark::decode(bytes.as_slice()).map_err(|_| bad())?;
+    bm.parts
+        .into_iter()
+        .map(|p| match p.part {
+            Some(Part::Str(s)) => Ok(P::S(s)),
+            Some(Part::Int(i)) => Ok(P::I(i)),
+            None => Err(bad()),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+fn s(parts: &[P], i: usize) -> Result<&str, Rejection> {
+    match parts.get(i) {
+        Some(P::S(s)) => Ok(s),
+        _ => Err(invalid("malformed bookmark")),
+    }
+}
+
+fn n(parts: &[P], i: usize) -> Result<i64, Rejection> {
+    match parts.get(i) {
+        Some(P::I(v)) => Ok(*v),
+        _ => Err(invalid("malformed bookmark")),
+    }
+}
+
+fn wf_run_id(id: &Option<WfRunId>) -> Result<&str, Rejection> {
+    let id = id.as_ref().ok_or_else(|| invalid("missing wf_run_id"))?;
+    check_name("WfRun id", &id.id)?;
+    Ok(&id.id)
+}
+
+fn non_negative(what: &str, v: i32) -> Result<u32, Rejection> {
+    u32::try_from(v).map_err(|_| invalid(format!("{what} must not be negative")))
+}
+
+pub fn get_external_event_def(
+    t: &ReadTables,
+    id: &ExternalEventDefId,
+) -> HResult<ExternalEventDef> {
+    check_name("ExternalEventDef name", &id.name)?;
+    Ok(codec::get(&t.external_event_defs, id.name.as_str())?
+        .ok_or_else(|| not_found(format!("ExternalEventDef '{}'", id.name)))?)
+}
+
+pub fn search_external_event_defs(
+    t: &ReadTables,
+    req: &SearchExternalEventDefRequest,
+) -> HResult<ExternalEventDefIdList> {
+    let limit = page_limit(req.limit)?;
+    let prefix = req.prefix.clone().unwrap_or_default();
+    let start = match decode_bookmark(&req.bookmark)? {
+        Some(p) => s(&p, 0)?.to_string(),
+        None => prefix.clone(),
+    };
+    let mut out = ExternalEventDefIdList::default();
+    for row in t.external_event_defs.range(start.as_str()..)? {
+        let (k, _) = row?;
+        let name = k.value();
+        if !name.starts_with(&prefix) {
+            break;
+        }
+        if out.results.len() == limit {
+            out.bookmark = Some(encode_bookmark(&[P::S(name.to_string())]));
+            break;
+        }
+        out.results.push(ExternalEventDefId {
+            name: name.to_string(),
+        });
+    }
+    Ok(out)
+}
+
+fn event_key(id: &ExternalEventId) -> Result<(&str, &str, &str), Rejection> {
+    let wf = wf_run_id(&id.wf_run_id)?;
+    let def = id
+        .external_event_def_id
+        .as_ref()
+        .map(|d| d.name.as_str())
+        .ok_or_else(|| invalid("missing external_event_def_id"))?;
+    check_name("ExternalEventDef name", def)?;
+    check_guid(&id.guid)?;
+    Ok((wf, def, id.guid.as_str()))
+}
+
+pub fn get_external_event(t: &ReadTables, id: &ExternalEventId) -> HResult<ExternalEvent> {
+    let key = event_key(id)?;
+    let stored: Option<StoredExternalEvent> = codec::get(&t.external_events, key)?;
+    Ok(stored
+        .and_then(|s| s.event)
+        .ok_or_else(|| not_found(format!("ExternalEvent {}/{}/{}", key.0, key.1, key.2)))?)
+}
+
+pub fn list_external_events(
+    t: &ReadTables,
+    req: &ListExternalEventsRequest,
+) -> HResult<ExternalEventList> {
+    let wf = wf_run_id(&req.wf_run_id)?;
+    let limit = page_limit(req.limit)?;
+    let bm = decode_bookmark(&req.bookmark)?;
+    let (d0, g0) = match &bm {
+        Some(p) => (s(p, 0)?, s(p, 1)?),
+        None => ("", ""),
+    };
+    let mut out = ExternalEventList::default();
+    for row in t.external_events.range((wf, d0, g0)..)? {
+        let (k, v) = row?;
+        let (w, d, g) = k.value();
+        if w != wf {
+            break;
+        }
+        if out.results.len() == limit {
+            out.bookmark = Some(encode_bookmark(&[P::S(d.into()), P::S(g.into())]));
+            break;
+        }
+        let stored: StoredExternalEvent = codec::decode(v.value())?;
+        out.results.extend(stored.event);
+    }
+    Ok(out)
+}
+
+pub fn search_external_events(
+    t: &ReadTables,
+    req: &SearchExternalEventRequest,
+) -> HResult<ExternalEventIdList> {
+    let def = req
+        .external_event_def_id
+        .as_ref()
+        .map(|d| d.name.as_str())
+        .ok_or_else(|| invalid("missing external_event_def_id"))?;
+    check_name("ExternalEventDef name", def)?;
+    if codec::get::<_, ExternalEventDef, _>(&t.external_event_defs, def)?.is_none() {
+        return Err(invalid(format!("No ExternalEventDef named '{def}'")).into());
+    }
+    let limit = page_limit(req.limit)?;
+    let earliest = req.earliest_start.as_ref().map(ms).unwrap_or(i64::MIN);
+    let latest = req.latest_start.as_ref().map(ms).unwrap_or(i64::MAX);
+    let bm = decode_bookmark(&req.bookmark)?;
+    let claimed_states: Vec<bool> = match req.is_claimed {
+        Some(c) => vec![c],
+        None => vec![false, true],
+    };
+    let mut out = ExternalEventIdList::default();
+    for claimed in claimed_states {
+        let (mut from_t, mut from_s) = (earliest, 0u64);
+        if let Some(p) = &bm {
+            let b_claimed = n(p, 0)? != 0;
+            if claimed < b_claimed {
+                continue; // this half was finished on an earlier page
+            }
+            if claimed == b_claimed {
+                from_t = n(p, 1)?;
+                from_s = n(p, 2)? as u64;
+            }
+        }
+        for row in t
+            .events_by_def
+            .range((def, claimed, from_t, from_s)..=(def, claimed, latest, u64::MAX))?
+        {
+            let (k, v) = row?;
+            let (_, _, created, seq) = k.value();
+            if out.results.len() == limit {
+                out.bookmark = Some(encode_bookmark(&[
+                    P::I(claimed as i64),
+                    P::I(created),
+                    P::I(seq as i64),
+                ]));
+                return Ok(out);
+            }
+            let (wf, guid) = v.value();
+            out.results.push(ExternalEventId {
+                wf_run_id: Some(WfRunId {
+                    id: wf.to_string(),
+                    parent_wf_run_id: None,
+                }),
+                external_event_def_id: Some(ExternalEventDefId {
+                    name: def.to_string(),
+                }),
+                guid: guid.to_string(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+pub fn get_wf_spec(t: &ReadTables, id: &WfSpecId) -> HResult<WfSpec> {
+    check_name("WfSpec name", &id.name)?;
+    let major = non_negative("major_version", id.major_version)?;
+    let rev = non_negative("revision", id.revision)?;
+    Ok(
+        codec::get(&t.wf_specs, (id.name.as_str(), major, rev))?.ok_or_else(|| {
+            not_found(format!(
+                "WfSpec {} v{}.{}",
+                id.name, id.major_version, id.revision
+            ))
+        })?,
+    )
+}
+
+pub fn get_latest_wf_spec(t: &ReadTables, req: &GetLatestWfSpecRequest) -> HResult<WfSpec> {
+    check_name("WfSpec name", &req.name)?;
+    let major = req
+        .major_version
+        .map(|m| non_negative("major_version", m))
+        .transpose()?;
+    Ok(crate::wf_spec::latest(&t.wf_specs, &req.name, major)?
+        .ok_or_else(|| not_found(format!("WfSpec '{}'", req.name)))?)
+}
+
+pub fn search_wf_specs(t: &ReadTables, req: &SearchWfSpecRequest) -> HResult<WfSpecIdList> {
+    use search_wf_spec_request::WfSpecCriteria;
+    let limit = page_limit(req.limit)?;
+    let (prefix, exact) = match &req.wf_spec_criteria {
+        None => (String::new(), false),
+        Some(WfSpecCriteria::Name(n)) => (n.clone(), true),
+        Some(WfSpecCriteria::Prefix(p)) => (p.clone(), false),
+        Some(WfSpecCriteria::TaskDefName(_)) => return Ok(WfSpecIdList::default()),
+    };
+    let bm = decode_bookmark(&req.bookmark)?;
+    let start = match &bm {
+        Some(p) => (s(p, 0)?.to_string(), n(p, 1)? as u32, n(p, 2)? as u32),
+        None => (prefix.clone(), 0, 0),
+    };
+    let mut out = WfSpecIdList::default();
+    for row in t.wf_specs.range((start.0.as_str(), start.1, start.2)..)? {
+        let (k, _) = row?;
+        let (name, major, rev) = k.value();
+        if (exact && name != prefix) || !name.starts_with(&prefix) {
+            break;
+        }
+        if out.results.len() == limit {
+            out.bookmark = Some(encode_bookmark(&[
+                P::S(name.into()),
+                P::I(major.into()),
+                P::I(rev.into()),
+            ]));
+            break;
+        }
+        out.results.push(WfSpecId {
+            name: name.into(),
+            major_version: major as i32,
+            revision: rev as i32,
+        });
+    }
+    Ok(out)
+}
+
+pub fn get_wf_run(t: &ReadTables, id: &WfRunId) -> HResult<WfRun> {
+    check_name("WfRun id", &id.id)?;
+    Ok(assemble(&t.wf_runs, &t.thread_runs, &id.id)?
+        .ok_or_else(|| not_found(format!("WfRun '{}'", id.id)))?)
+}
+
+pub fn search_wf_runs(t: &ReadTables, req: &SearchWfRunRequest) -> HResult<WfRunIdList> {
+    check_name("WfSpec name", &req.wf_spec_name)?;
+    let limit = page_limit(req.limit)?;
+    let earliest = req.earliest_start.as_ref().map(ms).unwrap_or(i64::MIN);
+    let latest = req.latest_start.as_ref().map(ms).unwrap_or(i64::MAX);
+    let name = req.wf_spec_name.as_str();
+    let bm = decode_bookmark(&req.bookmark)?;
+    let start = match &bm {
+        Some(p) => (n(p, 0)?, s(p, 1)?.to_string()),
+        None => (earliest, String::new()),
+    };
+    let mut out = WfRunIdList::default();
+    for row in t
+        .wf_runs_by_spec
+        .range((name, start.0, start.1.as_str())..)?
+    {
+        let (k, _) = row?;
+        let (spec, started, id) = k.value();
+        if spec != name || started > latest {
+            break;
+        }
+        let Some(run) = codec::get::<_, WfRun, _>(&t.wf_runs, id)? else {
+            continue;
+        };
+        let sid = run.wf_spec_id.clone().unwrap_or_default();
+        if req
+            .wf_spec_major_version
+            .is_some_and(|m| m != sid.major_version)
+            || req.wf_spec_revision.is_some_and(|r| r != sid.revision)
+            || req.status.is_some_and(|s| s != run.status)
+        {
+            continue;
+        }
+        let mut vars_match = true;
+        for f in &req.variable_filters {
+            let v: Option<Variable> = codec::get(&t.variables, (id, 0u32, f.var_name.as_str()))?;
+            if !v.is_some_and(|v| {
+                crate::expr::equal(
+                    &v.value.unwrap_or_default(),
+                    &f.value.clone().unwrap_or_default(),
+                )
+            }) {
+                vars_match = false;
+                break;
+            }
+        }
+        if !vars_match {
+            continue;
+        }
+        if out.results.len() == limit {
+            out.bookmark = Some(encode_bookmark(&[P::I(started), P::S(id.into())]));
+            break;
+        }
+        out.results.push(WfRunId {
+            id: id.to_string(),
+            parent_wf_run_id: None,
+        });
+    }
+    Ok(out)
+}
+
+pub fn get_node_run(t: &ReadTables, id: &NodeRunId) -> HResult<NodeRun> {
+    let wf = wf_run_id(&id.wf_run_id)?;
+    let thread = non_negative("thread_run_number", id.thread_run_number)?;
+    let pos = non_negative("position", id.position)?;
+    Ok(codec::get(&t.node_runs, (wf, thread, pos))?
+        .ok_or_else(|| not_found(format!("NodeRun {wf}/{thread}/{pos}")))?)
+}
+
+pub fn list_node_runs(t: &ReadTables, req: &ListNodeRunsRequest) -> HResult<NodeRunList> {
+    let wf = wf_run_id(&req.wf_run_id)?;
+    let limit = page_limit(req.limit)?;
+    let (lo_t, hi_t) = match req.thread_run_number {
+        Some(n) => {
+            let n = non_negative("thread_run_number", n)?;
+            (n, n)
+        }
+        None => (0, u32::MAX),
+    };
+    let bm = decode_bookmark(&req.bookmark)?;
+    let start = match &bm {
+        Some(p) => (n(p, 0)? as u32, n(p, 1)? as u32),
+        None => (lo_t, 0),
+    };
+    let mut out = NodeRunList::default();
+    for row in t
+        .node_runs
+        .range((wf, start.0, start.1)..=(wf, hi_t, u32::MAX))?
+    {
+        let (k, v) = row?;
+        let (_, th, pos) = k.value();
+        if out.results.len() == limit {
+            out.bookmark = Some(encode_bookmark(&[P::I(th.into()), P::I(pos.into())]));
+            break;
+        }
+        out.results.push(codec::decode(v.value())?);
+    }
+    Ok(out)
+}
+
+pub fn get_variable(t: &ReadTables, id: &VariableId) -> HResult<Variable> {
+    let wf = wf_run_id(&id.wf_run_id)?;
+    let thread = non_negative("thread_run_number", id.thread_run_number)?;
+    Ok(codec::get(&t.variables, (wf, thread, id.name.as_str()))?
+        .ok_or_else(|| not_found(format!("Variable '{}' of {wf}/{thread}", id.name)))?)
+}
+
+pub fn list_variables(t: &ReadTables, req: &ListVariablesRequest) -> HResult<VariableList> {
+    let wf = wf_run_id(&req.wf_run_id)?;
+    let limit = page_limit(req.limit)?;
+    let bm = decode_bookmark(&req.bookmark)?;
+    let start = match &bm {
+        Some(p) => (n(p, 0)? as u32, s(p, 1)?.to_string()),
+        None => (0, String::new()),
+    };
+    let mut out = VariableList::default();
+    for row in t.variables.range((wf, start.0, start.1.as_str())..)? {
+        let (k, v) = row?;
+        let (w, th, name) = k.value();
+        if w != wf {
+            break;
+        }
+        if out.results.len() == limit {
+            out.bookmark = Some(encode_bookmark(&[P::I(th.into()), P::S(name.into())]));
+            break;
+        }
+        out.results.push(codec::decode(v.value())?);
+    }
+    Ok(out)
+}

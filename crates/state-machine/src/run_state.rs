@@ -1,0 +1,127 @@
+//! A WfRun loaded for one command: the run, its threads and its spec, written back at the end.
+
+use std::collections::BTreeMap;
+
+use halter_api::littlehorse::{LhStatus, NodeRun, ThreadRun, Variable, WfRun, WfSpec};
+use halter_storage::codec;
+use redb::ReadableTable;
+
+use crate::ctx::{Ctx, Effect};
+use crate::error::HResult;
+
+pub struct RunState {
+    pub wf_run: WfRun,
+    pub threads: BTreeMap<i32, ThreadRun>,
+    pub spec: WfSpec,
+}
+
+impl RunState {
+    pub fn id(&self) -> &str {
+        self.wf_run
+            .id
+            .as_ref()
+            .map(|i| i.id.as_str())
+            .unwrap_or_default()
+    }
+
+    /// Loads the WfRun `id`, or `None` if it does not exist (or its spec is gone).
+    pub fn load(ctx: &Ctx, id: &str) -> HResult<Option<RunState>> {
+        let Some(wf_run) = codec::get::<_, WfRun, _>(&ctx.tables.wf_runs, id)? else {
+            return Ok(None);
+        };
+        let threads = load_threads(&ctx.tables.thread_runs, id)?
+            .into_iter()
+            .map(|t| (t.number, t))
+            .collect();
+        let spec_id = wf_run.wf_spec_id.clone().unwrap_or_default();
+        let key = (
+            spec_id.name.as_str(),
+            spec_id.major_version as u32,
+            spec_id.revision as u32,
+        );
+        let Some(spec) = codec::get::<_, WfSpec, _>(&ctx.tables.wf_specs, key)? else {
+            return Ok(None);
+        };
+        Ok(Some(RunState {
+            wf_run,
+            threads,
+            spec,
+        }))
+    }
+
+    pub fn save(&self, ctx: &mut Ctx) -> HResult<()> {
+        let id = self.id().to_string();
+        codec::put(&mut ctx.tables.wf_runs, id.as_str(), &self.wf_run)?;
+        for (n, t) in &self.threads {
+            codec::put(&mut ctx.tables.thread_runs, (id.as_str(), *n as u32), t)?;
+        }
+        ctx.effects.push(Effect::WfRunChanged { wf_run_id: id });
+        Ok(())
+    }
+}
+
+/// A WfRun's thread runs, in number order.
+pub fn load_threads<T>(table: &T, id: &str) -> HResult<Vec<ThreadRun>>
+where
+    T: ReadableTable<(&'static str, u32), &'static [u8]>,
+{
+    let mut out = Vec::new();
+    for row in table.range((id, 0u32)..=(id, u32::MAX))? {
+        let (_, v) = row?;
+        out.push(codec::decode(v.value())?);
+    }
+    Ok(out)
+}
+
+/// The WfRun as clients see it: with its thread runs inlined.
+pub fn assemble<R, T>(runs: &R, threads: &T, id: &str) -> HResult<Option<WfRun>>
+where
+    R: ReadableTable<&'static str, &'static [u8]>,
+    T: ReadableTable<(&'static str, u32), &'static [u8]>,
+{
+    let Some(mut run) = codec::get::<_, WfRun, _>(runs, id)? else {
+        return Ok(None);
+    };
+    run.thread_runs = load_threads(threads, id)?;
+    Ok(Some(run))
+}
+
+pub fn get_node(ctx: &Ctx, wf: &str, thread: i32, pos: i32) -> HResult<Option<NodeRun>> {
+    Ok(codec::get(
+        &ctx.tables.node_runs,
+        (wf, thread as u32, pos as u32),
+    )?)
+}
+
+pub fn put_node(ctx: &mut Ctx, nr: &NodeRun) -> HResult<()> {
+    let id = nr.id.clone().unwrap_or_default();
+    let wf = id.wf_run_id.map(|w| w.id).unwrap_or_default();
+    codec::put(
+        &mut ctx.tables.node_runs,
+        (wf.as_str(), id.thread_run_number as u32, id.position as u32),
+        nr,
+    )?;
+    Ok(())
+}
+
+pub fn get_variable(ctx: &Ctx, wf: &str, thread: i32, name: &str) -> HResult<Option<Variable>> {
+    Ok(codec::get(
+        &ctx.tables.variables,
+        (wf, thread as u32, name),
+    )?)
+}
+
+pub fn put_variable(ctx: &mut Ctx, v: &Variable) -> HResult<()> {
+    let id = v.id.clone().unwrap_or_default();
+    let wf = id.wf_run_id.map(|w| w.id).unwrap_or_default();
+    codec::put(
+        &mut ctx.tables.variables,
+        (wf.as_str(), id.thread_run_number as u32, id.name.as_str()),
+        v,
+    )?;
+    Ok(())
+}
+
+pub fn status(s: i32) -> LhStatus {
+    LhStatus::try_from(s).unwrap_or(LhStatus::Starting)
+}

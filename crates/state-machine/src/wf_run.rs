@@ -1,0 +1,231 @@
+//! RunWf, StopWfRun, ResumeWfRun, DeleteWfRun (semantics §8).
+
+use std::collections::BTreeSet;
+
+use halter_api::limits::MAX_VALUE_BYTES;
+use halter_api::littlehorse::{
+    DeleteWfRunRequest, LhStatus, ResumeWfRunRequest, RunWfRequest, StopWfRunRequest, ThreadType,
+    Variable, VariableId, WfRun, WfRunId, WfSpec,
+};
+use halter_api::names::check_name;
+use halter_api::values;
+use halter_storage::codec;
+use prost::Message;
+use redb::ReadableTable;
+
+use crate::ctx::Ctx;
+use crate::error::{invalid, HResult, Rejection};
+use crate::external_event;
+use crate::interpreter;
+use crate::run_state::{put_variable, RunState};
+use crate::time::{ms, ts};
+use crate::timers;
+
+pub fn is_terminal(s: LhStatus) -> bool {
+    matches!(
+        s,
+        LhStatus::Completed | LhStatus::Error | LhStatus::Exception
+    )
+}
+
+fn find_spec(ctx: &Ctx, req: &RunWfRequest) -> HResult<WfSpec> {
+    check_name("WfSpec name", &req.wf_spec_name)?;
+    let not_found = || Rejection::NotFound(format!("WfSpec '{}' not found", req.wf_spec_name));
+    let spec = match (req.major_version, req.revision) {
+        (None, Some(_)) => return Err(invalid("revision given without major_version").into()),
+        (Some(m), _) if m < 0 => return Err(invalid("major_version must not be negative").into()),
+        (_, Some(r)) if r < 0 => return Err(invalid("revision must not be negative").into()),
+        (Some(m), Some(r)) => codec::get(
+            &ctx.tables.wf_specs,
+            (req.wf_spec_name.as_str(), m as u32, r as u32),
+        )?,
+        (Some(m), None) => {
+            crate::wf_spec::latest(&ctx.tables.wf_specs, &req.wf_spec_name, Some(m as u32))?
+        }
+        (None, None) => crate::wf_spec::latest(&ctx.tables.wf_specs, &req.wf_spec_name, None)?,
+    };
+    Ok(spec.ok_or_else(not_found)?)
+}
+
+pub fn run(ctx: &mut Ctx, req: &RunWfRequest) -> HResult<WfRun> {
+    let spec = find_spec(ctx, req)?;
+    // The receiving node generates a missing id before proposing, so the log always has one.
+    let id = req
+        .id
+        .as_deref()
+        .ok_or_else(|| invalid("missing id (the server fills it in before proposing)"))?;
+    check_name("WfRun id", id)?;
+    if req.parent_wf_run_id.is_some() {
+        return Err(invalid("parent_wf_run_id (child WfRuns) is not supported yet").into());
+    }
+    if codec::get::<_, WfRun, _>(&ctx.tables.wf_runs, id)?.is_some() {
+        return Err(Rejection::AlreadyExists(format!("WfRun '{id}' already exists")).into());
+    }
+    let entry = spec
+        .thread_specs
+        .get(&spec.entrypoint_thread_name)
+        .cloned()
+        .unwrap_or_default();
+    let mut declared = BTreeSet::new();
+    let mut initial = Vec::new();
+    for tv in &entry.variable_defs {
+        let Some(def) = &tv.var_def else { continue };
+        declared.insert(def.name.as_str());
+        let ty = values::declared_type(def)
+            .map_err(|w| invalid(format!("variable '{}': {w}", def.name)))?;
+        let value = match req.variables.get(&def.name) {
+            Some(v) => {
+                if v.encoded_len() > MAX_VALUE_BYTES {
+                    return Err(Rejection::ResourceExhausted(format!(
+                        "variable '{}' is larger than {MAX_VALUE_BYTES} bytes",
+                        def.name
+                    ))
+                    .into());
+                }
+                if !values::admits(ty, v) {
+                    return Err(invalid(format!(
+                        "variable '{}' must be {}, got {}",
+                        def.name,
+                        ty.as_str_name(),
+                        values::type_name(values::type_of(v))
+                    ))
+                    .into());
+                }
+                v.clone()
+            }
+            None if tv.required => {
+                return Err(invalid(format!("required variable '{}' is missing", def.name)).into())
+            }
+            None => def.default_value.clone().unwrap_or_default(),
+        };
+        initial.push((def.name.clone(), value, def.masked_value.unwrap_or(false)));
+    }
+    if let Some(unknown) = req
+        .variables
+        .keys()
+        .find(|k| !declared.contains(k.as_str()))
+    {
+        return Err(invalid(format!(
+            "variable '{unknown}' is not declared by thread '{}'",
+            spec.entrypoint_thread_name
+        ))
+        .into());
+    }
+
+    let wf_run_id = WfRunId {
+        id: id.to_string(),
+        parent_wf_run_id: None,
+    };
+    let wf_run = WfRun {
+        id: Some(wf_run_id.clone()),
+        wf_spec_id: spec.id.clone(),
+        status: LhStatus::Running as i32,
+        greatest_threadrun_number: 0,
+        start_time: Some(ts(ctx.now_ms)),
+        ..Default::default()
+    };
+    let spec_name = spec.id.as_ref().map(|s| s.name.clone()).unwrap_or_default();
+    ctx.tables
+        .wf_runs_by_spec
+        .insert((spec_name.as_str(), ctx.now_ms, id), ())?;
+    for (name, value, masked) in initial {
+        put_variable(
+            ctx,
+            &Variable {
+                id: Some(VariableId {
+                    wf_run_id: Some(wf_run_id.clone()),
+                    thread_run_number: 0,
+                    name,
+                }),
+                value: Some(value),
+                created_at: Some(ts(ctx.now_ms)),
+                wf_spec_id: spec.id.clone(),
+                masked,
+            },
+        )?;
+    }
+    let entry_name = spec.entrypoint_thread_name.clone();
+    let mut run = RunState {
+        wf_run,
+        threads: Default::default(),
+        spec,
+    };
+    interpreter::start_thread(ctx, &mut run, 0, &entry_name, None, ThreadType::Entrypoint)?;
+    interpreter::advance(ctx, &mut run)?;
+    Ok(run.wf_run.clone())
+}
+
+fn load_for(ctx: &Ctx, id: Option<&WfRunId>, thread: i32) -> HResult<RunState> {
+    let id = id.ok_or_else(|| invalid("missing wf_run_id"))?;
+    check_name("WfRun id", &id.id)?;
+    let run = RunState::load(ctx, &id.id)?
+        .ok_or_else(|| Rejection::NotFound(format!("WfRun '{}' not found", id.id)))?;
+    if !run.threads.contains_key(&thread) {
+        return Err(
+            Rejection::NotFound(format!("WfRun '{}' has no thread {thread}", id.id)).into(),
+        );
+    }
+    Ok(run)
+}
+
+/// Stopping a terminated WfRun is refused; stopping a halted one again is a no-op.
+pub fn stop(ctx: &mut Ctx, req: &StopWfRunRequest) -> HResult<()> {
+    let mut run = load_for(ctx, req.wf_run_id.as_ref(), req.thread_run_number)?;
+    if is_terminal(run.wf_run.status()) {
+        return Err(Rejection::FailedPrecondition(format!(
+            "WfRun '{}' is already {}",
+            run.id(),
+            run.wf_run.status().as_str_name()
+        ))
+        .into());
+    }
+    interpreter::halt(ctx, &mut run, req.thread_run_number)
+}
+
+/// Resuming a thread that is not halted is a no-op.
+pub fn resume(ctx: &mut Ctx, req: &ResumeWfRunRequest) -> HResult<()> {
+    let mut run = load_for(ctx, req.wf_run_id.as_ref(), req.thread_run_number)?;
+    interpreter::resume(ctx, &mut run, req.thread_run_number)
+}
+
+/// Deleting is idempotent. It removes the WfRun, its threads, NodeRuns, Variables, every
+/// ExternalEvent put for its id, and their timers.
+pub fn delete(ctx: &mut Ctx, req: &DeleteWfRunRequest) -> HResult<()> {
+    let id = req.id.as_ref().ok_or_else(|| invalid("missing id"))?;
+    check_name("WfRun id", &id.id)?;
+    delete_by_id(ctx, &id.id)
+}
+
+pub fn delete_by_id(ctx: &mut Ctx, wf: &str) -> HResult<()> {
+    if let Some(run) = codec::get::<_, WfRun, _>(&ctx.tables.wf_runs, wf)? {
+        let spec = run.wf_spec_id.map(|s| s.name).unwrap_or_default();
+        let start = run.start_time.as_ref().map(ms).unwrap_or_default();
+        ctx.tables
+            .wf_runs_by_spec
+            .remove((spec.as_str(), start, wf))?;
+    }
+    ctx.tables.wf_runs.remove(wf)?;
+    ctx.tables
+        .thread_runs
+        .retain_in((wf, 0u32)..=(wf, u32::MAX), |_, _| false)?;
+    let mut node_keys = Vec::new();
+    for row in ctx
+        .tables
+        .node_runs
+        .range((wf, 0u32, 0u32)..=(wf, u32::MAX, u32::MAX))?
+    {
+        let (k, _) = row?;
+        let (_, t, p) = k.value();
+        node_keys.push((t, p));
+    }
+    for (t, p) in node_keys {
+        ctx.tables.node_runs.remove((wf, t, p))?;
+        timers::cancel(ctx, &timers::node_run_timer_id(wf, t as i32, p as i32))?;
+    }
+    ctx.tables
+        .variables
+        .retain_in((wf, 0u32, "")..(wf, u32::MAX, ""), |_, _| false)?;
+    external_event::delete_all_of(ctx, wf)?;
+    timers::cancel(ctx, &timers::wf_run_retention_timer_id(wf))?;
+    Ok(())
+}

@@ -1,0 +1,575 @@
+//! PutWfSpec (validation and versioning) and DeleteWfSpec (semantics §8).
+//!
+//! Validation rejects, with INVALID_ARGUMENT naming the thread, node and rule, anything Halter
+//! would otherwise have to ignore: features not built yet are refused, never dropped.
+
+use std::collections::BTreeSet;
+
+use halter_api::halter::Command;
+use halter_api::limits::{MAX_ASSIGNMENT_DEPTH, MAX_NAME_LEN, MAX_SPEC_ITEMS};
+use halter_api::littlehorse::{
+    edge::EdgeCondition,
+    exit_node, node,
+    sleep_node::SleepLength,
+    variable_assignment,
+    variable_mutation::{self, RhsValue},
+    AllowedUpdateType, DeleteWfSpecRequest, LhStatus, MetadataStatus, Node, PutWfSpecRequest,
+    ThreadSpec, VariableAssignment, VariableMutationType, WfSpec, WfSpecId,
+};
+use halter_api::names::check_name;
+use halter_api::values;
+use halter_storage::codec;
+use prost::Message;
+use redb::ReadableTable;
+
+use crate::ctx::Ctx;
+use crate::error::{invalid, HResult, Rejection};
+use crate::mutation;
+use crate::time::ts;
+
+/// Names of threads, nodes and variables: LittleHorse's SDKs generate names such as
+/// `1-wait-for-payment-EXTERNAL_EVENT`, so these allow `_` and `.` but never `/` or controls.
+pub fn check_local_name(what: &str, name: &str) -> Result<(), Rejection> {
+    if name.is_empty() {
+        return Err(invalid(format!("{what} must not be empty")));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(invalid(format!(
+            "{what} '{name}' is longer than {MAX_NAME_LEN} characters"
+        )));
+    }
+    if name.contains('/') || name.chars().any(char::is_control) {
+        return Err(invalid(format!(
+            "{what} '{name}' contains '/' or a control character"
+        )));
+    }
+    Ok(())
+}
+
+struct Checker<'a, 'b, 't> {
+    ctx: &'a Ctx<'b, 't>,
+    thread: &'a str,
+    spec: &'a ThreadSpec,
+    vars: BTreeSet<&'a str>,
+}
+
+impl Checker<'_, '_, '_> {
+    fn err(&self, node: Option<&str>, msg: impl std::fmt::Display) -> Rejection {
+        match node {
+            Some(n) => invalid(format!("thread '{}', node '{n}': {msg}", self.thread)),
+            None => invalid(format!("thread '{}': {msg}", self.thread)),
+        }
+    }
+
+    fn assignment(
+        &self,
+        node: &str,
+        a: &VariableAssignment,
+        depth: usize,
+    ) -> Result<(), Rejection> {
+        use variable_assignment::Source;
+        if depth > MAX_ASSIGNMENT_DEPTH {
+            return Err(self.err(Some(node), "expression nested too deeply"));
+        }
+        if let Some(variable_assignment::Path::LhPath(_)) = a.path {
+            return Err(self.err(Some(node), "lh_path is not supported yet (use json_path)"));
+        }
+        if let Some(variable_assignment::Path::JsonPath(p)) = &a.path {
+            crate::json_path::parse(p).map_err(|e| self.err(Some(node), e))?;
+        }
+        if a.target_type.is_some() {
+            return Err(self.err(Some(node), "target_type casts are not supported yet"));
+        }
+        match &a.source {
+            None => Err(self.err(Some(node), "a VariableAssignment has no source")),
+            Some(Source::VariableName(v)) => {
+                if self.vars.contains(v.as_str()) {
+                    Ok(())
+                } else {
+                    Err(self.err(Some(node), format!("refers to undeclared variable '{v}'")))
+                }
+            }
+            Some(Source::LiteralValue(v)) => match values::is_unsupported_kind(v) {
+                Some(kind) => Err(self.err(Some(node), format!("{kind} are not supported yet"))),
+                None => Ok(()),
+            },
+            Some(Source::NodeOutput(r)) => {
+                if self.spec.nodes.contains_key(&r.node_name) {
+                    Ok(())
+                } else {
+                    Err(self.err(
+                        Some(node),
+                        format!("refers to the output of unknown node '{}'", r.node_name),
+                    ))
+                }
+            }
+            Some(Source::FormatString(f)) => {
+                let fmt = f
+                    .format
+                    .as_ref()
+                    .ok_or_else(|| self.err(Some(node), "format string without a format"))?;
+                self.assignment(node, fmt, depth + 1)?;
+                f.args
+                    .iter()
+                    .try_for_each(|a| self.assignment(node, a, depth + 1))
+            }
+            Some(Source::Expression(e)) => {
+                use variable_assignment::expression::Operation;
+                let (Some(l), Some(r)) = (&e.lhs, &e.rhs) else {
+                    return Err(self.err(Some(node), "an expression needs lhs and rhs"));
+                };
+                match e.operation {
+                    Some(Operation::MutationType(op)) => {
+                        let op = VariableMutationType::try_from(op)
+                            .map_err(|_| self.err(Some(node), "unknown expression operation"))?;
+                        if !mutation::supported(op) || op == VariableMutationType::Assign {
+                            return Err(self.err(
+                                Some(node),
+                                format!(
+                                    "expression operation {} is not supported",
+                                    op.as_str_name()
+                                ),
+                            ));
+                        }
+                    }
+                    Some(Operation::Comparator(_)) => {}
+                    None => return Err(self.err(Some(node), "an expression needs an operation")),
+                }
+                self.assignment(node, l, depth + 1)?;
+                self.assignment(node, r, depth + 1)
+            }
+            Some(Source::StructBuilder(_)) => {
+                Err(self.err(Some(node), "struct builders are not supported yet"))
+            }
+            Some(Source::SizeOf(_)) => Err(self.err(Some(node), "size_of is not supported yet")),
+            Some(Source::MapBuilder(_)) => {
+                Err(self.err(Some(node), "map builders are not supported yet"))
+            }
+        }
+    }
+
+    fn node(&self, name: &str, n: &Node) -> Result<bool, Rejection> {
+        use node::Node as N;
+        check_local_name("node name", name).map_err(|e| self.err(None, e))?;
+        if !n.failure_handlers.is_empty() {
+            return Err(self.err(Some(name), "failure handlers are not supported yet"));
+        }
+        for edge in &n.outgoing_edges {
+            if !self.spec.nodes.contains_key(&edge.sink_node_name) {
+                return Err(self.err(
+                    Some(name),
+                    format!("edge to unknown node '{}'", edge.sink_node_name),
+                ));
+            }
+            match &edge.edge_condition {
+                None => {}
+                Some(EdgeCondition::LegacyCondition(c)) => {
+                    let (Some(l), Some(r)) = (&c.left, &c.right) else {
+                        return Err(self.err(Some(name), "an edge condition needs left and right"));
+                    };
+                    self.assignment(name, l, 0)?;
+                    self.assignment(name, r, 0)?;
+                }
+                Some(EdgeCondition::Condition(c)) => self.assignment(name, c, 0)?,
+            }
+            for m in &edge.variable_mutations {
+                if !self.vars.contains(m.lhs_name.as_str()) {
+                    return Err(self.err(
+                        Some(name),
+                        format!("mutation of undeclared variable '{}'", m.lhs_name),
+                    ));
+                }
+                let op = VariableMutationType::try_from(m.operation)
+                    .map_err(|_| self.err(Some(name), "unknown mutation operation"))?;
+                if !mutation::supported(op) {
+                    return Err(self.err(
+                        Some(name),
+                        format!("mutation {} is not supported yet", op.as_str_name()),
+                    ));
+                }
+                if m.lhs_lh_path.is_some() {
+                    return Err(self.err(
+                        Some(name),
+                        "lhs_lh_path is not supported yet (use lhs_json_path)",
+                    ));
+                }
+                if let Some(p) = &m.lhs_json_path {
+                    crate::json_path::parse(p).map_err(|e| self.err(Some(name), e))?;
+                }
+                match &m.rhs_value {
+                    None => {
+                        return Err(self.err(
+                            Some(name),
+                            format!("mutation of '{}' has no right-hand side", m.lhs_name),
+                        ))
+                    }
+                    Some(RhsValue::RhsAssignment(a)) => self.assignment(name, a, 0)?,
+                    Some(RhsValue::LiteralValue(v)) => {
+                        if let Some(kind) = values::is_unsupported_kind(v) {
+                            return Err(
+                                self.err(Some(name), format!("{kind} are not supported yet"))
+                            );
+                        }
+                    }
+                    Some(RhsValue::NodeOutput(src)) => match &src.path {
+                        Some(variable_mutation::node_output_source::Path::LhPath(_)) => {
+                            return Err(
+                                self.err(Some(name), "lh_path is not supported yet (use jsonpath)")
+                            )
+                        }
+                        Some(variable_mutation::node_output_source::Path::Jsonpath(p)) => {
+                            crate::json_path::parse(p).map_err(|e| self.err(Some(name), e))?;
+                        }
+                        None => {}
+                    },
+                }
+            }
+        }
+        let is_entry = match &n.node {
+            None => return Err(self.err(Some(name), "node has no type")),
+            Some(N::Entrypoint(_)) => true,
+            Some(N::Nop(_)) => false,
+            Some(N::Exit(e)) => {
+                match &e.result {
+                    Some(exit_node::Result::ReturnContent(a)) => self.assignment(name, a, 0)?,
+                    Some(exit_node::Result::FailureDef(f)) => {
+                        check_local_name("failure name", &f.failure_name)
+                            .map_err(|e| self.err(Some(name), e))?;
+                        if let Some(c) = &f.content {
+                            self.assignment(name, c, 0)?;
+                        }
+                    }
+                    None => {}
+                }
+                if !n.outgoing_edges.is_empty() {
+                    return Err(self.err(Some(name), "an EXIT node has no outgoing edges"));
+                }
+                false
+            }
+            Some(N::ExternalEvent(ee)) => {
+                let def = ee
+                    .external_event_def_id
+                    .as_ref()
+                    .map(|d| d.name.as_str())
+                    .unwrap_or_default();
+                if codec::get::<_, halter_api::littlehorse::ExternalEventDef, _>(
+                    &self.ctx.tables.external_event_defs,
+                    def,
+                )
+                .map_err(|e| invalid(e.to_string()))?
+                .is_none()
+                {
+                    return Err(self.err(Some(name), format!("No ExternalEventDef named '{def}'")));
+                }
+                if ee.correlation_key.is_some() {
+                    return Err(self.err(
+                        Some(name),
+                        "correlation_key (correlated events) is not supported yet",
+                    ));
+                }
+                if let Some(t) = &ee.timeout_seconds {
+                    self.assignment(name, t, 0)?;
+                }
+                false
+            }
+            Some(N::Sleep(s)) => {
+                match &s.sleep_length {
+                    Some(SleepLength::RawSeconds(a)) | Some(SleepLength::Timestamp(a)) => {
+                        self.assignment(name, a, 0)?
+                    }
+                    Some(SleepLength::IsoDate(_)) => {
+                        return Err(self.err(Some(name), "SLEEP with iso_date is not supported yet"))
+                    }
+                    None => return Err(self.err(Some(name), "SLEEP node without a length")),
+                }
+                false
+            }
+            Some(N::Task(_)) => {
+                return Err(self.err(Some(name), "TASK nodes are not supported yet"))
+            }
+            Some(N::StartThread(_)) => {
+                return Err(self.err(
+                    Some(name),
+                    "START_THREAD nodes (child threads) are not supported yet",
+                ))
+            }
+            Some(N::WaitForThreads(_)) => {
+                return Err(self.err(
+                    Some(name),
+                    "WAIT_FOR_THREADS nodes (child threads) are not supported yet",
+                ))
+            }
+            Some(N::UserTask(_)) => {
+                return Err(self.err(Some(name), "USER_TASK nodes are not supported"))
+            }
+            Some(N::StartMultipleThreads(_)) => {
+                return Err(self.err(
+                    Some(name),
+                    "START_MULTIPLE_THREADS nodes are not supported yet",
+                ))
+            }
+            Some(N::ThrowEvent(_)) => {
+                return Err(self.err(
+                    Some(name),
+                    "THROW_EVENT nodes (workflow events) are not supported",
+                ))
+            }
+            Some(N::WaitForCondition(_)) => {
+                return Err(self.err(Some(name), "WAIT_FOR_CONDITION nodes are not supported yet"))
+            }
+            Some(N::RunChildWf(_)) => {
+                return Err(self.err(Some(name), "RUN_CHILD_WF nodes are not supported"))
+            }
+            Some(N::WaitForChildWf(_)) => {
+                return Err(self.err(Some(name), "WAIT_FOR_CHILD_WF nodes are not supported"))
+            }
+        };
+        Ok(is_entry)
+    }
+}
+
+fn validate(ctx: &Ctx, req: &PutWfSpecRequest) -> Result<(), Rejection> {
+    check_name("WfSpec name", &req.name)?;
+    if req.parent_wf_spec.is_some() {
+        return Err(invalid(
+            "parent_wf_spec (child WfRuns) is not supported yet",
+        ));
+    }
+    if req.thread_specs.len() > MAX_SPEC_ITEMS {
+        return Err(invalid(format!("more than {MAX_SPEC_ITEMS} ThreadSpecs")));
+    }
+    if !req.thread_specs.contains_key(&req.entrypoint_thread_name) {
+        return Err(invalid(format!(
+            "entrypoint_thread_name '{}' is not one of the thread_specs",
+            req.entrypoint_thread_name
+        )));
+    }
+    if let Some(r) = &req.retention_policy {
+        use halter_api::littlehorse::workflow_retention_policy::WfGcPolicy;
+        if let Some(WfGcPolicy::SecondsAfterWfTermination(s)) = r.wf_gc_policy {
+            if s <= 0 {
+                return Err(invalid(
+                    "retention_policy.seconds_after_wf_termination must be positive",
+                ));
+            }
+        }
+    }
+    for (thread, spec) in &req.thread_specs {
+        check_local_name("ThreadSpec name", thread)?;
+        if spec.nodes.len() > MAX_SPEC_ITEMS {
+            return Err(invalid(format!(
+                "thread '{thread}': more than {MAX_SPEC_ITEMS} nodes"
+            )));
+        }
+        if !spec.interrupt_defs.is_empty() {
+            return Err(invalid(format!(
+                "thread '{thread}': interrupts are not supported yet"
+            )));
+        }
+        let mut vars = BTreeSet::new();
+        for tv in &spec.variable_defs {
+            let def = tv
+                .var_def
+                .as_ref()
+                .ok_or_else(|| invalid(format!("thread '{thread}': a variable without var_def")))?;
+            check_local_name("variable name", &def.name)
+                .map_err(|e| invalid(format!("thread '{thread}': {e}")))?;
+            let ty = values::declared_type(def).map_err(|what| {
+                invalid(format!(
+                    "thread '{thread}', variable '{}': {what} is not supported yet",
+                    def.name
+                ))
+            })?;
+            if let Some(d) = &def.default_value {
+                if !values::admits(ty, d) {
+                    return Err(invalid(format!(
+                        "thread '{thread}', variable '{}': default value is not a {}",
+                        def.name,
+                        ty.as_str_name()
+                    )));
+                }
+            }
+            if !vars.insert(def.name.as_str()) {
+                return Err(invalid(format!(
+                    "thread '{thread}': variable '{}' declared twice",
+                    def.name
+                )));
+            }
+        }
+        let checker = Checker {
+            ctx,
+            thread,
+            spec,
+            vars,
+        };
+        let mut entrypoints = 0;
+        for (name, n) in &spec.nodes {
+            if checker.node(name, n)? {
+                entrypoints += 1;
+            }
+        }
+        if entrypoints != 1 {
+            return Err(invalid(format!(
+                "thread '{thread}': needs exactly one ENTRYPOINT node, found {entrypoints}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The part of a spec that decides whether a change is breaking: the entrypoint thread's
+/// variables (name, type, required). Changing them changes what RunWf accepts.
+fn signature(
+    thread_specs: &std::collections::BTreeMap<String, ThreadSpec>,
+    entry: &str,
+) -> Vec<(String, i32, bool)> {
+    let mut sig: Vec<_> = thread_specs
+        .get(entry)
+        .map(|t| {
+            t.variable_defs
+                .iter()
+                .filter_map(|tv| {
+                    let d = tv.var_def.as_ref()?;
+                    let ty = values::declared_type(d).map(|t| t as i32).unwrap_or(-1);
+                    Some((d.name.clone(), ty, tv.required))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    sig.sort();
+    sig
+}
+
+/// The newest version of `name`, restricted to `major` if given.
+pub fn latest<T>(table: &T, name: &str, major: Option<u32>) -> HResult<Option<WfSpec>>
+where
+    T: ReadableTable<(&'static str, u32, u32), &'static [u8]>,
+{
+    let (lo, hi) = match major {
+        Some(m) => ((name, m, 0), (name, m, u32::MAX)),
+        None => ((name, 0, 0), (name, u32::MAX, u32::MAX)),
+    };
+    let last = table.range(lo..=hi)?.next_back().transpose()?;
+    match last {
+        None => Ok(None),
+        Some((_, v)) => Ok(Some(halter_storage::codec::decode(v.value())?)),
+    }
+}
+
+pub fn put(ctx: &mut Ctx, req: &PutWfSpecRequest) -> HResult<WfSpec> {
+    validate(ctx, req)?;
+    let body = |r: &PutWfSpecRequest| {
+        PutWfSpecRequest {
+            allowed_updates: 0,
+            ..r.clone()
+        }
+        .encode_to_vec()
+    };
+    let current = latest(&ctx.tables.wf_specs, &req.name, None)?;
+    let (major, revision) = match &current {
+        None => (0, 0),
+        Some(cur) => {
+            let cur_req = PutWfSpecRequest {
+                name: req.name.clone(),
+                thread_specs: cur.thread_specs.clone(),
+                entrypoint_thread_name: cur.entrypoint_thread_name.clone(),
+                retention_policy: cur.retention_policy,
+                parent_wf_spec: None,
+                allowed_updates: 0,
+            };
+            if body(&cur_req) == body(req) {
+                // Identical spec: the existing version, nothing new.
+                return Ok(cur.clone());
+            }
+            let id = cur.id.clone().unwrap_or_default();
+            let breaking = signature(&cur.thread_specs, &cur.entrypoint_thread_name)
+                != signature(&req.thread_specs, &req.entrypoint_thread_name);
+            let allowed = AllowedUpdateType::try_from(req.allowed_updates)
+                .unwrap_or(AllowedUpdateType::AllUpdates);
+            match (allowed, breaking) {
+                (AllowedUpdateType::NoUpdates, _) => {
+                    return Err(Rejection::FailedPrecondition(format!(
+                        "WfSpec '{}' exists and allowed_updates is NO_UPDATES",
+                        req.name
+                    ))
+                    .into())
+                }
+                (AllowedUpdateType::MinorRevisionUpdates, true) => {
+                    return Err(Rejection::FailedPrecondition(format!(
+                        "WfSpec '{}': the change alters the entrypoint variables (a new major version) but allowed_updates is MINOR_REVISION_UPDATES",
+                        req.name
+                    ))
+                    .into())
+                }
+                (_, true) => (id.major_version + 1, 0),
+                (_, false) => (id.major_version, id.revision + 1),
+            }
+        }
+    };
+    let spec = WfSpec {
+        id: Some(WfSpecId {
+            name: req.name.clone(),
+            major_version: major,
+            revision,
+        }),
+        created_at: Some(ts(ctx.now_ms)),
+        frozen_variables: vec![],
+        status: MetadataStatus::Active as i32,
+        thread_specs: req.thread_specs.clone(),
+        entrypoint_thread_name: req.entrypoint_thread_name.clone(),
+        retention_policy: req.retention_policy,
+        migration: None,
+        parent_wf_spec: None,
+    };
+    codec::put(
+        &mut ctx.tables.wf_specs,
+        (req.name.as_str(), major as u32, revision as u32),
+        &spec,
+    )?;
+    Ok(spec)
+}
+
+/// Deleting is idempotent, but a version that running WfRuns still use cannot be deleted.
+pub fn delete(ctx: &mut Ctx, req: &DeleteWfSpecRequest) -> HResult<()> {
+    let id = req.id.as_ref().ok_or_else(|| invalid("missing id"))?;
+    check_name("WfSpec name", &id.name)?;
+    if id.major_version < 0 || id.revision < 0 {
+        return Err(invalid("WfSpec versions are not negative").into());
+    }
+    let lo = (id.name.as_str(), i64::MIN, "");
+    for row in ctx.tables.wf_runs_by_spec.range(lo..)? {
+        let (k, _) = row?;
+        let (name, _, run_id) = k.value();
+        if name != id.name {
+            break;
+        }
+        let run: Option<halter_api::littlehorse::WfRun> = codec::get(&ctx.tables.wf_runs, run_id)?;
+        if let Some(run) = run {
+            let same = run.wf_spec_id.as_ref() == Some(id);
+            let active = !crate::wf_run::is_terminal(run.status());
+            if same && active {
+                return Err(Rejection::FailedPrecondition(format!(
+                    "WfSpec {} v{}.{} is used by WfRun '{run_id}', which is {}",
+                    id.name,
+                    id.major_version,
+                    id.revision,
+                    LhStatus::try_from(run.status)
+                        .map(|s| s.as_str_name())
+                        .unwrap_or("active")
+                ))
+                .into());
+            }
+        }
+    }
+    ctx.tables.wf_specs.remove((
+        id.name.as_str(),
+        id.major_version as u32,
+        id.revision as u32,
+    ))?;
+    Ok(())
+}
+
+/// A command is `PutWfSpec` — used by tests to build one.
+pub fn command(req: PutWfSpecRequest, now_ms: i64) -> Command {
+    crate::command(halter_api::halter::command::Kind::PutWfSpec(req), now_ms)
+}

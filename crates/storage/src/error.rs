@@ -1,0 +1,23 @@
+//! The storage crate's one error type. Every redb failure is an I/O-level problem for the node
+//! (not the client's fault); a decode failure means the database holds bytes we did not write.
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("storage: {0}")]
+    Storage(#[from] redb::StorageError),
+    #[error("storage table: {0}")]
+    Table(#[from] redb::TableError),
+    #[error("storage transaction: {0}")]
+    Transaction(#[from] redb::TransactionError),
+    #[error("storage commit: {0}")]
+    Commit(#[from] redb::CommitError),
+    #[error("storage open: {0}")]
+    Database(#[from] redb::DatabaseError),
+    #[error("corrupt record in {table}: {source}")]
+    Corrupt {
+        table: &'static str,
+        source: prost::DecodeError,
+    },
+}
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;

@@ -1,0 +1,46 @@
+//! Opening a database, on a file or in memory.
+
+use std::path::Path;
+
+use redb::{
+    backends::InMemoryBackend, Database, ReadTransaction, ReadableDatabase, WriteTransaction,
+};
+
+use crate::error::Result;
+use crate::tables;
+
+/// A redb database holding Halter's state tables.
+pub struct Store {
+    db: Database,
+}
+
+impl Store {
+    /// Opens (or creates) the database file at `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::init(Database::create(path)?)
+    }
+
+    /// A fresh database that lives in memory only (tests, examples, simulations).
+    pub fn in_memory() -> Result<Self> {
+        Self::init(Database::builder().create_with_backend(InMemoryBackend::new())?)
+    }
+
+    fn init(db: Database) -> Result<Self> {
+        let txn = db.begin_write()?;
+        tables::create_all(&txn)?;
+        txn.commit()?;
+        Ok(Self { db })
+    }
+
+    pub fn begin_write(&self) -> Result<WriteTransaction> {
+        Ok(self.db.begin_write()?)
+    }
+
+    pub fn begin_read(&self) -> Result<ReadTransaction> {
+        Ok(self.db.begin_read()?)
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+}

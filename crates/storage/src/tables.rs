@@ -1,0 +1,144 @@
+//! The state tables and their key layouts.
+//!
+//! Keys are tuples ordered so that every scan a query or the engine needs is one range scan:
+//! a WfRun's children share its id as key prefix, events of a (WfRun, def) are ordered by
+//! creation, timers by due time. Values are protobuf-encoded public objects (or our internal
+//! wrappers from `halter.proto`), never Rust-layout bytes, so the format is stable.
+//!
+//! `ThreadRun`s are kept in their own table and assembled into the `WfRun` on read, so a
+//! command touching one thread rewrites only that row.
+
+use redb::{ReadOnlyTable, ReadTransaction, Table, TableDefinition, WriteTransaction};
+
+use crate::error::Result;
+
+/// `ExternalEventDef` by name.
+pub const EXTERNAL_EVENT_DEFS: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("external_event_defs");
+/// `WfSpec` by (name, major_version, revision).
+pub const WF_SPECS: TableDefinition<(&str, u32, u32), &[u8]> = TableDefinition::new("wf_specs");
+/// `WfRun` (without its thread runs) by id.
+pub const WF_RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("wf_runs");
+/// Index for SearchWfRun: (WfSpec name, start time ms, WfRun id).
+pub const WF_RUNS_BY_SPEC: TableDefinition<(&str, i64, &str), ()> =
+    TableDefinition::new("wf_runs_by_spec");
+/// `ThreadRun` by (WfRun id, thread run number).
+pub const THREAD_RUNS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("thread_runs");
+/// `NodeRun` by (WfRun id, thread run number, position).
+pub const NODE_RUNS: TableDefinition<(&str, u32, u32), &[u8]> = TableDefinition::new("node_runs");
+/// `Variable` by (WfRun id, thread run number, name).
+pub const VARIABLES: TableDefinition<(&str, u32, &str), &[u8]> = TableDefinition::new("variables");
+/// `StoredExternalEvent` by (WfRun id, ExternalEventDef name, guid).
+pub const EXTERNAL_EVENTS: TableDefinition<(&str, &str, &str), &[u8]> =
+    TableDefinition::new("external_events");
+/// Unclaimed events of a (WfRun id, def) in creation order: (WfRun id, def, created ms, seq) ->
+/// guid. Claiming takes the first matching row, which is the oldest.
+pub const UNCLAIMED_EVENTS: TableDefinition<(&str, &str, i64, u64), &str> =
+    TableDefinition::new("unclaimed_events");
+/// Index for SearchExternalEvent: (def, claimed, created ms, seq) -> (WfRun id, guid).
+pub const EVENTS_BY_DEF: TableDefinition<(&str, bool, i64, u64), (&str, &str)> =
+    TableDefinition::new("events_by_def");
+/// `CorrelatedEvent` by (def, key).
+pub const CORRELATED_EVENTS: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("correlated_events");
+/// Every timer (event timeouts, sleeps, retention): (due ms, timer id) -> `halter.Timer`.
+pub const TIMERS: TableDefinition<(i64, &str), &[u8]> = TableDefinition::new("timers");
+/// Timer id -> due ms, to cancel a timer by id.
+pub const TIMER_DUE: TableDefinition<&str, i64> = TableDefinition::new("timer_due");
+/// Counters and markers of the state machine itself (see [`meta`]).
+pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// Keys of [`META`].
+pub mod meta {
+    /// Next commit sequence number given to an ExternalEvent.
+    pub const EVENT_SEQ: &str = "event_seq";
+    /// The latest time any applied command carried; applied time never goes backwards.
+    pub const CLOCK_MS: &str = "clock_ms";
+    /// Number of commands applied (accepted or rejected).
+    pub const APPLIED: &str = "applied";
+}
+
+/// Runs `$m!(NAME)` for every state table, in a fixed order: digests and snapshots rely on
+/// this one list, so a new table cannot be forgotten by one of them.
+#[macro_export]
+macro_rules! for_each_table {
+    ($m:ident) => {
+        $m!(EXTERNAL_EVENT_DEFS);
+        $m!(WF_SPECS);
+        $m!(WF_RUNS);
+        $m!(WF_RUNS_BY_SPEC);
+        $m!(THREAD_RUNS);
+        $m!(NODE_RUNS);
+        $m!(VARIABLES);
+        $m!(EXTERNAL_EVENTS);
+        $m!(UNCLAIMED_EVENTS);
+        $m!(EVENTS_BY_DEF);
+        $m!(CORRELATED_EVENTS);
+        $m!(TIMERS);
+        $m!(TIMER_DUE);
+        $m!(META);
+    };
+}
+
+macro_rules! tables_struct {
+    ($name:ident, $table:ident $(<$lt:lifetime>)?, $txn:ty, $doc:literal) => {
+        #[doc = $doc]
+        pub struct $name$(<$lt>)? {
+            pub external_event_defs: $table<$($lt,)? &'static str, &'static [u8]>,
+            pub wf_specs: $table<$($lt,)? (&'static str, u32, u32), &'static [u8]>,
+            pub wf_runs: $table<$($lt,)? &'static str, &'static [u8]>,
+            pub wf_runs_by_spec: $table<$($lt,)? (&'static str, i64, &'static str), ()>,
+            pub thread_runs: $table<$($lt,)? (&'static str, u32), &'static [u8]>,
+            pub node_runs: $table<$($lt,)? (&'static str, u32, u32), &'static [u8]>,
+            pub variables: $table<$($lt,)? (&'static str, u32, &'static str), &'static [u8]>,
+            pub external_events: $table<$($lt,)? (&'static str, &'static str, &'static str), &'static [u8]>,
+            pub unclaimed_events: $table<$($lt,)? (&'static str, &'static str, i64, u64), &'static str>,
+            pub events_by_def:
+                $table<$($lt,)? (&'static str, bool, i64, u64), (&'static str, &'static str)>,
+            pub correlated_events: $table<$($lt,)? (&'static str, &'static str), &'static [u8]>,
+            pub timers: $table<$($lt,)? (i64, &'static str), &'static [u8]>,
+            pub timer_due: $table<$($lt,)? &'static str, i64>,
+            pub meta: $table<$($lt,)? &'static str, u64>,
+        }
+
+        impl$(<$lt>)? $name$(<$lt>)? {
+            /// Opens every state table in `txn`.
+            pub fn open(txn: $txn) -> Result<Self> {
+                Ok(Self {
+                    external_event_defs: txn.open_table(EXTERNAL_EVENT_DEFS)?,
+                    wf_specs: txn.open_table(WF_SPECS)?,
+                    wf_runs: txn.open_table(WF_RUNS)?,
+                    wf_runs_by_spec: txn.open_table(WF_RUNS_BY_SPEC)?,
+                    thread_runs: txn.open_table(THREAD_RUNS)?,
+                    node_runs: txn.open_table(NODE_RUNS)?,
+                    variables: txn.open_table(VARIABLES)?,
+                    external_events: txn.open_table(EXTERNAL_EVENTS)?,
+                    unclaimed_events: txn.open_table(UNCLAIMED_EVENTS)?,
+                    events_by_def: txn.open_table(EVENTS_BY_DEF)?,
+                    correlated_events: txn.open_table(CORRELATED_EVENTS)?,
+                    timers: txn.open_table(TIMERS)?,
+                    timer_due: txn.open_table(TIMER_DUE)?,
+                    meta: txn.open_table(META)?,
+                })
+            }
+        }
+    };
+}
+
+tables_struct!(
+    Tables,
+    Table<'t>,
+    &'t WriteTransaction,
+    "Every state table, open for writing in one transaction."
+);
+tables_struct!(
+    ReadTables,
+    ReadOnlyTable,
+    &ReadTransaction,
+    "Every state table, open for reading in one consistent snapshot."
+);
+
+/// Creates any missing state table, so that read transactions never meet a missing table.
+pub fn create_all(txn: &WriteTransaction) -> Result<()> {
+    Tables::open(txn).map(drop)
+}
