@@ -13,13 +13,13 @@ pub mod names;
 pub mod values;
 
 /// The public LittleHorse API (`package littlehorse`).
-#[allow(clippy::all, missing_docs)]
+#[allow(clippy::all, clippy::restriction, clippy::pedantic, missing_docs)]
 pub mod littlehorse {
     tonic::include_proto!("littlehorse");
 }
 
 /// Halter's internal messages (`package halter`).
-#[allow(clippy::all, missing_docs)]
+#[allow(clippy::all, clippy::restriction, clippy::pedantic, missing_docs)]
 pub mod halter {
     tonic::include_proto!("halter");
 }

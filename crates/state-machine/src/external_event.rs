@@ -300,7 +300,7 @@ pub fn delete_all_of(ctx: &mut Ctx, wf: &str) -> HResult<()> {
         keys.push((d.to_string(), g.to_string()));
     }
     for (d, g) in &keys {
-        delete(ctx, wf, &d, &g)?;
+        delete(ctx, wf, d, g)?;
     }
     Ok(())
 }

@@ -197,7 +197,7 @@ pub fn search_external_events(
         let (mut from_t, mut from_s) = (earliest, 0u64);
         if let Some(p) = &bm {
             let b_claimed = n(p, 0)? != 0;
-            if claimed < b_claimed {
+            if !claimed && b_claimed {
                 continue; // this half was finished on an earlier page
             }
             if claimed == b_claimed {

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)]
 //! One scenario per rule of docs/semantics (shared/reference/semantics.md §§1-4, 8-10), named
 //! after the rule. Every rejection is also checked to change nothing (see `Harness::rejected`).
 
