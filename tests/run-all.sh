@@ -6,5 +6,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 echo "== wire compatibility with the LittleHorse client"
 bash tests/wire/run.sh
 
+echo "== the deterministic core depends on no async runtime, RPC, Raft or RNG crate"
+if cargo tree -p halter-state-machine -e normal --prefix none | grep -E '^(madsim-)?(tokio|tonic|rand|openraft) '; then
+  echo "crates/state-machine must not depend on the crates above" >&2
+  exit 1
+fi
+
 echo "== cargo nextest (unit, scenario and property tests)"
 cargo nextest run --workspace --all-targets --no-fail-fast

@@ -32,9 +32,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds_path = out.join("halter_descriptor.bin");
     std::fs::write(&fds_path, prost::Message::encode_to_vec(&fds))?;
 
+    let grpc = std::env::var_os("CARGO_FEATURE_GRPC").is_some();
     tonic_build::configure()
-        .build_client(true)
-        .build_server(true)
+        .build_client(grpc)
+        .build_server(grpc)
         .generate_default_stubs(true)
         // Maps are BTreeMaps: encoding must be byte-identical on every replica and iteration
         // must not depend on a hasher's seed.

@@ -15,13 +15,19 @@ pub mod values;
 /// The public LittleHorse API (`package littlehorse`).
 #[allow(clippy::all, clippy::restriction, clippy::pedantic, missing_docs)]
 pub mod littlehorse {
+    #[cfg(feature = "grpc")]
     tonic::include_proto!("littlehorse");
+    #[cfg(not(feature = "grpc"))]
+    include!(concat!(env!("OUT_DIR"), "/littlehorse.rs"));
 }
 
 /// Halter's internal messages (`package halter`).
 #[allow(clippy::all, clippy::restriction, clippy::pedantic, missing_docs)]
 pub mod halter {
+    #[cfg(feature = "grpc")]
     tonic::include_proto!("halter");
+    #[cfg(not(feature = "grpc"))]
+    include!(concat!(env!("OUT_DIR"), "/halter.rs"));
 }
 
 /// The compiled descriptor set of every `.proto` in `proto/`, for reflection (JSON I/O).

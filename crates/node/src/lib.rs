@@ -1,6 +1,13 @@
-//! Halter's server side: openraft wiring, the gRPC services, the leader's timer service.
-//!
-//! Today this holds the one place where state-machine outcomes become gRPC statuses; the rest
-//! arrives with the cluster issue.
+//! Halter's server: openraft wiring ([`raft`]), the public LittleHorse service
+//! ([`lh_service`]), the internal cluster service ([`cluster_service`]), the write and read
+//! paths ([`proposer`]), the leader's timer service ([`timer_service`]), configuration
+//! ([`config`]) and node start-up ([`server`]). gRPC statuses are made in [`status`] only.
 
+pub mod cluster_service;
+pub mod config;
+pub mod lh_service;
+pub mod proposer;
+pub mod raft;
+pub mod server;
 pub mod status;
+pub mod timer_service;

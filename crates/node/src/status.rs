@@ -14,6 +14,17 @@ pub fn to_status(r: &Rejection) -> Status {
     Status::new(code, r.to_string())
 }
 
+/// The inverse of [`to_status`], for outcomes forwarded between nodes.
+pub fn from_code(code: i32, message: String) -> Rejection {
+    match Code::from_i32(code) {
+        Code::NotFound => Rejection::NotFound(message),
+        Code::AlreadyExists => Rejection::AlreadyExists(message),
+        Code::FailedPrecondition => Rejection::FailedPrecondition(message),
+        Code::ResourceExhausted => Rejection::ResourceExhausted(message),
+        _ => Rejection::InvalidArgument(message),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,10 +1,11 @@
 //! A digest over every state table: two replicas that applied the same entries must produce the
 //! same digest. Simulations and property tests compare them.
 
-use redb::{ReadTransaction, ReadableTable, Value};
+use redb::{ReadTransaction, ReadableTable};
 use sha2::{Digest, Sha256};
 
 use crate::error::Result;
+use crate::snapshot::{key_bytes, value_bytes};
 use crate::tables::*;
 
 /// SHA-256 over every table's name, then each (key, value) pair's raw bytes in key order.
@@ -28,18 +29,4 @@ pub fn digest(txn: &ReadTransaction) -> Result<String> {
 fn hash_bytes(hasher: &mut Sha256, bytes: &[u8]) {
     hasher.update((bytes.len() as u64).to_le_bytes());
     hasher.update(bytes);
-}
-
-fn key_bytes<'a, K: redb::Key + 'static, V: Value + 'static>(
-    _def: &redb::TableDefinition<K, V>,
-    k: &'a K::SelfType<'a>,
-) -> Vec<u8> {
-    K::as_bytes(k).as_ref().to_vec()
-}
-
-fn value_bytes<'a, K: redb::Key + 'static, V: Value + 'static>(
-    _def: &redb::TableDefinition<K, V>,
-    v: &'a V::SelfType<'a>,
-) -> Vec<u8> {
-    V::as_bytes(v).as_ref().to_vec()
 }

@@ -1,0 +1,196 @@
+//! The internal `halter.Cluster` service on the peer address: Raft RPCs, forwarded commands
+//! and read barriers, and cluster administration (forwarded to the leader when needed).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use halter_api::halter::{
+    cluster_server::Cluster, AddLearnerRequest, ChangeMembershipRequest, ClusterStatus, Command,
+    CommandResult, Empty, NodeInfo, RaftPayload, ReadIndexReply,
+};
+use openraft::ServerState;
+use tonic::{Request, Response, Status};
+
+use crate::proposer::{to_result, NodeCtx, ProposeError};
+use crate::raft::HalterNode;
+
+pub struct ClusterService {
+    pub ctx: Arc<NodeCtx>,
+}
+
+fn decode<T: serde::de::DeserializeOwned>(p: RaftPayload) -> Result<T, Status> {
+    bincode::deserialize(&p.data)
+        .map_err(|e| Status::invalid_argument(format!("bad raft payload: {e}")))
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> Result<Response<RaftPayload>, Status> {
+    bincode::serialize(v)
+        .map(|data| Response::new(RaftPayload { data }))
+        .map_err(|e| Status::internal(e.to_string()))
+}
+
+pub fn status_of(ctx: &NodeCtx) -> ClusterStatus {
+    let m = ctx.raft.metrics().borrow().clone();
+    let membership = m.membership_config.membership();
+    let voters: BTreeSet<u64> = membership.voter_ids().collect();
+    let info = |(id, n): (&u64, &HalterNode)| NodeInfo {
+        id: *id,
+        peer_addr: n.peer_addr.clone(),
+        client_addr: n.client_addr.clone(),
+    };
+    ClusterStatus {
+        node_id: ctx.id,
+        leader_id: m.current_leader,
+        term: m.current_term,
+        state: format!("{:?}", m.state),
+        last_log_index: m.last_log_index,
+        last_applied_index: m.last_applied.map(|l| l.index),
+        voters: membership
+            .nodes()
+            .filter(|(id, _)| voters.contains(id))
+            .map(info)
+            .collect(),
+        learners: membership
+            .nodes()
+            .filter(|(id, _)| !voters.contains(id))
+            .map(info)
+            .collect(),
+    }
+}
+
+impl ClusterService {
+    /// Runs an admin call on the leader: here if we lead, else forwarded.
+    async fn leader_client(
+        &self,
+    ) -> Result<
+        Option<halter_api::halter::cluster_client::ClusterClient<tonic::transport::Channel>>,
+        Status,
+    > {
+        match self.ctx.leader() {
+            Some((id, _)) if id == self.ctx.id => Ok(None),
+            Some((_, node)) => {
+                let ch = crate::raft::network::channel(&node.peer_addr)
+                    .map_err(|e| Status::unavailable(e.to_string()))?;
+                Ok(Some(
+                    halter_api::halter::cluster_client::ClusterClient::new(ch),
+                ))
+            }
+            None => Err(Status::unavailable("no leader right now")),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterService {
+    async fn append_entries(
+        &self,
+        req: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let rpc = decode(req.into_inner())?;
+        encode(&self.ctx.raft.append_entries(rpc).await)
+    }
+
+    async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let rpc = decode(req.into_inner())?;
+        encode(&self.ctx.raft.vote(rpc).await)
+    }
+
+    async fn install_snapshot(
+        &self,
+        req: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let rpc = decode(req.into_inner())?;
+        encode(&self.ctx.raft.install_snapshot(rpc).await)
+    }
+
+    #[tracing::instrument(skip_all, name = "cluster.propose")]
+    async fn propose(&self, req: Request<Command>) -> Result<Response<CommandResult>, Status> {
+        let cmd = req.into_inner();
+        if cmd.format_version > halter_api::LOG_FORMAT_VERSION {
+            return Err(Status::failed_precondition(
+                "command from a newer log format",
+            ));
+        }
+        match self.ctx.propose_local(cmd).await {
+            Ok(r) => Ok(Response::new(to_result(r))),
+            Err(ProposeError::NotLeader) => Err(Status::unavailable("not the leader any more")),
+            Err(ProposeError::Status(s)) => Err(s),
+        }
+    }
+
+    async fn read_index(&self, _: Request<Empty>) -> Result<Response<ReadIndexReply>, Status> {
+        let index = self.ctx.read_index().await?;
+        Ok(Response::new(ReadIndexReply { index }))
+    }
+
+    async fn status(&self, _: Request<Empty>) -> Result<Response<ClusterStatus>, Status> {
+        Ok(Response::new(status_of(&self.ctx)))
+    }
+
+    #[tracing::instrument(skip_all, name = "cluster.add_learner")]
+    async fn add_learner(
+        &self,
+        req: Request<AddLearnerRequest>,
+    ) -> Result<Response<ClusterStatus>, Status> {
+        if let Some(mut leader) = self.leader_client().await? {
+            return leader.add_learner(req.into_inner()).await;
+        }
+        let node = req
+            .into_inner()
+            .node
+            .ok_or_else(|| Status::invalid_argument("missing node"))?;
+        if node.id == 0 || node.peer_addr.is_empty() || node.client_addr.is_empty() {
+            return Err(Status::invalid_argument(
+                "node needs an id > 0, a peer_addr and a client_addr",
+            ));
+        }
+        let n = HalterNode {
+            peer_addr: node.peer_addr,
+            client_addr: node.client_addr,
+        };
+        self.ctx
+            .raft
+            .add_learner(node.id, n, true)
+            .await
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        Ok(Response::new(status_of(&self.ctx)))
+    }
+
+    #[tracing::instrument(skip_all, name = "cluster.change_membership")]
+    async fn change_membership(
+        &self,
+        req: Request<ChangeMembershipRequest>,
+    ) -> Result<Response<ClusterStatus>, Status> {
+        if let Some(mut leader) = self.leader_client().await? {
+            return leader.change_membership(req.into_inner()).await;
+        }
+        let voters: BTreeSet<u64> = req.into_inner().voters.into_iter().collect();
+        if voters.is_empty() {
+            return Err(Status::invalid_argument(
+                "the new membership needs at least one voter",
+            ));
+        }
+        self.ctx
+            .raft
+            .change_membership(voters, false)
+            .await
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        Ok(Response::new(status_of(&self.ctx)))
+    }
+
+    async fn trigger_election(&self, _: Request<Empty>) -> Result<Response<Empty>, Status> {
+        let m = self.ctx.raft.metrics().borrow().clone();
+        if m.state == ServerState::Learner {
+            return Err(Status::failed_precondition(
+                "a learner cannot become leader",
+            ));
+        }
+        self.ctx
+            .raft
+            .trigger()
+            .elect()
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(Empty {}))
+    }
+}

@@ -1,0 +1,247 @@
+//! The public `littlehorse.LittleHorse` service, served by every node on its client address.
+//!
+//! Writes fill in generated ids here, on the receiving node, and go through the proposer; reads
+//! pass the linearizable read barrier, then read this node's state. RPCs Halter does not
+//! implement answer `UNIMPLEMENTED` (the generated default).
+
+use std::sync::Arc;
+
+use halter_api::halter::{command::Kind, Empty};
+use halter_api::littlehorse::little_horse_server::LittleHorse;
+use halter_api::littlehorse::*;
+use halter_state_machine::{query, Response as Out};
+use tonic::{Request, Response, Status};
+
+use crate::proposer::NodeCtx;
+
+pub struct LhService {
+    pub ctx: Arc<NodeCtx>,
+}
+
+/// A fresh id: 32 lowercase hex characters, generated before proposing.
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+fn unexpected(r: Out) -> Status {
+    Status::internal(format!("unexpected outcome {r:?}"))
+}
+
+impl LhService {
+    async fn read<Q, T>(
+        &self,
+        req: Request<Q>,
+        f: fn(&halter_storage::ReadTables, &Q) -> Result<T, halter_state_machine::error::Outcome>,
+    ) -> Result<Response<T>, Status> {
+        self.ctx.read_barrier().await?;
+        let req = req.into_inner();
+        self.ctx.read(|t| f(t, &req)).map(Response::new)
+    }
+
+    async fn write(&self, kind: Kind) -> Result<Out, Status> {
+        self.ctx.propose(kind).await
+    }
+
+    async fn write_empty(&self, kind: Kind) -> Result<Response<Empty>, Status> {
+        match self.write(kind).await? {
+            Out::Empty => Ok(Response::new(Empty {})),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl LittleHorse for LhService {
+    #[tracing::instrument(skip_all, name = "put_external_event_def")]
+    async fn put_external_event_def(
+        &self,
+        req: Request<PutExternalEventDefRequest>,
+    ) -> Result<Response<ExternalEventDef>, Status> {
+        match self
+            .write(Kind::PutExternalEventDef(req.into_inner()))
+            .await?
+        {
+            Out::ExternalEventDef(d) => Ok(Response::new(d)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_external_event_def(
+        &self,
+        req: Request<ExternalEventDefId>,
+    ) -> Result<Response<ExternalEventDef>, Status> {
+        self.read(req, query::get_external_event_def).await
+    }
+    #[tracing::instrument(skip_all)]
+    async fn search_external_event_def(
+        &self,
+        req: Request<SearchExternalEventDefRequest>,
+    ) -> Result<Response<ExternalEventDefIdList>, Status> {
+        self.read(req, query::search_external_event_defs).await
+    }
+
+    #[tracing::instrument(skip_all, name = "delete_external_event_def")]
+    async fn delete_external_event_def(
+        &self,
+        req: Request<DeleteExternalEventDefRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        self.write_empty(Kind::DeleteExternalEventDef(req.into_inner()))
+            .await
+    }
+
+    #[tracing::instrument(skip_all, name = "put_external_event")]
+    async fn put_external_event(
+        &self,
+        req: Request<PutExternalEventRequest>,
+    ) -> Result<Response<ExternalEvent>, Status> {
+        let mut req = req.into_inner();
+        if req.guid.as_deref().is_none_or(str::is_empty) {
+            req.guid = Some(new_id());
+        }
+        match self.write(Kind::PutExternalEvent(req)).await? {
+            Out::ExternalEvent(e) => Ok(Response::new(e)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_external_event(
+        &self,
+        req: Request<ExternalEventId>,
+    ) -> Result<Response<ExternalEvent>, Status> {
+        self.read(req, query::get_external_event).await
+    }
+    #[tracing::instrument(skip_all)]
+    async fn list_external_events(
+        &self,
+        req: Request<ListExternalEventsRequest>,
+    ) -> Result<Response<ExternalEventList>, Status> {
+        self.read(req, query::list_external_events).await
+    }
+    #[tracing::instrument(skip_all)]
+    async fn search_external_event(
+        &self,
+        req: Request<SearchExternalEventRequest>,
+    ) -> Result<Response<ExternalEventIdList>, Status> {
+        self.read(req, query::search_external_events).await
+    }
+
+    #[tracing::instrument(skip_all, name = "put_wf_spec")]
+    async fn put_wf_spec(
+        &self,
+        req: Request<PutWfSpecRequest>,
+    ) -> Result<Response<WfSpec>, Status> {
+        match self.write(Kind::PutWfSpec(req.into_inner())).await? {
+            Out::WfSpec(s) => Ok(Response::new(s)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_wf_spec(&self, req: Request<WfSpecId>) -> Result<Response<WfSpec>, Status> {
+        self.read(req, query::get_wf_spec).await
+    }
+    #[tracing::instrument(skip_all)]
+    async fn get_latest_wf_spec(
+        &self,
+        req: Request<GetLatestWfSpecRequest>,
+    ) -> Result<Response<WfSpec>, Status> {
+        self.read(req, query::get_latest_wf_spec).await
+    }
+    #[tracing::instrument(skip_all)]
+    async fn search_wf_spec(
+        &self,
+        req: Request<SearchWfSpecRequest>,
+    ) -> Result<Response<WfSpecIdList>, Status> {
+        self.read(req, query::search_wf_specs).await
+    }
+
+    #[tracing::instrument(skip_all, name = "delete_wf_spec")]
+    async fn delete_wf_spec(
+        &self,
+        req: Request<DeleteWfSpecRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        self.write_empty(Kind::DeleteWfSpec(req.into_inner())).await
+    }
+
+    #[tracing::instrument(skip_all, name = "run_wf")]
+    async fn run_wf(&self, req: Request<RunWfRequest>) -> Result<Response<WfRun>, Status> {
+        let mut req = req.into_inner();
+        if req.id.as_deref().is_none_or(str::is_empty) {
+            req.id = Some(new_id());
+        }
+        match self.write(Kind::RunWf(req)).await? {
+            Out::WfRun(r) => Ok(Response::new(r)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_wf_run(&self, req: Request<WfRunId>) -> Result<Response<WfRun>, Status> {
+        self.read(req, query::get_wf_run).await
+    }
+    #[tracing::instrument(skip_all)]
+    async fn search_wf_run(
+        &self,
+        req: Request<SearchWfRunRequest>,
+    ) -> Result<Response<WfRunIdList>, Status> {
+        self.read(req, query::search_wf_runs).await
+    }
+
+    #[tracing::instrument(skip_all, name = "stop_wf_run")]
+    async fn stop_wf_run(&self, req: Request<StopWfRunRequest>) -> Result<Response<Empty>, Status> {
+        self.write_empty(Kind::StopWfRun(req.into_inner())).await
+    }
+
+    #[tracing::instrument(skip_all, name = "resume_wf_run")]
+    async fn resume_wf_run(
+        &self,
+        req: Request<ResumeWfRunRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        self.write_empty(Kind::ResumeWfRun(req.into_inner())).await
+    }
+
+    #[tracing::instrument(skip_all, name = "delete_wf_run")]
+    async fn delete_wf_run(
+        &self,
+        req: Request<DeleteWfRunRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        self.write_empty(Kind::DeleteWfRun(req.into_inner())).await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_node_run(&self, req: Request<NodeRunId>) -> Result<Response<NodeRun>, Status> {
+        self.read(req, query::get_node_run).await
+    }
+    #[tracing::instrument(skip_all)]
+    async fn list_node_runs(
+        &self,
+        req: Request<ListNodeRunsRequest>,
+    ) -> Result<Response<NodeRunList>, Status> {
+        self.read(req, query::list_node_runs).await
+    }
+    #[tracing::instrument(skip_all)]
+    async fn get_variable(&self, req: Request<VariableId>) -> Result<Response<Variable>, Status> {
+        self.read(req, query::get_variable).await
+    }
+    #[tracing::instrument(skip_all)]
+    async fn list_variables(
+        &self,
+        req: Request<ListVariablesRequest>,
+    ) -> Result<Response<VariableList>, Status> {
+        self.read(req, query::list_variables).await
+    }
+
+    async fn get_server_version(
+        &self,
+        _: Request<Empty>,
+    ) -> Result<Response<LittleHorseVersion>, Status> {
+        Ok(Response::new(LittleHorseVersion {
+            major_version: 0,
+            minor_version: 1,
+            patch_version: Some(0),
+            pre_release_identifier: Some("halter".into()),
+        }))
+    }
+}

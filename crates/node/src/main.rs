@@ -1,0 +1,151 @@
+//! `halter`: the server binary.
+//!
+//! * `halter dev`: one node, data in `./halter-data`, LittleHorse API on 127.0.0.1:2023, peers on :2033.
+//! * `halter start --config FILE` (or flags / `HALTER_*` variables): a cluster member.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use halter_node::config::{Config, Member};
+
+#[derive(Parser)]
+#[command(
+    name = "halter",
+    version,
+    about = "Halter: durable workflows that wait for the outside world"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a single self-bootstrapping node for development.
+    Dev {
+        #[arg(long, env = "HALTER_DATA_DIR", default_value = "halter-data")]
+        data_dir: PathBuf,
+        #[arg(long, env = "HALTER_CLIENT_ADDR", default_value = "127.0.0.1:2023")]
+        client_addr: String,
+        #[arg(long, env = "HALTER_PEER_ADDR", default_value = "127.0.0.1:2033")]
+        peer_addr: String,
+    },
+    /// Run a cluster member.
+    Start(StartArgs),
+}
+
+#[derive(clap::Args)]
+struct StartArgs {
+    /// TOML file with the keys below; flags and variables override it.
+    #[arg(long, env = "HALTER_CONFIG")]
+    config: Option<PathBuf>,
+    #[arg(long, env = "HALTER_NODE_ID")]
+    node_id: Option<u64>,
+    #[arg(long, env = "HALTER_CLIENT_ADDR")]
+    client_addr: Option<String>,
+    #[arg(long, env = "HALTER_PEER_ADDR")]
+    peer_addr: Option<String>,
+    #[arg(long, env = "HALTER_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Comma-separated ID@PEER_ADDR@CLIENT_ADDR.
+    #[arg(long, env = "HALTER_INITIAL_MEMBERS", value_delimiter = ',')]
+    initial_members: Vec<String>,
+    #[arg(long, env = "HALTER_REQUEST_DEADLINE_MS")]
+    request_deadline_ms: Option<u64>,
+    #[arg(long, env = "HALTER_HEARTBEAT_MS")]
+    heartbeat_ms: Option<u64>,
+    #[arg(long, env = "HALTER_ELECTION_TIMEOUT_MS")]
+    election_timeout_ms: Option<u64>,
+    #[arg(long, env = "HALTER_SNAPSHOT_AFTER_LOGS")]
+    snapshot_after_logs: Option<u64>,
+}
+
+fn build_config(a: StartArgs) -> anyhow::Result<Config> {
+    let mut table: toml::Table = match &a.config {
+        Some(p) => toml::from_str(&std::fs::read_to_string(p)?)?,
+        None => toml::Table::new(),
+    };
+    let mut set = |k: &str, v: toml::Value| {
+        table.insert(k.to_string(), v);
+    };
+    if let Some(v) = a.node_id {
+        set("node_id", toml::Value::Integer(v as i64));
+    }
+    if let Some(v) = a.client_addr {
+        set("client_addr", v.into());
+    }
+    if let Some(v) = a.peer_addr {
+        set("peer_addr", v.into());
+    }
+    if let Some(v) = a.data_dir {
+        set("data_dir", v.display().to_string().into());
+    }
+    for (k, v) in [
+        ("request_deadline_ms", a.request_deadline_ms),
+        ("heartbeat_ms", a.heartbeat_ms),
+        ("election_timeout_ms", a.election_timeout_ms),
+        ("snapshot_after_logs", a.snapshot_after_logs),
+    ] {
+        if let Some(v) = v {
+            set(k, toml::Value::Integer(v as i64));
+        }
+    }
+    if !a.initial_members.is_empty() {
+        let members = a
+            .initial_members
+            .iter()
+            .map(|m| Member::parse(m))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(anyhow::Error::msg)?;
+        let arr = members
+            .into_iter()
+            .map(|m| {
+                let mut t = toml::Table::new();
+                t.insert("id".into(), toml::Value::Integer(m.id as i64));
+                t.insert("peer_addr".into(), m.peer_addr.into());
+                t.insert("client_addr".into(), m.client_addr.into());
+                toml::Value::Table(t)
+            })
+            .collect();
+        set("initial_members", toml::Value::Array(arr));
+    }
+    Ok(toml::Value::Table(table).try_into()?)
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cfg = match Cli::parse().cmd {
+        Cmd::Dev {
+            data_dir,
+            client_addr,
+            peer_addr,
+        } => Config::dev(data_dir, client_addr, peer_addr),
+        Cmd::Start(a) => build_config(a)?,
+    };
+    let node = halter_node::server::start(cfg).await?;
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    node.shutdown().await;
+    Ok(())
+}

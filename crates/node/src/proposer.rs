@@ -1,0 +1,273 @@
+//! The write path and the read barrier, shared by both gRPC services.
+//!
+//! Writes: the node that receives a request fills in generated ids, then either proposes it
+//! (when it leads) or forwards it to the leader's `Cluster/Propose`. Only the leader stamps
+//! time into a command, and its stamps never go backwards. A client gets an answer only after
+//! the entry is committed and applied, or an `UNAVAILABLE` when there is no leader or no quorum
+//! within the deadline (then the outcome is unknown and retrying with the same ids is safe).
+//!
+//! Reads are linearizable: the leader confirms its leadership (`ensure_linearizable`); a
+//! follower asks the leader for that read index and waits until it has applied it locally.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use halter_api::halter::{
+    cluster_client::ClusterClient, command::Kind, command_result::Result as R, Command,
+    CommandResult, Empty, RejectionInfo,
+};
+use halter_state_machine::{error::Outcome, Rejection, Response};
+use halter_storage::ReadTables;
+use openraft::error::{ClientWriteError, RaftError};
+use prost::Message;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+use crate::raft::{
+    network, state_machine::StateMachineStore, HalterNode, LogCommand, NodeId, Raft,
+};
+use crate::status::to_status;
+
+pub struct NodeCtx {
+    pub id: NodeId,
+    pub raft: Raft,
+    pub sm: StateMachineStore,
+    /// How long a write or a read barrier may take before the client gets `UNAVAILABLE`.
+    pub deadline: Duration,
+    last_stamp: AtomicI64,
+    peers: Mutex<BTreeMap<String, ClusterClient<Channel>>>,
+}
+
+/// The wall clock in milliseconds. Only the leader's proposer reads it (never the state machine).
+pub fn wall_clock_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl NodeCtx {
+    pub fn new(id: NodeId, raft: Raft, sm: StateMachineStore, deadline: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            id,
+            raft,
+            sm,
+            deadline,
+            last_stamp: AtomicI64::new(0),
+            peers: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// A timestamp for a new entry: the wall clock, but never earlier than the last one.
+    pub fn stamp(&self) -> i64 {
+        let now = wall_clock_ms();
+        let prev = self.last_stamp.fetch_max(now, Ordering::SeqCst);
+        now.max(prev)
+    }
+
+    fn peer(&self, addr: &str) -> Result<ClusterClient<Channel>, Status> {
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = peers.get(addr) {
+            return Ok(c.clone());
+        }
+        let ch = network::channel(addr)
+            .map_err(|e| Status::unavailable(format!("bad peer address {addr}: {e}")))?;
+        let c = ClusterClient::new(ch)
+            .max_decoding_message_size(network::MAX_PEER_MESSAGE)
+            .max_encoding_message_size(network::MAX_PEER_MESSAGE);
+        peers.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
+    /// The current leader and its addresses, as this node knows them.
+    pub fn leader(&self) -> Option<(NodeId, HalterNode)> {
+        let m = self.raft.metrics().borrow().clone();
+        let id = m.current_leader?;
+        let node = m
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .cloned()
+            .unwrap_or_default();
+        Some((id, node))
+    }
+
+    fn no_leader(&self) -> Status {
+        Status::unavailable(
+            "no leader right now (election in progress or no quorum); retry shortly",
+        )
+    }
+
+    /// Proposes `kind` and returns its outcome after commit and apply.
+    pub async fn propose(&self, kind: Kind) -> Result<Response, Status> {
+        let cmd = Command {
+            format_version: halter_api::LOG_FORMAT_VERSION,
+            proposed_at_ms: 0,
+            kind: Some(kind),
+        };
+        let outcome = tokio::time::timeout(self.deadline, self.propose_cmd(cmd))
+            .await
+            .map_err(|_| {
+                Status::unavailable(format!(
+                    "not committed within {:?} (no quorum reachable?); the outcome is unknown, a retry with the same ids is safe",
+                    self.deadline
+                ))
+            })??;
+        outcome.map_err(|r| to_status(&r))
+    }
+
+    async fn propose_cmd(&self, cmd: Command) -> Result<Result<Response, Rejection>, Status> {
+        for _ in 0..3 {
+            match self.leader() {
+                Some((id, _)) if id == self.id => match self.propose_local(cmd.clone()).await {
+                    Err(ProposeError::NotLeader) => continue,
+                    Err(ProposeError::Status(s)) => return Err(s),
+                    Ok(r) => return Ok(r),
+                },
+                Some((_, node)) => {
+                    let mut client = self.peer(&node.peer_addr)?;
+                    match client.propose(cmd.clone()).await {
+                        Ok(reply) => return Ok(from_result(reply.into_inner())),
+                        // The leader moved while we forwarded; look again.
+                        Err(s) if s.code() == Code::Unavailable => {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                        Err(s) => return Err(s),
+                    }
+                }
+                None => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        Err(self.no_leader())
+    }
+
+    /// Proposes on this node, which must be the leader: stamps the time and waits for apply.
+    pub async fn propose_local(
+        &self,
+        mut cmd: Command,
+    ) -> Result<Result<Response, Rejection>, ProposeError> {
+        cmd.proposed_at_ms = self.stamp();
+        match self
+            .raft
+            .client_write(LogCommand(cmd.encode_to_vec()))
+            .await
+        {
+            Ok(resp) => Ok(resp.data.result.unwrap_or(Ok(Response::Empty))),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                Err(ProposeError::NotLeader)
+            }
+            Err(e) => Err(ProposeError::Status(Status::unavailable(format!(
+                "raft: {e}"
+            )))),
+        }
+    }
+
+    /// Waits until a read on this node reflects every write acknowledged before it started.
+    pub async fn read_barrier(&self) -> Result<(), Status> {
+        tokio::time::timeout(self.deadline, self.read_barrier_inner())
+            .await
+            .map_err(|_| {
+                Status::unavailable(format!(
+                    "no quorum confirmed the read within {:?}",
+                    self.deadline
+                ))
+            })?
+    }
+
+    async fn read_barrier_inner(&self) -> Result<(), Status> {
+        for _ in 0..3 {
+            match self.leader() {
+                Some((id, _)) if id == self.id => match self.raft.ensure_linearizable().await {
+                    Ok(_) => return Ok(()),
+                    Err(RaftError::APIError(_)) => continue,
+                    Err(e) => return Err(Status::unavailable(format!("raft: {e}"))),
+                },
+                Some((_, node)) => {
+                    let mut client = self.peer(&node.peer_addr)?;
+                    let index = match client.read_index(Empty {}).await {
+                        Ok(r) => r.into_inner().index,
+                        Err(s) if s.code() == Code::Unavailable => {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                        Err(s) => return Err(s),
+                    };
+                    self.raft
+                        .wait(Some(self.deadline))
+                        .applied_index_at_least(Some(index), "linearizable read")
+                        .await
+                        .map_err(|e| Status::unavailable(format!("catching up for a read: {e}")))?;
+                    return Ok(());
+                }
+                None => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        Err(self.no_leader())
+    }
+
+    /// The leader's side of a follower's read barrier.
+    pub async fn read_index(&self) -> Result<u64, Status> {
+        match self.raft.ensure_linearizable().await {
+            Ok(log_id) => Ok(log_id.map_or(0, |l| l.index)),
+            Err(e) => Err(Status::unavailable(format!("not the leader: {e}"))),
+        }
+    }
+
+    /// Runs a read over a consistent snapshot of this node's state.
+    pub fn read<T>(&self, f: impl FnOnce(&ReadTables) -> Result<T, Outcome>) -> Result<T, Status> {
+        let txn = self
+            .sm
+            .store
+            .begin_read()
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let tables = ReadTables::open(&txn).map_err(|e| Status::internal(e.to_string()))?;
+        f(&tables).map_err(|e| match e {
+            Outcome::Rejected(r) => to_status(&r),
+            Outcome::Fatal(e) => Status::internal(e.to_string()),
+        })
+    }
+}
+
+pub enum ProposeError {
+    NotLeader,
+    Status(Status),
+}
+
+/// A command outcome as the leader sends it back to a forwarding follower.
+pub fn to_result(r: Result<Response, Rejection>) -> CommandResult {
+    let result = match r {
+        Ok(Response::ExternalEventDef(d)) => R::ExternalEventDef(d),
+        Ok(Response::ExternalEvent(e)) => R::ExternalEvent(e),
+        Ok(Response::WfSpec(s)) => R::WfSpec(s),
+        Ok(Response::WfRun(w)) => R::WfRun(w),
+        Ok(Response::Empty) => R::Empty(Empty {}),
+        Ok(Response::TimersFired(n)) => R::TimersFired(n as u64),
+        Err(rej) => {
+            let s = to_status(&rej);
+            R::Rejection(RejectionInfo {
+                code: s.code() as i32,
+                message: s.message().to_string(),
+            })
+        }
+    };
+    CommandResult {
+        result: Some(result),
+    }
+}
+
+pub fn from_result(r: CommandResult) -> Result<Response, Rejection> {
+    match r.result {
+        Some(R::ExternalEventDef(d)) => Ok(Response::ExternalEventDef(d)),
+        Some(R::ExternalEvent(e)) => Ok(Response::ExternalEvent(e)),
+        Some(R::WfSpec(s)) => Ok(Response::WfSpec(s)),
+        Some(R::WfRun(w)) => Ok(Response::WfRun(w)),
+        Some(R::TimersFired(n)) => Ok(Response::TimersFired(n as usize)),
+        Some(R::Empty(_)) | None => Ok(Response::Empty),
+        Some(R::Rejection(info)) => Err(crate::status::from_code(info.code, info.message)),
+    }
+}

@@ -1,0 +1,64 @@
+//! openraft wiring: the type configuration, log storage, state machine and network.
+
+pub mod log_store;
+pub mod network;
+pub mod state_machine;
+
+use std::fmt;
+use std::io::Cursor;
+
+use halter_state_machine::{Rejection, Response};
+use openraft::{AnyError, StorageError, StorageIOError};
+use serde::{Deserialize, Serialize};
+
+/// A log entry's application payload: an encoded `halter.Command` (protobuf, versioned).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogCommand(pub Vec<u8>);
+
+/// What applying an entry produced. It never crosses the network (openraft returns it only to
+/// the local proposer), so it carries the typed outcome without serializing it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct CommandOutcome {
+    #[serde(skip)]
+    pub result: Option<Result<Response, Rejection>>,
+}
+
+/// A member of the cluster: where peers reach it and where clients reach it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HalterNode {
+    pub peer_addr: String,
+    pub client_addr: String,
+}
+
+impl fmt::Display for HalterNode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "peer={} client={}", self.peer_addr, self.client_addr)
+    }
+}
+
+pub type NodeId = u64;
+
+openraft::declare_raft_types!(
+    /// Halter's Raft type configuration.
+    pub TypeConfig:
+        D = LogCommand,
+        R = CommandOutcome,
+        NodeId = NodeId,
+        Node = HalterNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type LogId = openraft::LogId<NodeId>;
+pub type StoredMembership = openraft::StoredMembership<NodeId, HalterNode>;
+
+/// Any storage failure, as openraft wants it.
+pub fn io_write(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
+    StorageIOError::write(AnyError::new(&e)).into()
+}
+
+pub fn io_read(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
+    StorageIOError::read(AnyError::new(&e)).into()
+}

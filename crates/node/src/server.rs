@@ -1,0 +1,154 @@
+//! Starting and stopping a node: open storage, start Raft, serve both gRPC services, run the
+//! timer service, bootstrap a new cluster when this node is the first initial member.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use halter_api::halter::cluster_server::ClusterServer;
+use halter_api::littlehorse::little_horse_server::LittleHorseServer;
+use halter_storage::Store;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::cluster_service::ClusterService;
+use crate::config::Config;
+use crate::lh_service::LhService;
+use crate::proposer::NodeCtx;
+use crate::raft::{
+    log_store::LogStore,
+    network::{self, Network},
+    state_machine::StateMachineStore,
+    Raft,
+};
+
+/// Largest client request (gRPC message) a node accepts.
+pub const MAX_CLIENT_MESSAGE: usize = 4 * 1024 * 1024;
+
+pub struct NodeHandle {
+    pub ctx: Arc<NodeCtx>,
+    pub client_addr: SocketAddr,
+    pub peer_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl NodeHandle {
+    /// Stops serving, stops Raft, and waits for the tasks to end.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.ctx.raft.shutdown().await;
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+pub async fn start(cfg: Config) -> anyhow::Result<NodeHandle> {
+    cfg.validate().map_err(anyhow::Error::msg)?;
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
+    let log = LogStore::open(&cfg.data_dir.join("log.redb")).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let store =
+        Arc::new(Store::open(cfg.data_dir.join("state.redb")).context("opening state.redb")?);
+    let sm = StateMachineStore::new(store, Some(cfg.data_dir.join("snapshot.json")))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+
+    let raft_config = openraft::Config {
+        cluster_name: "halter".into(),
+        heartbeat_interval: cfg.heartbeat_ms,
+        election_timeout_min: cfg.election_timeout_ms,
+        election_timeout_max: cfg.election_timeout_ms * 2,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.snapshot_after_logs),
+        max_in_snapshot_log_to_keep: 1000,
+        purge_batch_size: 256,
+        ..Default::default()
+    }
+    .validate()?;
+    let raft = Raft::new(cfg.node_id, Arc::new(raft_config), Network, log, sm.clone()).await?;
+    let ctx = NodeCtx::new(
+        cfg.node_id,
+        raft.clone(),
+        sm,
+        Duration::from_millis(cfg.request_deadline_ms),
+    );
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let peer_listener = TcpListener::bind(&cfg.peer_addr)
+        .await
+        .with_context(|| format!("binding peer address {}", cfg.peer_addr))?;
+    let client_listener = TcpListener::bind(&cfg.client_addr)
+        .await
+        .with_context(|| format!("binding client address {}", cfg.client_addr))?;
+    let peer_addr = peer_listener.local_addr()?;
+    let client_addr = client_listener.local_addr()?;
+
+    let mut tasks = Vec::new();
+    let cluster = ClusterServer::new(ClusterService { ctx: ctx.clone() })
+        .max_decoding_message_size(network::MAX_PEER_MESSAGE)
+        .max_encoding_message_size(network::MAX_PEER_MESSAGE);
+    let mut rx = shutdown_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        let r = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(cluster)
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(peer_listener),
+                async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                },
+            )
+            .await;
+        if let Err(e) = r {
+            tracing::error!(error = %e, "peer server failed");
+        }
+    }));
+    let lh = LittleHorseServer::new(LhService { ctx: ctx.clone() })
+        .max_decoding_message_size(MAX_CLIENT_MESSAGE)
+        .max_encoding_message_size(64 * 1024 * 1024);
+    let mut rx = shutdown_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        let r = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(lh)
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(client_listener),
+                async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                },
+            )
+            .await;
+        if let Err(e) = r {
+            tracing::error!(error = %e, "client server failed");
+        }
+    }));
+    tasks.push(tokio::spawn(crate::timer_service::run(
+        ctx.clone(),
+        shutdown_rx.clone(),
+    )));
+
+    // Bootstrap: on a fresh data dir, the lowest-id initial member initializes the cluster.
+    let lowest = cfg.initial_members.iter().map(|m| m.id).min();
+    if lowest == Some(cfg.node_id) && !raft.is_initialized().await? {
+        let members: BTreeMap<_, _> = cfg
+            .initial_members
+            .iter()
+            .map(|m| (m.id, m.node()))
+            .collect();
+        tracing::info!(members = ?members.keys().collect::<Vec<_>>(), "bootstrapping a new cluster");
+        if let Err(e) = raft.initialize(members).await {
+            tracing::warn!(error = %e, "initialize refused (already initialized?)");
+        }
+    }
+    tracing::info!(node = cfg.node_id, %client_addr, %peer_addr, "halter node started");
+    Ok(NodeHandle {
+        ctx,
+        client_addr,
+        peer_addr,
+        shutdown,
+        tasks,
+    })
+}
