@@ -66,6 +66,9 @@ pub struct Config {
     /// Take a snapshot (and allow purging the log) after this many applied entries.
     #[serde(default = "default_snapshot_logs")]
     pub snapshot_after_logs: u64,
+    /// How many applied entries to keep in the log behind a snapshot, for peers slightly behind.
+    #[serde(default = "default_keep_logs")]
+    pub keep_logs_after_snapshot: u64,
 }
 
 fn default_deadline_ms() -> u64 {
@@ -79,6 +82,9 @@ fn default_election_ms() -> u64 {
 }
 fn default_snapshot_logs() -> u64 {
     10_000
+}
+fn default_keep_logs() -> u64 {
+    1_000
 }
 
 impl Config {
@@ -98,6 +104,7 @@ impl Config {
             heartbeat_ms: default_heartbeat_ms(),
             election_timeout_ms: default_election_ms(),
             snapshot_after_logs: default_snapshot_logs(),
+            keep_logs_after_snapshot: default_keep_logs(),
         }
     }
 

@@ -13,6 +13,7 @@ use halter_state_machine::{query, Response as Out};
 use tonic::{Request, Response, Status};
 
 use crate::proposer::NodeCtx;
+use crate::server::MAX_CLIENT_MESSAGE;
 
 pub struct LhService {
     pub ctx: Arc<NodeCtx>,
@@ -39,6 +40,14 @@ impl LhService {
     }
 
     async fn write(&self, kind: Kind) -> Result<Out, Status> {
+        // The transport accepts up to MAX_DECODE; the API's limit is lower and is a clear
+        // RESOURCE_EXHAUSTED rather than a transport error.
+        let size = kind.encoded_len();
+        if size > MAX_CLIENT_MESSAGE {
+            return Err(Status::resource_exhausted(format!(
+                "request is {size} bytes, more than the limit of {MAX_CLIENT_MESSAGE}"
+            )));
+        }
         self.ctx.propose(kind).await
     }
 

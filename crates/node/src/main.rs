@@ -58,6 +58,8 @@ struct StartArgs {
     election_timeout_ms: Option<u64>,
     #[arg(long, env = "HALTER_SNAPSHOT_AFTER_LOGS")]
     snapshot_after_logs: Option<u64>,
+    #[arg(long, env = "HALTER_KEEP_LOGS_AFTER_SNAPSHOT")]
+    keep_logs_after_snapshot: Option<u64>,
 }
 
 fn build_config(a: StartArgs) -> anyhow::Result<Config> {
@@ -85,6 +87,7 @@ fn build_config(a: StartArgs) -> anyhow::Result<Config> {
         ("heartbeat_ms", a.heartbeat_ms),
         ("election_timeout_ms", a.election_timeout_ms),
         ("snapshot_after_logs", a.snapshot_after_logs),
+        ("keep_logs_after_snapshot", a.keep_logs_after_snapshot),
     ] {
         if let Some(v) = v {
             set(k, toml::Value::Integer(v as i64));

@@ -25,8 +25,10 @@ use crate::raft::{
     Raft,
 };
 
-/// Largest client request (gRPC message) a node accepts.
+/// Largest write request the API accepts (`RESOURCE_EXHAUSTED` beyond).
 pub const MAX_CLIENT_MESSAGE: usize = 4 * 1024 * 1024;
+/// Largest message the transport decodes at all (`OUT_OF_RANGE` beyond, from tonic).
+pub const MAX_DECODE: usize = 16 * 1024 * 1024;
 
 pub struct NodeHandle {
     pub ctx: Arc<NodeCtx>,
@@ -63,8 +65,8 @@ pub async fn start(cfg: Config) -> anyhow::Result<NodeHandle> {
         election_timeout_min: cfg.election_timeout_ms,
         election_timeout_max: cfg.election_timeout_ms * 2,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.snapshot_after_logs),
-        max_in_snapshot_log_to_keep: 1000,
-        purge_batch_size: 256,
+        max_in_snapshot_log_to_keep: cfg.keep_logs_after_snapshot,
+        purge_batch_size: 1,
         ..Default::default()
     }
     .validate()?;
@@ -107,7 +109,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<NodeHandle> {
         }
     }));
     let lh = LittleHorseServer::new(LhService { ctx: ctx.clone() })
-        .max_decoding_message_size(MAX_CLIENT_MESSAGE)
+        .max_decoding_message_size(MAX_DECODE)
         .max_encoding_message_size(64 * 1024 * 1024);
     let mut rx = shutdown_rx.clone();
     tasks.push(tokio::spawn(async move {

@@ -1,0 +1,558 @@
+#![allow(clippy::unwrap_used)]
+//! Real 3-node clusters of `halter` processes on loopback.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::Cluster;
+use halter_api::halter::{AddLearnerRequest, ChangeMembershipRequest, NodeInfo};
+use halter_api::littlehorse::*;
+use halter_api::values;
+use tonic::Code;
+
+const T: Duration = Duration::from_secs(20);
+
+fn wait_spec(name: &str, def: &str, timeout: i64) -> PutWfSpecRequest {
+    let edge = |to: &str| Edge {
+        sink_node_name: to.into(),
+        ..Default::default()
+    };
+    let mut to_exit = edge("2-exit");
+    to_exit.variable_mutations.push(VariableMutation {
+        lhs_name: "payload".into(),
+        operation: VariableMutationType::Assign as i32,
+        rhs_value: Some(variable_mutation::RhsValue::NodeOutput(Default::default())),
+        ..Default::default()
+    });
+    let nodes = BTreeMap::from([
+        (
+            "0-entry".to_string(),
+            Node {
+                outgoing_edges: vec![edge("1-wait")],
+                node: Some(node::Node::Entrypoint(EntrypointNode {})),
+                ..Default::default()
+            },
+        ),
+        (
+            "1-wait".to_string(),
+            Node {
+                outgoing_edges: vec![to_exit],
+                node: Some(node::Node::ExternalEvent(ExternalEventNode {
+                    external_event_def_id: Some(ExternalEventDefId { name: def.into() }),
+                    timeout_seconds: Some(VariableAssignment {
+                        source: Some(variable_assignment::Source::LiteralValue(values::int(
+                            timeout,
+                        ))),
+                        ..Default::default()
+                    }),
+                    correlation_key: None,
+                    mask_correlation_key: false,
+                })),
+                ..Default::default()
+            },
+        ),
+        (
+            "2-exit".to_string(),
+            Node {
+                node: Some(node::Node::Exit(ExitNode { result: None })),
+                ..Default::default()
+            },
+        ),
+    ]);
+    let payload = ThreadVarDef {
+        var_def: Some(VariableDef {
+            name: "payload".into(),
+            type_def: Some(TypeDefinition {
+                defined_type: Some(type_definition::DefinedType::PrimitiveType(
+                    VariableType::Str as i32,
+                )),
+                masked: false,
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    PutWfSpecRequest {
+        name: name.into(),
+        thread_specs: BTreeMap::from([(
+            "entrypoint".to_string(),
+            ThreadSpec {
+                nodes,
+                variable_defs: vec![payload],
+                ..Default::default()
+            },
+        )]),
+        entrypoint_thread_name: "entrypoint".into(),
+        ..Default::default()
+    }
+}
+
+fn wf(id: &str) -> WfRunId {
+    WfRunId {
+        id: id.into(),
+        parent_wf_run_id: None,
+    }
+}
+
+fn def_id(name: &str) -> Option<ExternalEventDefId> {
+    Some(ExternalEventDefId { name: name.into() })
+}
+
+fn follower_of(leader: usize) -> usize {
+    (leader + 1) % 3
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_run_a_workflow_and_an_event_posted_through_a_follower_completes_it() {
+    let c = Cluster::start(3, &[]);
+    let leader = c.wait_leader(T).await;
+    let mut any = c.client(leader).await;
+    any.put_external_event_def(PutExternalEventDefRequest {
+        name: "approved".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let f = follower_of(leader);
+    let mut follower = c.client(f).await;
+    // Writes through a follower reach the leader transparently.
+    follower
+        .put_wf_spec(wait_spec("approval", "approved", 60))
+        .await
+        .unwrap();
+    let run = follower
+        .run_wf(RunWfRequest {
+            wf_spec_name: "approval".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let id = run.id.clone().unwrap();
+    assert_eq!(id.id.len(), 32, "the server generated a 32-hex id");
+    let ev = follower
+        .put_external_event(PutExternalEventRequest {
+            wf_run_id: Some(id.clone()),
+            external_event_def_id: def_id("approved"),
+            content: Some(values::str("yes")),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(ev.claimed);
+    // Every node's (linearizable) reads agree.
+    for i in 0..3 {
+        let mut cl = c.client(i).await;
+        let r = cl.get_wf_run(id.clone()).await.unwrap().into_inner();
+        assert_eq!(r.status(), LhStatus::Completed, "node {i}");
+        let v = cl
+            .get_variable(VariableId {
+                wf_run_id: Some(id.clone()),
+                thread_run_number: 0,
+                name: "payload".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(v.value, Some(values::str("yes")), "node {i}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_loses_no_acknowledged_event_and_it_catches_up_after_restart() {
+    let mut c = Cluster::start(3, &["--request-deadline-ms", "3000"]);
+    let leader = c.wait_leader(T).await;
+    c.client(leader)
+        .await
+        .put_external_event_def(PutExternalEventDefRequest {
+            name: "tick".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut acked: BTreeMap<String, i64> = BTreeMap::new();
+    let mut killed_at = None;
+    let mut recovered_after = None;
+    for n in 0..120i64 {
+        if n == 40 {
+            c.kill(leader);
+            killed_at = Some(Instant::now());
+        }
+        let guid = format!("g{n:04}");
+        let req = PutExternalEventRequest {
+            wf_run_id: Some(wf("stream")),
+            external_event_def_id: def_id("tick"),
+            guid: Some(guid.clone()),
+            content: Some(values::int(n)),
+            ..Default::default()
+        };
+        // Retry the same guid on the surviving nodes until it is acknowledged.
+        let deadline = Instant::now() + T;
+        let mut attempt = 0usize;
+        loop {
+            attempt += 1;
+            let alive: Vec<usize> = (0..3).filter(|i| c.nodes[*i].child.is_some()).collect();
+            let target = alive[(n as usize + attempt) % alive.len()];
+            let mut cl = c.client(target).await;
+            match cl.put_external_event(req.clone()).await {
+                Ok(r) => {
+                    let e = r.into_inner();
+                    assert_eq!(e.content, Some(values::int(n)));
+                    acked.insert(guid.clone(), n);
+                    if killed_at.is_some() && recovered_after.is_none() {
+                        recovered_after = killed_at.map(|k| k.elapsed());
+                    }
+                    break;
+                }
+                Err(s) => {
+                    assert!(
+                        matches!(
+                            s.code(),
+                            Code::Unavailable
+                                | Code::DeadlineExceeded
+                                | Code::Unknown
+                                | Code::Cancelled
+                        ),
+                        "unexpected status {s:?}"
+                    );
+                    assert!(
+                        Instant::now() < deadline,
+                        "event {guid} never acknowledged: {s:?}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+    let recovered = recovered_after.expect("writes resumed after the kill");
+    assert!(
+        recovered < Duration::from_secs(10),
+        "writes resumed only after {recovered:?}"
+    );
+    eprintln!("writes resumed {recovered:?} after the leader was killed");
+
+    // The killed node restarts from its data directory and catches up.
+    c.spawn(leader, true);
+    let new_leader = c.wait_leader(T).await;
+    let target = c
+        .status(new_leader)
+        .await
+        .unwrap()
+        .last_applied_index
+        .unwrap();
+    c.wait_applied(leader, target, T).await;
+    for i in 0..3 {
+        let mut cl = c.client(i).await;
+        let mut seen = BTreeMap::new();
+        let mut bookmark = None;
+        loop {
+            let page = cl
+                .list_external_events(ListExternalEventsRequest {
+                    wf_run_id: Some(wf("stream")),
+                    bookmark: bookmark.clone(),
+                    limit: Some(50),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            for e in page.results {
+                let g = e.id.unwrap().guid;
+                let Some(variable_value::Value::Int(v)) = e.content.and_then(|c| c.value) else {
+                    panic!("content is not an INT")
+                };
+                assert!(seen.insert(g, v).is_none(), "an event appears twice");
+            }
+            bookmark = page.bookmark;
+            if bookmark.is_none() {
+                break;
+            }
+        }
+        assert_eq!(
+            seen, acked,
+            "node {i} has exactly the acknowledged events, each once"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_whose_leader_dies_before_it_fires_still_fires_exactly_once() {
+    let mut c = Cluster::start(3, &[]);
+    let leader = c.wait_leader(T).await;
+    let mut cl = c.client(leader).await;
+    cl.put_external_event_def(PutExternalEventDefRequest {
+        name: "late".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    cl.put_wf_spec(wait_spec("short", "late", 2)).await.unwrap();
+    cl.run_wf(RunWfRequest {
+        wf_spec_name: "short".into(),
+        id: Some("t1".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    c.kill(leader);
+    let new_leader = c.wait_leader(T).await;
+    let mut cl = c.client(new_leader).await;
+    let start = Instant::now();
+    loop {
+        let r = cl.get_wf_run(wf("t1")).await.unwrap().into_inner();
+        if r.status() == LhStatus::Error {
+            break;
+        }
+        assert!(start.elapsed() < T, "timeout never fired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let nr = cl
+        .get_node_run(NodeRunId {
+            wf_run_id: Some(wf("t1")),
+            thread_run_number: 0,
+            position: 1,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(nr.failures.len(), 1, "fired exactly once");
+    assert_eq!(nr.failures[0].failure_name, "TIMEOUT");
+    // A late event is kept but never claimed.
+    let ev = cl
+        .put_external_event(PutExternalEventRequest {
+            wf_run_id: Some(wf("t1")),
+            external_event_def_id: def_id("late"),
+            content: Some(values::str("too late")),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!ev.claimed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_far_behind_catches_up_by_snapshot() {
+    let mut c = Cluster::start(
+        3,
+        &[
+            "--snapshot-after-logs",
+            "50",
+            "--keep-logs-after-snapshot",
+            "5",
+        ],
+    );
+    let leader = c.wait_leader(T).await;
+    let lagging = follower_of(leader);
+    c.kill(lagging);
+    let mut cl = c.client(leader).await;
+    cl.put_external_event_def(PutExternalEventDefRequest {
+        name: "bulk".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    for n in 0..200i64 {
+        cl.put_external_event(PutExternalEventRequest {
+            wf_run_id: Some(wf("bulk")),
+            external_event_def_id: def_id("bulk"),
+            guid: Some(format!("b{n}")),
+            content: Some(values::int(n)),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    c.spawn(lagging, true);
+    let applied = c.status(leader).await.unwrap().last_applied_index.unwrap();
+    c.wait_applied(lagging, applied, T).await;
+    assert!(
+        c.log(lagging).contains("installed snapshot"),
+        "the lagging node caught up by snapshot"
+    );
+    let mut lc = c.client(lagging).await;
+    let list = lc
+        .list_external_events(ListExternalEventsRequest {
+            wf_run_id: Some(wf("bulk")),
+            bookmark: None,
+            limit: Some(1000),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.results.len(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_add_a_learner_promote_it_and_remove_another() {
+    let mut c = Cluster::start(3, &[]);
+    let leader = c.wait_leader(T).await;
+    let four = c.add_node();
+    let mut admin = c.admin(follower_of(leader)).await;
+    let n4 = &c.nodes[four];
+    admin
+        .add_learner(AddLearnerRequest {
+            node: Some(NodeInfo {
+                id: n4.id,
+                peer_addr: n4.peer_addr.clone(),
+                client_addr: n4.client_addr.clone(),
+            }),
+        })
+        .await
+        .unwrap();
+    let removed = follower_of(leader);
+    let voters: Vec<u64> = c
+        .nodes
+        .iter()
+        .filter(|n| n.id != c.nodes[removed].id)
+        .map(|n| n.id)
+        .collect();
+    let status = admin
+        .change_membership(ChangeMembershipRequest {
+            voters: voters.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut now_voters: Vec<u64> = status.voters.iter().map(|v| v.id).collect();
+    now_voters.sort_unstable();
+    assert_eq!(now_voters, voters);
+    c.kill(removed);
+    // The cluster keeps serving, including through the new node.
+    let mut cl = c.client(four).await;
+    let d = cl
+        .put_external_event_def(PutExternalEventDefRequest {
+            name: "after-change".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(d.id.unwrap().name, "after-change");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_over_the_wire_gets_its_status_and_the_node_keeps_serving() {
+    let c = Cluster::start(3, &[]);
+    let leader = c.wait_leader(T).await;
+    let mut cl = c.client(follower_of(leader)).await;
+    let code = |r: Result<tonic::Response<ExternalEventDef>, tonic::Status>| r.unwrap_err().code();
+    assert_eq!(
+        code(
+            cl.put_external_event_def(PutExternalEventDefRequest {
+                name: "no spaces allowed".into(),
+                ..Default::default()
+            })
+            .await
+        ),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(
+            cl.get_external_event_def(ExternalEventDefId {
+                name: "unknown".into()
+            })
+            .await
+        ),
+        Code::NotFound
+    );
+    let e = cl.get_wf_run(wf("missing")).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let e = cl
+        .put_external_event(PutExternalEventRequest {
+            wf_run_id: Some(wf("x")),
+            external_event_def_id: def_id("undefined"),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(
+        e.message().contains("No ExternalEventDef named"),
+        "{}",
+        e.message()
+    );
+    // Larger than the node accepts from a client.
+    let e = cl
+        .put_external_event_def(PutExternalEventDefRequest {
+            name: "x".repeat(5 * 1024 * 1024),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    // Malformed protobuf bytes on the wire.
+    let raw = raw_call(
+        &c.nodes[leader].client_addr,
+        "/littlehorse.LittleHorse/GetWfRun",
+        &[0xff, 0xff, 0xff],
+    )
+    .await;
+    assert_eq!(raw, Code::Internal as i32, "undecodable request bytes");
+    // Still serving.
+    cl.put_external_event_def(PutExternalEventDefRequest {
+        name: "fine".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+}
+
+/// Sends raw bytes as a unary gRPC request and returns the grpc-status it gets.
+async fn raw_call(addr: &str, path: &'static str, body: &[u8]) -> i32 {
+    use tonic::codegen::http;
+    let ch = halter_node::raft::network::channel(addr).unwrap();
+    let mut grpc = tonic::client::Grpc::new(ch);
+    grpc.ready().await.unwrap();
+    let path = http::uri::PathAndQuery::from_maybe_shared(path).unwrap();
+    let r: Result<tonic::Response<Vec<u8>>, _> = grpc
+        .unary(tonic::Request::new(body.to_vec()), path, RawCodec)
+        .await;
+    r.map(|_| 0).unwrap_or_else(|s| s.code() as i32)
+}
+
+#[derive(Default, Clone)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use bytes::BufMut;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use bytes::Buf;
+        let mut v = vec![0; src.remaining()];
+        src.copy_to_slice(&mut v);
+        Ok(Some(v))
+    }
+}

@@ -1,0 +1,191 @@
+//! A cluster of real `halter` processes on 127.0.0.1, each with its own data directory, and gRPC
+//! clients to them. `kill` is SIGKILL: no graceful shutdown, nothing flushed that was not already.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use halter_api::halter::{cluster_client::ClusterClient, ClusterStatus, Empty};
+use halter_api::littlehorse::little_horse_client::LittleHorseClient;
+use tonic::transport::Channel;
+
+pub struct Node {
+    pub id: u64,
+    pub client_addr: String,
+    pub peer_addr: String,
+    pub data_dir: PathBuf,
+    pub child: Option<Child>,
+}
+
+pub struct Cluster {
+    pub nodes: Vec<Node>,
+    pub dir: tempfile::TempDir,
+    pub extra_args: Vec<String>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Cluster {
+    /// Starts `n` nodes that bootstrap one cluster together.
+    pub fn start(n: u64, extra_args: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let nodes: Vec<Node> = (1..=n)
+            .map(|id| Node {
+                id,
+                client_addr: format!("127.0.0.1:{}", free_port()),
+                peer_addr: format!("127.0.0.1:{}", free_port()),
+                data_dir: dir.path().join(format!("node{id}")),
+                child: None,
+            })
+            .collect();
+        let mut c = Cluster {
+            nodes,
+            dir,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        };
+        for i in 0..c.nodes.len() {
+            c.spawn(i, true);
+        }
+        c
+    }
+
+    fn members(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("{}@{}@{}", n.id, n.peer_addr, n.client_addr))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// (Re)starts node `i` on its data directory. `initial` passes the initial members.
+    pub fn spawn(&mut self, i: usize, initial: bool) {
+        let members = self.members();
+        let n = &mut self.nodes[i];
+        let log = std::fs::File::create(self.dir.path().join(format!("node{}.log", n.id))).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_halter"));
+        cmd.arg("start")
+            .arg("--node-id")
+            .arg(n.id.to_string())
+            .arg("--client-addr")
+            .arg(&n.client_addr)
+            .arg("--peer-addr")
+            .arg(&n.peer_addr)
+            .arg("--data-dir")
+            .arg(&n.data_dir)
+            .args(&self.extra_args)
+            .env("RUST_LOG", "info,openraft=warn")
+            .stdout(Stdio::null())
+            .stderr(log);
+        if initial {
+            cmd.arg("--initial-members").arg(members);
+        }
+        n.child = Some(cmd.spawn().expect("spawn halter"));
+    }
+
+    /// Adds a node that is not part of the initial members (it waits to be added).
+    pub fn add_node(&mut self) -> usize {
+        let id = self.nodes.len() as u64 + 1;
+        self.nodes.push(Node {
+            id,
+            client_addr: format!("127.0.0.1:{}", free_port()),
+            peer_addr: format!("127.0.0.1:{}", free_port()),
+            data_dir: self.dir.path().join(format!("node{id}")),
+            child: None,
+        });
+        let i = self.nodes.len() - 1;
+        self.spawn(i, false);
+        i
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(
+            self.dir
+                .path()
+                .join(format!("node{}.log", self.nodes[i].id)),
+        )
+        .unwrap_or_default()
+    }
+
+    pub async fn client(&self, i: usize) -> LittleHorseClient<Channel> {
+        let ch = halter_node::raft::network::channel(&self.nodes[i].client_addr).unwrap();
+        LittleHorseClient::new(ch)
+    }
+
+    pub async fn admin(&self, i: usize) -> ClusterClient<Channel> {
+        ClusterClient::new(halter_node::raft::network::channel(&self.nodes[i].peer_addr).unwrap())
+    }
+
+    pub async fn status(&self, i: usize) -> Option<ClusterStatus> {
+        let mut a = self.admin(i).await;
+        let mut req = tonic::Request::new(Empty {});
+        req.set_timeout(Duration::from_millis(500));
+        a.status(req).await.ok().map(|r| r.into_inner())
+    }
+
+    /// Waits until every running node agrees on one leader; returns its index.
+    pub async fn wait_leader(&self, timeout: Duration) -> usize {
+        let start = Instant::now();
+        loop {
+            let mut leaders = Vec::new();
+            for (i, n) in self.nodes.iter().enumerate() {
+                if n.child.is_some() {
+                    leaders.push((i, self.status(i).await.and_then(|s| s.leader_id)));
+                }
+            }
+            if let Some((_, Some(l))) = leaders.first() {
+                if leaders.iter().all(|(_, x)| *x == Some(*l)) {
+                    let idx = self.nodes.iter().position(|n| n.id == *l).unwrap();
+                    if self.nodes[idx].child.is_some() {
+                        return idx;
+                    }
+                }
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "no agreed leader within {timeout:?}: {leaders:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until node `i` has applied at least `index`.
+    pub async fn wait_applied(&self, i: usize, index: u64, timeout: Duration) {
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.status(i).await {
+                if s.last_applied_index.unwrap_or(0) >= index {
+                    return;
+                }
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "node {i} did not apply {index} within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+    }
+}

@@ -1,0 +1,49 @@
+#![allow(clippy::unwrap_used)]
+//! openraft's own conformance suite against Halter's log store and state machine, in memory and
+//! on files.
+
+use std::sync::Arc;
+
+use halter_node::raft::{
+    io_write, log_store::LogStore, state_machine::StateMachineStore, NodeId, TypeConfig,
+};
+use halter_storage::Store;
+use openraft::testing::{StoreBuilder, Suite};
+use openraft::StorageError;
+
+struct InMemory;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, ()> for InMemory {
+    async fn build(&self) -> Result<((), LogStore, StateMachineStore), StorageError<NodeId>> {
+        let store = Arc::new(Store::in_memory().map_err(io_write)?);
+        Ok((
+            (),
+            LogStore::in_memory()?,
+            StateMachineStore::new(store, None)?,
+        ))
+    }
+}
+
+struct OnFiles;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for OnFiles {
+    async fn build(
+        &self,
+    ) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError<NodeId>> {
+        let dir = tempfile::tempdir().map_err(io_write)?;
+        let log = LogStore::open(&dir.path().join("log.redb"))?;
+        let store = Arc::new(Store::open(dir.path().join("state.redb")).map_err(io_write)?);
+        let sm = StateMachineStore::new(store, Some(dir.path().join("snapshot.json")))?;
+        Ok((dir, log, sm))
+    }
+}
+
+#[test]
+fn openraft_suite_in_memory() {
+    Suite::test_all(InMemory).expect("openraft storage suite (in memory)");
+}
+
+#[test]
+fn openraft_suite_on_files() {
+    Suite::test_all(OnFiles).expect("openraft storage suite (files)");
+}
