@@ -12,5 +12,9 @@ if cargo tree -p halter-state-machine -e normal --prefix none | grep -E '^(madsi
   exit 1
 fi
 
-echo "== cargo nextest (unit, scenario and property tests)"
+echo "== cargo nextest (unit, scenario, property and real-cluster tests)"
+cargo build --workspace --bins
 cargo nextest run --workspace --all-targets --no-fail-fast
+
+echo "== halterctl against a real node"
+bash tests/cli/smoke.sh

@@ -1,0 +1,671 @@
+//! `halterctl`: a command-line client for any Halter node.
+//!
+//! Tables for people by default, `-o json` for scripts. Errors print the gRPC code and the
+//! server's reason, and the exit code is non-zero.
+
+mod output;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use clap::{Parser, Subcommand};
+use halter_api::halter::cluster_client::ClusterClient;
+use halter_api::halter::{AddLearnerRequest, ChangeMembershipRequest, Empty, NodeInfo};
+use halter_api::json::{from_json, to_json};
+use halter_api::littlehorse::little_horse_client::LittleHorseClient;
+use halter_api::littlehorse::*;
+use halter_api::values;
+use output::Format;
+use serde_json::Value;
+use tonic::transport::{Channel, Endpoint};
+
+#[derive(Parser)]
+#[command(
+    name = "halterctl",
+    version,
+    about = "Talk to a Halter cluster (any node)"
+)]
+struct Cli {
+    /// A node's client address (LittleHorse API).
+    #[arg(
+        long,
+        env = "HALTER_ADDR",
+        default_value = "127.0.0.1:2023",
+        global = true
+    )]
+    addr: String,
+    /// A node's peer address (cluster administration).
+    #[arg(
+        long,
+        env = "HALTER_PEER_ADDR",
+        default_value = "127.0.0.1:2033",
+        global = true
+    )]
+    peer_addr: String,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value = "table", global = true)]
+    output: Format,
+    /// Seconds to wait for an answer.
+    #[arg(long, default_value = "10", global = true)]
+    timeout: u64,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// ExternalEventDefs: what kinds of events exist.
+    #[command(subcommand, name = "external-event-def")]
+    Def(DefCmd),
+    /// ExternalEvents: things that happened.
+    #[command(subcommand, name = "external-event")]
+    Event(EventCmd),
+    /// WfSpecs.
+    #[command(subcommand, name = "wf-spec")]
+    Spec(SpecCmd),
+    /// WfRuns.
+    #[command(subcommand, name = "wf-run")]
+    Run(RunCmd),
+    /// NodeRuns of a WfRun.
+    #[command(subcommand, name = "node-run")]
+    NodeRun(ListCmd),
+    /// Variables of a WfRun.
+    #[command(subcommand, name = "variable")]
+    Variable(ListCmd),
+    /// Cluster membership and leadership (talks to --peer-addr).
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+}
+
+#[derive(Subcommand)]
+enum DefCmd {
+    Put {
+        name: String,
+        /// Delete unclaimed events this many seconds after they are put.
+        #[arg(long)]
+        retention_seconds: Option<i64>,
+        /// Require event content of this type (STR, INT, DOUBLE, BOOL, JSON_OBJ, JSON_ARR, BYTES).
+        #[arg(long = "type")]
+        content_type: Option<String>,
+    },
+    Get {
+        name: String,
+    },
+    Delete {
+        name: String,
+    },
+    Search {
+        #[arg(long)]
+        prefix: Option<String>,
+        #[arg(long)]
+        limit: Option<i32>,
+    },
+}
+
+#[derive(clap::Args)]
+#[group(multiple = false)]
+struct Content {
+    /// Content as a JSON object or array (stored as JSON_OBJ / JSON_ARR).
+    #[arg(long)]
+    json: Option<String>,
+    #[arg(long)]
+    str: Option<String>,
+    #[arg(long)]
+    int: Option<i64>,
+    #[arg(long)]
+    double: Option<f64>,
+    #[arg(long)]
+    bool: Option<bool>,
+    /// Content as protobuf JSON of a VariableValue, e.g. '{"int": "5"}'.
+    #[arg(long)]
+    value: Option<String>,
+}
+
+impl Content {
+    fn into_value(self) -> anyhow::Result<VariableValue> {
+        Ok(if let Some(j) = self.json {
+            match serde_json::from_str::<Value>(&j).context("--json is not JSON")? {
+                Value::Array(_) => values::json_arr(j),
+                Value::Object(_) => values::json_obj(j),
+                _ => {
+                    return Err(anyhow!(
+                        "--json takes an object or an array; use --str/--int/... for scalars"
+                    ))
+                }
+            }
+        } else if let Some(s) = self.str {
+            values::str(s)
+        } else if let Some(i) = self.int {
+            values::int(i)
+        } else if let Some(d) = self.double {
+            values::double(d)
+        } else if let Some(b) = self.bool {
+            values::boolean(b)
+        } else if let Some(v) = self.value {
+            from_json("littlehorse.VariableValue", &v)?
+        } else {
+            values::null()
+        })
+    }
+}
+
+#[derive(Subcommand)]
+enum EventCmd {
+    Put {
+        wf_run_id: String,
+        def: String,
+        #[arg(long)]
+        guid: Option<String>,
+        #[command(flatten)]
+        content: Content,
+        #[arg(long)]
+        thread: Option<i32>,
+        #[arg(long)]
+        position: Option<i32>,
+    },
+    Get {
+        wf_run_id: String,
+        def: String,
+        guid: String,
+    },
+    List {
+        wf_run_id: String,
+    },
+    Search {
+        def: String,
+        #[arg(long)]
+        claimed: Option<bool>,
+        #[arg(long)]
+        limit: Option<i32>,
+    },
+}
+
+#[derive(Subcommand)]
+enum SpecCmd {
+    /// Deploy a spec from a JSON PutWfSpecRequest file (`-` for standard input).
+    Put { file: PathBuf },
+    /// The latest version, or the one given.
+    Get {
+        name: String,
+        #[arg(long)]
+        major: Option<i32>,
+        #[arg(long, requires = "major")]
+        revision: Option<i32>,
+    },
+    Search {
+        #[arg(long)]
+        prefix: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum RunCmd {
+    /// Start a WfRun. Variables as NAME=VALUE with VALUE a protobuf-JSON VariableValue
+    /// (e.g. amount='{"int":"5"}') or NAME:str=TEXT / NAME:int=N.
+    Run {
+        spec: String,
+        #[arg(long)]
+        id: Option<String>,
+        #[arg(long = "var")]
+        vars: Vec<String>,
+    },
+    Get {
+        id: String,
+    },
+    Stop {
+        id: String,
+        #[arg(long, default_value = "0")]
+        thread: i32,
+    },
+    Resume {
+        id: String,
+        #[arg(long, default_value = "0")]
+        thread: i32,
+    },
+    Delete {
+        id: String,
+    },
+    Search {
+        spec: String,
+        /// RUNNING, COMPLETED, ERROR, ...
+        #[arg(long)]
+        status: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ListCmd {
+    List { wf_run_id: String },
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    Status,
+    /// Add a node: as a learner, then (unless --learner) as a voter.
+    Add {
+        #[arg(long)]
+        id: u64,
+        #[arg(long = "node-peer-addr")]
+        node_peer_addr: String,
+        #[arg(long = "node-client-addr")]
+        node_client_addr: String,
+        #[arg(long)]
+        learner: bool,
+    },
+    /// Remove a voter from the membership.
+    Remove {
+        id: u64,
+    },
+    /// Make node ID leader (it starts an election).
+    TransferLeader {
+        id: u64,
+    },
+}
+
+fn channel(addr: &str, timeout: Duration) -> anyhow::Result<Channel> {
+    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(timeout)
+        .connect_lazy())
+}
+
+fn parse_var(s: &str) -> anyhow::Result<(String, VariableValue)> {
+    let (lhs, rhs) = s
+        .split_once('=')
+        .ok_or_else(|| anyhow!("--var {s}: expected NAME=VALUE"))?;
+    if let Some((name, ty)) = lhs.split_once(':') {
+        let v = match ty {
+            "str" => values::str(rhs),
+            "int" => values::int(rhs.parse().context("not an integer")?),
+            "double" => values::double(rhs.parse().context("not a number")?),
+            "bool" => values::boolean(rhs.parse().context("not true/false")?),
+            "json" => match serde_json::from_str::<Value>(rhs)? {
+                Value::Array(_) => values::json_arr(rhs),
+                _ => values::json_obj(rhs),
+            },
+            other => return Err(anyhow!("--var {s}: unknown type '{other}'")),
+        };
+        return Ok((name.to_string(), v));
+    }
+    Ok((
+        lhs.to_string(),
+        from_json("littlehorse.VariableValue", rhs)?,
+    ))
+}
+
+fn type_def(name: &str) -> anyhow::Result<TypeDefinition> {
+    let t = VariableType::from_str_name(&name.to_uppercase())
+        .ok_or_else(|| anyhow!("unknown type {name}"))?;
+    Ok(TypeDefinition {
+        defined_type: Some(type_definition::DefinedType::PrimitiveType(t as i32)),
+        masked: false,
+    })
+}
+
+fn wf(id: &str) -> WfRunId {
+    WfRunId {
+        id: id.into(),
+        parent_wf_run_id: None,
+    }
+}
+
+/// What a command printed: one object, or a list (`results`) of them.
+enum Shown {
+    One(Value),
+    Many(Value, Vec<Value>),
+}
+
+fn one<M: prost::Message>(name: &str, m: &M) -> anyhow::Result<Shown> {
+    Ok(Shown::One(to_json(name, m)?))
+}
+
+fn many<M: prost::Message>(name: &str, m: &M) -> anyhow::Result<Shown> {
+    let v = to_json(name, m)?;
+    let rows = v
+        .get("results")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    Ok(Shown::Many(v, rows))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<Shown> {
+    let timeout = Duration::from_secs(cli.timeout);
+    let mut lh = LittleHorseClient::new(channel(&cli.addr, timeout)?);
+    Ok(match cli.cmd {
+        Cmd::Def(c) => match c {
+            DefCmd::Put {
+                name,
+                retention_seconds,
+                content_type,
+            } => {
+                let req = PutExternalEventDefRequest {
+                    name,
+                    retention_policy: retention_seconds.map(|s| ExternalEventRetentionPolicy {
+                        ext_evt_gc_policy: Some(
+                            external_event_retention_policy::ExtEvtGcPolicy::SecondsAfterPut(s),
+                        ),
+                    }),
+                    content_type: content_type
+                        .map(|t| {
+                            type_def(&t).map(|td| ReturnType {
+                                return_type: Some(td),
+                            })
+                        })
+                        .transpose()?,
+                    correlated_event_config: None,
+                };
+                one(
+                    "littlehorse.ExternalEventDef",
+                    &lh.put_external_event_def(req).await?.into_inner(),
+                )?
+            }
+            DefCmd::Get { name } => one(
+                "littlehorse.ExternalEventDef",
+                &lh.get_external_event_def(ExternalEventDefId { name })
+                    .await?
+                    .into_inner(),
+            )?,
+            DefCmd::Delete { name } => {
+                lh.delete_external_event_def(DeleteExternalEventDefRequest {
+                    id: Some(ExternalEventDefId { name }),
+                })
+                .await?;
+                Shown::One(serde_json::json!({"deleted": true}))
+            }
+            DefCmd::Search { prefix, limit } => many(
+                "littlehorse.ExternalEventDefIdList",
+                &lh.search_external_event_def(SearchExternalEventDefRequest {
+                    bookmark: None,
+                    limit,
+                    prefix,
+                })
+                .await?
+                .into_inner(),
+            )?,
+        },
+        Cmd::Event(c) => match c {
+            EventCmd::Put {
+                wf_run_id,
+                def,
+                guid,
+                content,
+                thread,
+                position,
+            } => {
+                let req = PutExternalEventRequest {
+                    wf_run_id: Some(wf(&wf_run_id)),
+                    external_event_def_id: Some(ExternalEventDefId { name: def }),
+                    guid,
+                    content: Some(content.into_value()?),
+                    thread_run_number: thread,
+                    node_run_position: position,
+                };
+                one(
+                    "littlehorse.ExternalEvent",
+                    &lh.put_external_event(req).await?.into_inner(),
+                )?
+            }
+            EventCmd::Get {
+                wf_run_id,
+                def,
+                guid,
+            } => one(
+                "littlehorse.ExternalEvent",
+                &lh.get_external_event(ExternalEventId {
+                    wf_run_id: Some(wf(&wf_run_id)),
+                    external_event_def_id: Some(ExternalEventDefId { name: def }),
+                    guid,
+                })
+                .await?
+                .into_inner(),
+            )?,
+            EventCmd::List { wf_run_id } => many(
+                "littlehorse.ExternalEventList",
+                &lh.list_external_events(ListExternalEventsRequest {
+                    wf_run_id: Some(wf(&wf_run_id)),
+                    bookmark: None,
+                    limit: None,
+                })
+                .await?
+                .into_inner(),
+            )?,
+            EventCmd::Search {
+                def,
+                claimed,
+                limit,
+            } => many(
+                "littlehorse.ExternalEventIdList",
+                &lh.search_external_event(SearchExternalEventRequest {
+                    external_event_def_id: Some(ExternalEventDefId { name: def }),
+                    is_claimed: claimed,
+                    limit,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner(),
+            )?,
+        },
+        Cmd::Spec(c) => match c {
+            SpecCmd::Put { file } => {
+                let text = if file.as_os_str() == "-" {
+                    std::io::read_to_string(std::io::stdin())?
+                } else {
+                    std::fs::read_to_string(&file)
+                        .with_context(|| format!("reading {}", file.display()))?
+                };
+                let req: PutWfSpecRequest = from_json("littlehorse.PutWfSpecRequest", &text)?;
+                one(
+                    "littlehorse.WfSpec",
+                    &lh.put_wf_spec(req).await?.into_inner(),
+                )?
+            }
+            SpecCmd::Get {
+                name,
+                major,
+                revision,
+            } => {
+                let spec = match (major, revision) {
+                    (Some(m), Some(r)) => {
+                        lh.get_wf_spec(WfSpecId {
+                            name,
+                            major_version: m,
+                            revision: r,
+                        })
+                        .await?
+                    }
+                    (m, _) => {
+                        lh.get_latest_wf_spec(GetLatestWfSpecRequest {
+                            name,
+                            major_version: m,
+                        })
+                        .await?
+                    }
+                };
+                one("littlehorse.WfSpec", &spec.into_inner())?
+            }
+            SpecCmd::Search { prefix } => many(
+                "littlehorse.WfSpecIdList",
+                &lh.search_wf_spec(SearchWfSpecRequest {
+                    wf_spec_criteria: prefix.map(search_wf_spec_request::WfSpecCriteria::Prefix),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner(),
+            )?,
+        },
+        Cmd::Run(c) => match c {
+            RunCmd::Run { spec, id, vars } => {
+                let variables: BTreeMap<String, VariableValue> = vars
+                    .iter()
+                    .map(|v| parse_var(v))
+                    .collect::<Result<_, _>>()?;
+                let req = RunWfRequest {
+                    wf_spec_name: spec,
+                    id,
+                    variables,
+                    ..Default::default()
+                };
+                one("littlehorse.WfRun", &lh.run_wf(req).await?.into_inner())?
+            }
+            RunCmd::Get { id } => one(
+                "littlehorse.WfRun",
+                &lh.get_wf_run(wf(&id)).await?.into_inner(),
+            )?,
+            RunCmd::Stop { id, thread } => {
+                lh.stop_wf_run(StopWfRunRequest {
+                    wf_run_id: Some(wf(&id)),
+                    thread_run_number: thread,
+                })
+                .await?;
+                Shown::One(serde_json::json!({"stopped": id}))
+            }
+            RunCmd::Resume { id, thread } => {
+                lh.resume_wf_run(ResumeWfRunRequest {
+                    wf_run_id: Some(wf(&id)),
+                    thread_run_number: thread,
+                })
+                .await?;
+                Shown::One(serde_json::json!({"resumed": id}))
+            }
+            RunCmd::Delete { id } => {
+                lh.delete_wf_run(DeleteWfRunRequest { id: Some(wf(&id)) })
+                    .await?;
+                Shown::One(serde_json::json!({"deleted": id}))
+            }
+            RunCmd::Search { spec, status } => {
+                let status = status
+                    .map(|s| {
+                        LhStatus::from_str_name(&s.to_uppercase())
+                            .map(|s| s as i32)
+                            .ok_or_else(|| anyhow!("unknown status {s}"))
+                    })
+                    .transpose()?;
+                many(
+                    "littlehorse.WfRunIdList",
+                    &lh.search_wf_run(SearchWfRunRequest {
+                        wf_spec_name: spec,
+                        status,
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner(),
+                )?
+            }
+        },
+        Cmd::NodeRun(ListCmd::List { wf_run_id }) => many(
+            "littlehorse.NodeRunList",
+            &lh.list_node_runs(ListNodeRunsRequest {
+                wf_run_id: Some(wf(&wf_run_id)),
+                ..Default::default()
+            })
+            .await?
+            .into_inner(),
+        )?,
+        Cmd::Variable(ListCmd::List { wf_run_id }) => many(
+            "littlehorse.VariableList",
+            &lh.list_variables(ListVariablesRequest {
+                wf_run_id: Some(wf(&wf_run_id)),
+                ..Default::default()
+            })
+            .await?
+            .into_inner(),
+        )?,
+        Cmd::Cluster(c) => {
+            let mut admin = ClusterClient::new(channel(&cli.peer_addr, timeout)?);
+            let status = match c {
+                ClusterCmd::Status => admin.status(Empty {}).await?.into_inner(),
+                ClusterCmd::Add {
+                    id,
+                    node_peer_addr,
+                    node_client_addr,
+                    learner,
+                } => {
+                    let s = admin
+                        .add_learner(AddLearnerRequest {
+                            node: Some(NodeInfo {
+                                id,
+                                peer_addr: node_peer_addr,
+                                client_addr: node_client_addr,
+                            }),
+                        })
+                        .await?
+                        .into_inner();
+                    if learner {
+                        s
+                    } else {
+                        let mut voters: Vec<u64> = s.voters.iter().map(|v| v.id).collect();
+                        voters.push(id);
+                        admin
+                            .change_membership(ChangeMembershipRequest { voters })
+                            .await?
+                            .into_inner()
+                    }
+                }
+                ClusterCmd::Remove { id } => {
+                    let s = admin.status(Empty {}).await?.into_inner();
+                    if !s.voters.iter().any(|v| v.id == id) {
+                        return Err(anyhow!("node {id} is not a voter"));
+                    }
+                    let voters = s.voters.iter().map(|v| v.id).filter(|v| *v != id).collect();
+                    admin
+                        .change_membership(ChangeMembershipRequest { voters })
+                        .await?
+                        .into_inner()
+                }
+                ClusterCmd::TransferLeader { id } => {
+                    let s = admin.status(Empty {}).await?.into_inner();
+                    let target = s
+                        .voters
+                        .iter()
+                        .find(|v| v.id == id)
+                        .ok_or_else(|| anyhow!("node {id} is not a voter"))?;
+                    let mut t = ClusterClient::new(channel(&target.peer_addr, timeout)?);
+                    t.trigger_election(Empty {}).await?;
+                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                    t.status(Empty {}).await?.into_inner()
+                }
+            };
+            one("halter.ClusterStatus", &status)?
+        }
+    })
+}
+
+/// `InvalidArgument` -> `INVALID_ARGUMENT`, as gRPC documents its codes.
+fn code_name(code: tonic::Code) -> String {
+    let mut out = String::new();
+    for (i, ch) in format!("{code:?}").chars().enumerate() {
+        if ch.is_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(ch.to_ascii_uppercase());
+    }
+    out
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let cli = Cli::parse();
+    let format = cli.output;
+    match run(cli).await {
+        Ok(shown) => {
+            let text = match (format, shown) {
+                (Format::Json, Shown::One(v)) | (Format::Json, Shown::Many(v, _)) => {
+                    serde_json::to_string_pretty(&v).unwrap_or_default()
+                }
+                (Format::Table, Shown::One(v)) => output::object(&v),
+                (Format::Table, Shown::Many(_, rows)) => output::table(&rows),
+            };
+            println!("{text}");
+        }
+        Err(e) => {
+            match e.downcast_ref::<tonic::Status>() {
+                Some(s) => eprintln!("error: {}: {}", code_name(s.code()), s.message()),
+                None => eprintln!("error: {e:#}"),
+            }
+            std::process::exit(1);
+        }
+    }
+}
