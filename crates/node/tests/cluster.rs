@@ -556,3 +556,28 @@ impl tonic::codec::Decoder for RawCodec {
         Ok(Some(v))
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_node_answers_unavailable_instead_of_hanging() {
+    let mut c = Cluster::start(3, &["--request-deadline-ms", "1500"]);
+    let leader = c.wait_leader(T).await;
+    let survivor = leader;
+    for i in 0..3 {
+        if i != survivor {
+            c.kill(i);
+        }
+    }
+    let mut cl = c.client(survivor).await;
+    let started = Instant::now();
+    let e = cl
+        .put_external_event_def(PutExternalEventDefRequest {
+            name: "lonely".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    let e = cl.get_wf_run(wf("any")).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    assert!(started.elapsed() < Duration::from_secs(10), "answered only after {:?}", started.elapsed());
+}
