@@ -159,13 +159,17 @@ sys.exit(1)
 PYEOF
 }
 
-start_node() {
-  local id="$1" bin="$2" members="$3" addr
+check_ports_free() {
+  local id="$1" addr
   for addr in "$(client_addr "$id")" "$(peer_addr "$id")"; do
     if port_in_use "$addr"; then
       die "node $id: $addr is already in use (pick other ports with HALTER_BASE_PORT, or wipe $DIR)"
     fi
   done
+}
+
+start_node() {
+  local id="$1" bin="$2" members="$3"
   mkdir -p "$DIR/node$id"
   log "starting node $id: client $(client_addr "$id"), peer $(peer_addr "$id"), log $DIR/node$id.log"
   # setsid: the node outlives this script and the terminal's signals. The inner shell records
@@ -233,6 +237,10 @@ cmd_up() {
   for id in "${NODES[@]}"; do
     members="${members:+$members,}$id@$(peer_addr "$id")@$(client_addr "$id")"
   done
+  # Every port first, so that a conflict starts nothing.
+  for id in "${NODES[@]}"; do
+    [ -n "$(live_pid "$id")" ] || check_ports_free "$id"
+  done
   for id in "${NODES[@]}"; do
     if [ -z "$(live_pid "$id")" ]; then
       rm -f "$(pid_file "$id")"
@@ -268,7 +276,11 @@ cmd_status() {
     if [ -n "$pid" ]; then
       echo "node$id pid=$pid alive client=$(client_addr "$id")"
     else
-      echo "node$id pid=$(cat "$(pid_file "$id")" 2>/dev/null || echo -) dead client=$(client_addr "$id")"
+      if [ -f "$(pid_file "$id")" ]; then
+        echo "node$id pid=$(cat "$(pid_file "$id")") dead client=$(client_addr "$id")"
+      else
+        echo "node$id pid=- stopped client=$(client_addr "$id")"
+      fi
       all=3
     fi
   done

@@ -18,3 +18,6 @@ cargo nextest run --workspace --all-targets --no-fail-fast
 
 echo "== halterctl against a real node"
 bash tests/cli/smoke.sh
+
+echo "== the real LittleHorse Python client against a 3-node cluster"
+HALTER_BIN=target/debug/halter bash tests/compat/run.sh

@@ -599,21 +599,30 @@ async fn run(cli: Cli) -> anyhow::Result<Shown> {
                         let mut voters: Vec<u64> = s.voters.iter().map(|v| v.id).collect();
                         voters.push(id);
                         admin
-                            .change_membership(ChangeMembershipRequest { voters })
+                            .change_membership(ChangeMembershipRequest {
+                                voters,
+                                remove_learners: vec![],
+                            })
                             .await?
                             .into_inner()
                     }
                 }
                 ClusterCmd::Remove { id } => {
                     let s = admin.status(Empty {}).await?.into_inner();
-                    if !s.voters.iter().any(|v| v.id == id) {
-                        return Err(anyhow!("node {id} is not a voter"));
-                    }
-                    let voters = s.voters.iter().map(|v| v.id).filter(|v| *v != id).collect();
-                    admin
-                        .change_membership(ChangeMembershipRequest { voters })
-                        .await?
-                        .into_inner()
+                    let req = if s.voters.iter().any(|v| v.id == id) {
+                        ChangeMembershipRequest {
+                            voters: s.voters.iter().map(|v| v.id).filter(|v| *v != id).collect(),
+                            remove_learners: vec![],
+                        }
+                    } else if s.learners.iter().any(|v| v.id == id) {
+                        ChangeMembershipRequest {
+                            voters: vec![],
+                            remove_learners: vec![id],
+                        }
+                    } else {
+                        return Err(anyhow!("node {id} is not a member"));
+                    };
+                    admin.change_membership(req).await?.into_inner()
                 }
                 ClusterCmd::TransferLeader { id } => {
                     let s = admin.status(Empty {}).await?.into_inner();

@@ -164,17 +164,35 @@ impl Cluster for ClusterService {
         if let Some(mut leader) = self.leader_client().await? {
             return leader.change_membership(req.into_inner()).await;
         }
-        let voters: BTreeSet<u64> = req.into_inner().voters.into_iter().collect();
-        if voters.is_empty() {
+        let req = req.into_inner();
+        if req.voters.is_empty() && req.remove_learners.is_empty() {
             return Err(Status::invalid_argument(
-                "the new membership needs at least one voter",
+                "give the new voters or the learners to remove",
             ));
         }
-        self.ctx
-            .raft
-            .change_membership(voters, false)
-            .await
-            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        let m = self.ctx.raft.metrics().borrow().clone();
+        let current_voters: BTreeSet<u64> = m.membership_config.membership().voter_ids().collect();
+        if !req.remove_learners.is_empty() {
+            let remove: BTreeSet<u64> = req.remove_learners.iter().copied().collect();
+            if let Some(v) = remove.iter().find(|id| current_voters.contains(id)) {
+                return Err(Status::invalid_argument(format!(
+                    "node {v} is a voter: leave it out of `voters` instead"
+                )));
+            }
+            self.ctx
+                .raft
+                .change_membership(openraft::ChangeMembers::RemoveNodes(remove), false)
+                .await
+                .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        }
+        if !req.voters.is_empty() {
+            let voters: BTreeSet<u64> = req.voters.into_iter().collect();
+            self.ctx
+                .raft
+                .change_membership(voters, false)
+                .await
+                .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        }
         Ok(Response::new(status_of(&self.ctx)))
     }
 

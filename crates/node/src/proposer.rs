@@ -109,17 +109,20 @@ impl NodeCtx {
         };
         let outcome = tokio::time::timeout(self.deadline, self.propose_cmd(cmd))
             .await
-            .map_err(|_| {
-                Status::unavailable(format!(
+            .map_err(|_| match self.leader() {
+                None => self.no_leader(),
+                Some(_) => Status::unavailable(format!(
                     "not committed within {:?} (no quorum reachable?); the outcome is unknown, a retry with the same ids is safe",
                     self.deadline
-                ))
+                )),
             })??;
         outcome.map_err(|r| to_status(&r))
     }
 
+    /// Tries until it gets an answer; the caller's deadline bounds it (elections take a few
+    /// hundred milliseconds, and a client is better served waiting than failing fast).
     async fn propose_cmd(&self, cmd: Command) -> Result<Result<Response, Rejection>, Status> {
-        for _ in 0..3 {
+        loop {
             match self.leader() {
                 Some((id, _)) if id == self.id => match self.propose_local(cmd.clone()).await {
                     Err(ProposeError::NotLeader) => continue,
@@ -139,11 +142,10 @@ impl NodeCtx {
                     }
                 }
                 None => {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
         }
-        Err(self.no_leader())
     }
 
     /// Proposes on this node, which must be the leader: stamps the time and waits for apply.
@@ -180,7 +182,7 @@ impl NodeCtx {
     }
 
     async fn read_barrier_inner(&self) -> Result<(), Status> {
-        for _ in 0..3 {
+        loop {
             match self.leader() {
                 Some((id, _)) if id == self.id => match self.raft.ensure_linearizable().await {
                     Ok(_) => return Ok(()),
@@ -204,10 +206,9 @@ impl NodeCtx {
                         .map_err(|e| Status::unavailable(format!("catching up for a read: {e}")))?;
                     return Ok(());
                 }
-                None => tokio::time::sleep(Duration::from_millis(100)).await,
+                None => tokio::time::sleep(Duration::from_millis(50)).await,
             }
         }
-        Err(self.no_leader())
     }
 
     /// The leader's side of a follower's read barrier.

@@ -30,6 +30,9 @@ pub const MAX_CLIENT_MESSAGE: usize = 4 * 1024 * 1024;
 /// Largest message the transport decodes at all (`OUT_OF_RANGE` beyond, from tonic).
 pub const MAX_DECODE: usize = 16 * 1024 * 1024;
 
+/// How long a graceful shutdown waits for in-flight requests and open connections.
+pub const DRAIN: Duration = Duration::from_secs(2);
+
 pub struct NodeHandle {
     pub ctx: Arc<NodeCtx>,
     pub client_addr: SocketAddr,
@@ -39,12 +42,15 @@ pub struct NodeHandle {
 }
 
 impl NodeHandle {
-    /// Stops serving, stops Raft, and waits for the tasks to end.
+    /// Stops serving, stops Raft, and waits (at most [`DRAIN`]) for the tasks to end: idle
+    /// client connections would otherwise hold a graceful shutdown open indefinitely.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = self.ctx.raft.shutdown().await;
-        for t in self.tasks {
-            let _ = t.await;
+        for mut t in self.tasks {
+            if tokio::time::timeout(DRAIN, &mut t).await.is_err() {
+                t.abort();
+            }
         }
     }
 }

@@ -412,6 +412,7 @@ async fn membership_add_a_learner_promote_it_and_remove_another() {
     let status = admin
         .change_membership(ChangeMembershipRequest {
             voters: voters.clone(),
+            remove_learners: vec![],
         })
         .await
         .unwrap()
@@ -579,5 +580,9 @@ async fn an_isolated_node_answers_unavailable_instead_of_hanging() {
     assert_eq!(e.code(), Code::Unavailable, "{e:?}");
     let e = cl.get_wf_run(wf("any")).await.unwrap_err();
     assert_eq!(e.code(), Code::Unavailable, "{e:?}");
-    assert!(started.elapsed() < Duration::from_secs(10), "answered only after {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "answered only after {:?}",
+        started.elapsed()
+    );
 }

@@ -67,9 +67,14 @@ impl LogStore {
         &self,
         key: &str,
         value: &T,
+        durable: bool,
     ) -> Result<(), StorageError<NodeId>> {
         let bytes = serde_json::to_vec(value).map_err(io_write)?;
-        let txn = self.db.begin_write().map_err(io_write)?;
+        let mut txn = self.db.begin_write().map_err(io_write)?;
+        if !durable {
+            txn.set_durability(redb::Durability::None)
+                .map_err(io_write)?;
+        }
         txn.open_table(META)
             .map_err(io_write)?
             .insert(key, bytes.as_slice())
@@ -174,7 +179,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
-        self.write_meta(VOTE, vote)
+        self.write_meta(VOTE, vote, true)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
@@ -185,7 +190,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         &mut self,
         committed: Option<LogId>,
     ) -> Result<(), StorageError<NodeId>> {
-        self.write_meta(COMMITTED, &committed)
+        // The committed id only saves re-learning it from a quorum after a restart, so it is
+        // written without an fsync of its own (the next durable commit persists it too).
+        self.write_meta(COMMITTED, &committed, false)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError<NodeId>> {
@@ -228,7 +235,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError<NodeId>> {
         // Record the purge point first: if we crash between the two, the log state is still right.
-        self.write_meta(PURGED, &log_id)?;
+        self.write_meta(PURGED, &log_id, true)?;
         let txn = self.db.begin_write().map_err(io_write)?;
         txn.open_table(LOG)
             .map_err(io_write)?

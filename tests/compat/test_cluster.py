@@ -1,0 +1,525 @@
+"""The real LittleHorse Python client (littlehorse-client) against a 3-node Halter cluster.
+
+The cluster is started once for this module by `deploy/local-cluster.sh up` (state in a temp
+dir, binary from $HALTER_BIN) and stopped with `down --wipe`. Specs are built with the client's
+own Workflow builder and registered with its helpers; everything else goes through the
+LittleHorseStub that LHConfig hands out. Run with tests/compat/run.sh.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import uuid
+from typing import Callable, Iterator, TypeVar
+
+import grpc
+import pytest
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+from littlehorse import create_external_event_def, create_workflow_spec
+from littlehorse.config import LHConfig
+from littlehorse.model import *  # noqa: F403
+from littlehorse.model import (
+    ExternalEvent,
+    ExternalEventDefId,
+    ExternalEventId,
+    GetLatestWfSpecRequest,
+    LHStatus,
+    ListExternalEventsRequest,
+    ListNodeRunsRequest,
+    ListVariablesRequest,
+    PutExternalEventRequest,
+    RunWfRequest,
+    VariableId,
+    VariableMutationType,
+    VariableValue,
+    WfRun,
+    WfRunId,
+)
+from littlehorse.workflow import Workflow, WorkflowThread
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SCRIPT = os.path.join(ROOT, "deploy", "local-cluster.sh")
+
+EVENT = "doc-signed"
+SIGNING_WF = "doc-signing"
+TIMEOUT_EVENT = "countersigned"
+TIMEOUT_WF = "countersign-or-fail"
+
+# Generous bound for anything that should happen "at once" on a local cluster; polling stops
+# as soon as the condition holds.
+SETTLE_S = 10.0
+RPC_TIMEOUT_S = 10.0
+
+T = TypeVar("T")
+
+
+def poll(what: str, fn: Callable[[], T], ok: Callable[[T], bool], timeout: float = SETTLE_S) -> T:
+    """Calls fn every 50 ms until ok(result); fails with the last result after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        last = fn()
+        if ok(last):
+            return last
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not reached within {timeout}s; last value:\n{last}")
+        time.sleep(0.05)
+
+
+def rpc_error(fn: Callable[[], object]) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as info:
+        fn()
+    return info.value
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+# --- halter.Cluster/Status, without compiling proto/halter (its imports of our littlehorse/*.proto
+# would clash with the client's own descriptors): a private pool holding the few fields we read,
+# wire-compatible with proto/halter/cluster.proto.
+
+
+def _cluster_messages():
+    f = descriptor_pb2.FileDescriptorProto(
+        name="halter_compat/cluster_status.proto", package="halter", syntax="proto3"
+    )
+    FDP = descriptor_pb2.FieldDescriptorProto
+
+    def msg(name: str, fields: list[tuple[str, int, int, int, str]]) -> None:
+        m = f.message_type.add(name=name)
+        for fname, number, ftype, label, type_name in fields:
+            fd = m.field.add(name=fname, number=number, type=ftype, label=label)
+            if type_name:
+                fd.type_name = type_name
+
+    opt, rep = FDP.LABEL_OPTIONAL, FDP.LABEL_REPEATED
+    msg("Empty", [])
+    msg(
+        "NodeInfo",
+        [
+            ("id", 1, FDP.TYPE_UINT64, opt, ""),
+            ("peer_addr", 2, FDP.TYPE_STRING, opt, ""),
+            ("client_addr", 3, FDP.TYPE_STRING, opt, ""),
+        ],
+    )
+    msg(
+        "ClusterStatus",
+        [
+            ("node_id", 1, FDP.TYPE_UINT64, opt, ""),
+            # `optional` in the real proto; node ids start at 1, so 0 reads as "no leader".
+            ("leader_id", 2, FDP.TYPE_UINT64, opt, ""),
+            ("term", 3, FDP.TYPE_UINT64, opt, ""),
+            ("state", 4, FDP.TYPE_STRING, opt, ""),
+            ("voters", 7, FDP.TYPE_MESSAGE, rep, ".halter.NodeInfo"),
+        ],
+    )
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(f)
+    return (
+        message_factory.GetMessageClass(pool.FindMessageTypeByName("halter.Empty")),
+        message_factory.GetMessageClass(pool.FindMessageTypeByName("halter.ClusterStatus")),
+    )
+
+
+HalterEmpty, ClusterStatus = _cluster_messages()
+
+
+class Cluster:
+    def __init__(self, dir: str, client_addrs: list[str], peer_addrs: list[str]):
+        self.dir = dir
+        self.client_addrs = client_addrs  # index i is node id i + 1
+        self.peer_addrs = peer_addrs
+        self._channels = [grpc.insecure_channel(a) for a in peer_addrs]
+        self._status = [
+            ch.unary_unary(
+                "/halter.Cluster/Status",
+                request_serializer=HalterEmpty.SerializeToString,
+                response_deserializer=ClusterStatus.FromString,
+            )
+            for ch in self._channels
+        ]
+
+    def status(self, node_id: int):
+        """halter.Cluster/Status of node `node_id`, on its peer address."""
+        return self._status[node_id - 1](HalterEmpty(), timeout=2)
+
+    def leader_id(self) -> int:
+        """The leader every node agrees on (polls until they do)."""
+
+        def leaders():
+            try:
+                return [self.status(i).leader_id for i in (1, 2, 3)]
+            except grpc.RpcError as e:
+                return [f"{e.code().name}: {e.details()}"]
+
+        got = poll(
+            "one leader all nodes agree on",
+            leaders,
+            lambda ls: len(ls) == 3 and ls[0] in (1, 2, 3) and len(set(ls)) == 1,
+        )
+        return got[0]
+
+    def close(self) -> None:
+        for ch in self._channels:
+            ch.close()
+
+
+def read_cluster_env(dir: str) -> dict[str, str]:
+    out = {}
+    with open(os.path.join(dir, "cluster.env")) as fh:
+        for line in fh:
+            line = line.strip()
+            if line and not line.startswith("#"):
+                k, v = line.split("=", 1)
+                out[k] = v
+    return out
+
+
+def node_logs(dir: str) -> str:
+    parts = []
+    for i in (1, 2, 3):
+        p = os.path.join(dir, f"node{i}.log")
+        if os.path.exists(p):
+            with open(p, errors="replace") as fh:
+                tail = fh.readlines()[-20:]
+            parts.append(f"--- node{i}.log (last lines)\n" + "".join(tail))
+    return "\n".join(parts)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory) -> Iterator[Cluster]:
+    dir = str(tmp_path_factory.mktemp("halter-cluster"))
+    env = dict(os.environ, HALTER_CLUSTER_DIR=dir)
+    up = subprocess.run(
+        ["bash", SCRIPT, "up"], env=env, capture_output=True, text=True, timeout=120
+    )
+    try:
+        assert up.returncode == 0, (
+            f"local-cluster.sh up failed ({up.returncode}):\n{up.stderr}\n{node_logs(dir)}"
+        )
+        addrs = up.stdout.split()
+        assert len(addrs) == 3, f"expected 3 addresses on stdout, got {up.stdout!r}"
+        for a in addrs:
+            host, port = a.rsplit(":", 1)
+            assert host == "127.0.0.1" and port.isdigit(), a
+        state = read_cluster_env(dir)
+        assert addrs == [state[f"CLIENT_{i}"] for i in (1, 2, 3)]
+        c = Cluster(dir, addrs, [state[f"PEER_{i}"] for i in (1, 2, 3)])
+        yield c
+        c.close()
+    finally:
+        down = subprocess.run(
+            ["bash", SCRIPT, "down", "--wipe"], env=env, capture_output=True, text=True,
+            timeout=60,
+        )
+        assert down.returncode == 0, down.stderr
+        assert not os.path.exists(os.path.join(dir, "cluster.env"))
+
+
+@pytest.fixture(scope="module")
+def config(cluster: Cluster) -> Iterator[LHConfig]:
+    """LHConfig pointing at node 1 the way users configure it: LHC_API_HOST / LHC_API_PORT."""
+    host, port = cluster.client_addrs[0].rsplit(":", 1)
+    saved = {k: os.environ.get(k) for k in ("LHC_API_HOST", "LHC_API_PORT")}
+    os.environ["LHC_API_HOST"] = host
+    os.environ["LHC_API_PORT"] = port
+    try:
+        cfg = LHConfig()
+        assert cfg.bootstrap_server == cluster.client_addrs[0]
+        yield cfg
+        # Disconnect like a client that is done: the nodes' graceful stop waits for open
+        # client connections to close.
+        for ch in cfg._opened_channels.values():
+            ch.close()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture(scope="module")
+def stubs(cluster: Cluster, config: LHConfig):
+    """One LittleHorseStub per node, index i is node id i + 1; stubs[0] is config.stub()."""
+    return [config.stub()] + [config.stub(server=a) for a in cluster.client_addrs[1:]]
+
+
+def signing_workflow() -> Workflow:
+    def thread(wf: WorkflowThread) -> None:
+        signer = wf.declare_str("signer")
+        pages = wf.declare_int("pages", 0)
+        ev = wf.wait_for_event(EVENT, timeout=60)
+        wf.mutate(signer, VariableMutationType.ASSIGN, ev.with_json_path("$.signer"))
+        wf.mutate(pages, VariableMutationType.ASSIGN, ev.with_json_path("$.pages"))
+        wf.mutate(pages, VariableMutationType.ADD, 1)
+
+    return Workflow(SIGNING_WF, thread)
+
+
+def timeout_workflow() -> Workflow:
+    def thread(wf: WorkflowThread) -> None:
+        wf.declare_str("note", "waiting")
+        wf.wait_for_event(TIMEOUT_EVENT, timeout=1)
+
+    return Workflow(TIMEOUT_WF, thread)
+
+
+@pytest.fixture(scope="module")
+def specs(config: LHConfig, stubs) -> dict[str, object]:
+    create_external_event_def(EVENT, config, timeout=RPC_TIMEOUT_S)
+    create_external_event_def(TIMEOUT_EVENT, config, timeout=RPC_TIMEOUT_S)
+    create_workflow_spec(signing_workflow(), config, timeout=RPC_TIMEOUT_S)
+    create_workflow_spec(timeout_workflow(), config, timeout=RPC_TIMEOUT_S)
+    out = {}
+    for name in (SIGNING_WF, TIMEOUT_WF):
+        # Registered once, visible on every node with the same id.
+        got = [s.GetLatestWfSpec(GetLatestWfSpecRequest(name=name), timeout=RPC_TIMEOUT_S)
+               for s in stubs]
+        assert all(g.id == got[0].id for g in got), got
+        assert got[0].id.name == name and got[0].id.major_version == 0
+        out[name] = got[0]
+    return out
+
+
+def json_content(obj: object) -> VariableValue:
+    return VariableValue(json_obj=json.dumps(obj))
+
+
+def put_event(stub, wf_run_id: str, content: VariableValue, guid: str | None = None,
+              event: str = EVENT) -> ExternalEvent:
+    req = PutExternalEventRequest(
+        wf_run_id=WfRunId(id=wf_run_id),
+        external_event_def_id=ExternalEventDefId(name=event),
+        content=content,
+    )
+    if guid is not None:
+        req.guid = guid
+    return stub.PutExternalEvent(req, timeout=RPC_TIMEOUT_S)
+
+
+def get_run(stub, wf_run_id: str) -> WfRun:
+    return stub.GetWfRun(WfRunId(id=wf_run_id), timeout=RPC_TIMEOUT_S)
+
+
+def wait_status(stub, wf_run_id: str, status: int) -> WfRun:
+    return poll(
+        f"WfRun {wf_run_id} {LHStatus.Name(status)}",
+        lambda: get_run(stub, wf_run_id),
+        lambda r: r.status == status,
+    )
+
+
+def variables(stub, wf_run_id: str) -> dict[str, VariableValue]:
+    got = stub.ListVariables(ListVariablesRequest(wf_run_id=WfRunId(id=wf_run_id)),
+                             timeout=RPC_TIMEOUT_S)
+    return {v.id.name: v.value for v in got.results}
+
+
+def get_var(stub, wf_run_id: str, name: str) -> VariableValue:
+    v = stub.GetVariable(
+        VariableId(wf_run_id=WfRunId(id=wf_run_id), thread_run_number=0, name=name),
+        timeout=RPC_TIMEOUT_S,
+    )
+    assert v.id.name == name and v.id.wf_run_id.id == wf_run_id
+    return v.value
+
+
+def pick_follower(cluster: Cluster) -> tuple[int, int]:
+    """(leader id, a follower id); the follower is not node 1 when possible."""
+    leader = cluster.leader_id()
+    followers = [i for i in (2, 3, 1) if i != leader]
+    return leader, followers[0]
+
+
+# --- tests
+
+
+def test_cluster_has_one_leader_and_three_voters(cluster: Cluster):
+    leader = cluster.leader_id()
+    statuses = [cluster.status(i) for i in (1, 2, 3)]
+    assert [s.node_id for s in statuses] == [1, 2, 3]
+    assert len({s.term for s in statuses}) == 1, statuses
+    for s in statuses:
+        assert sorted(v.id for v in s.voters) == [1, 2, 3]
+        assert sorted(v.client_addr for v in s.voters) == sorted(cluster.client_addrs)
+    assert [s.state for s in statuses].count("Leader") == 1, [s.state for s in statuses]
+    assert statuses[leader - 1].state == "Leader"
+
+
+def test_event_through_follower_completes_run_everywhere(cluster, stubs, specs):
+    spec = specs[SIGNING_WF]
+    run = stubs[0].RunWf(RunWfRequest(wf_spec_name=SIGNING_WF), timeout=RPC_TIMEOUT_S)
+    wf_run_id = run.id.id
+    assert wf_run_id, run
+    assert run.wf_spec_id == spec.id
+    assert run.status in (LHStatus.STARTING, LHStatus.RUNNING), run
+    running = wait_status(stubs[0], wf_run_id, LHStatus.RUNNING)
+    assert running.thread_runs[0].current_node_position == 1, running
+
+    leader, follower = pick_follower(cluster)
+    content = json_content({"signer": "alice@example.com", "pages": 41})
+    ev = put_event(stubs[follower - 1], wf_run_id, content)
+    # It really went through a follower: that node still reports another node as leader.
+    st = cluster.status(follower)
+    assert st.leader_id not in (0, follower), (follower, st)
+    assert ev.id.wf_run_id.id == wf_run_id
+    assert ev.id.external_event_def_id.name == EVENT
+    assert len(ev.id.guid) > 0
+    assert ev.content == content
+
+    done = wait_status(stubs[0], wf_run_id, LHStatus.COMPLETED)
+    assert done.thread_runs[0].status == LHStatus.COMPLETED
+    assert done.HasField("end_time")
+
+    # Linearizable reads: every node answers with the completed run and its variables.
+    for i, stub in enumerate(stubs, start=1):
+        r = get_run(stub, wf_run_id)
+        assert r.status == LHStatus.COMPLETED, f"node {i}: {r}"
+        assert r == done, f"node {i} disagrees:\n{r}\nvs\n{done}"
+        assert get_var(stub, wf_run_id, "signer") == VariableValue(str="alice@example.com"), i
+        assert get_var(stub, wf_run_id, "pages") == VariableValue(int=42), i
+        assert variables(stub, wf_run_id) == {
+            "signer": VariableValue(str="alice@example.com"),
+            "pages": VariableValue(int=42),
+        }, i
+        stored = stub.GetExternalEvent(ev.id, timeout=RPC_TIMEOUT_S)
+        assert stored.claimed, f"node {i}: {stored}"
+        assert stored.content == content
+        assert stored.thread_run_number == 0 and stored.node_run_position == 1, stored
+
+    nodes = stubs[0].ListNodeRuns(ListNodeRunsRequest(wf_run_id=WfRunId(id=wf_run_id)),
+                                  timeout=RPC_TIMEOUT_S).results
+    assert [n.WhichOneof("node_type") for n in nodes] == ["entrypoint", "external_event", "exit"]
+    assert all(n.status == LHStatus.COMPLETED for n in nodes), nodes
+    wait = nodes[1].external_event
+    assert wait.external_event_def_id.name == EVENT
+    assert wait.external_event_id == ev.id
+    assert not wait.timed_out
+
+
+def test_event_timeout_fails_the_run(cluster, stubs, specs):
+    started = time.monotonic()
+    run = stubs[0].RunWf(RunWfRequest(wf_spec_name=TIMEOUT_WF), timeout=RPC_TIMEOUT_S)
+    wf_run_id = run.id.id
+    failed = wait_status(stubs[0], wf_run_id, LHStatus.ERROR)
+    elapsed = time.monotonic() - started
+    assert elapsed >= 0.9, f"timed out after {elapsed:.2f}s, before the 1 s timeout"
+    assert failed.thread_runs[0].status == LHStatus.ERROR
+
+    for i, stub in enumerate(stubs, start=1):
+        nodes = stub.ListNodeRuns(ListNodeRunsRequest(wf_run_id=WfRunId(id=wf_run_id)),
+                                  timeout=RPC_TIMEOUT_S).results
+        assert [n.WhichOneof("node_type") for n in nodes] == ["entrypoint", "external_event"], i
+        wait = nodes[1]
+        assert wait.status == LHStatus.ERROR, f"node {i}: {wait}"
+        assert [f.failure_name for f in wait.failures] == ["TIMEOUT"], f"node {i}: {wait}"
+        assert wait.external_event.timed_out
+        assert not wait.external_event.HasField("external_event_id")
+        assert get_run(stub, wf_run_id).status == LHStatus.ERROR, i
+        assert get_var(stub, wf_run_id, "note") == VariableValue(str="waiting"), i
+
+    # An event arriving after the timeout is stored but not claimed; the run stays in ERROR.
+    late = put_event(stubs[1], wf_run_id, VariableValue(str="too late"), event=TIMEOUT_EVENT)
+    assert not late.claimed
+    assert get_run(stubs[2], wf_run_id).status == LHStatus.ERROR
+    assert not stubs[2].GetExternalEvent(late.id, timeout=RPC_TIMEOUT_S).claimed
+
+
+def test_event_posted_before_the_run_is_claimed(cluster, stubs, specs):
+    wf_run_id = new_id("early")
+    content = json_content({"signer": "bob", "pages": 7})
+    _, follower = pick_follower(cluster)
+    ev = put_event(stubs[follower - 1], wf_run_id, content, guid="early-guid")
+    assert ev.id == ExternalEventId(
+        wf_run_id=WfRunId(id=wf_run_id),
+        external_event_def_id=ExternalEventDefId(name=EVENT),
+        guid="early-guid",
+    )
+    assert not ev.claimed
+    with pytest.raises(grpc.RpcError) as nf:
+        get_run(stubs[0], wf_run_id)
+    assert nf.value.code() == grpc.StatusCode.NOT_FOUND
+
+    run = stubs[0].RunWf(RunWfRequest(wf_spec_name=SIGNING_WF, id=wf_run_id),
+                         timeout=RPC_TIMEOUT_S)
+    assert run.id.id == wf_run_id
+    done = wait_status(stubs[2], wf_run_id, LHStatus.COMPLETED)
+    assert done.id.id == wf_run_id
+    for i, stub in enumerate(stubs, start=1):
+        assert get_var(stub, wf_run_id, "signer") == VariableValue(str="bob"), i
+        assert get_var(stub, wf_run_id, "pages") == VariableValue(int=8), i
+        stored = stub.GetExternalEvent(ev.id, timeout=RPC_TIMEOUT_S)
+        assert stored.claimed, f"node {i}: {stored}"
+        assert stored.created_at == ev.created_at
+    wait = stubs[0].ListNodeRuns(ListNodeRunsRequest(wf_run_id=WfRunId(id=wf_run_id)),
+                                 timeout=RPC_TIMEOUT_S).results[1]
+    assert wait.external_event.external_event_id == ev.id
+
+
+def test_put_external_event_is_retry_safe(cluster, stubs, specs):
+    run = stubs[0].RunWf(RunWfRequest(wf_spec_name=SIGNING_WF), timeout=RPC_TIMEOUT_S)
+    wf_run_id = run.id.id
+    wait_status(stubs[0], wf_run_id, LHStatus.RUNNING)
+    guid = new_id("retry")
+    content = json_content({"signer": "carol", "pages": 1})
+    leader, follower = pick_follower(cluster)
+
+    first = put_event(stubs[follower - 1], wf_run_id, content, guid=guid)
+    # The client's retry lands on another node (here the leader): same answer, no second event.
+    second = put_event(stubs[leader - 1], wf_run_id, content, guid=guid)
+    assert first.id.guid == guid
+    assert second.id == first.id
+    assert second.content == first.content == content
+    assert second.created_at == first.created_at
+
+    done = wait_status(stubs[0], wf_run_id, LHStatus.COMPLETED)
+    assert get_var(stubs[2], wf_run_id, "pages") == VariableValue(int=2)
+    third = put_event(stubs[2], wf_run_id, content, guid=guid)
+    assert third.id == first.id and third.created_at == first.created_at and third.claimed
+    events = stubs[1].ListExternalEvents(
+        ListExternalEventsRequest(wf_run_id=WfRunId(id=wf_run_id)), timeout=RPC_TIMEOUT_S
+    ).results
+    assert [e.id for e in events] == [first.id]
+    assert done.status == LHStatus.COMPLETED
+
+    # Same guid, different content: a conflict, not a silent overwrite.
+    other = json_content({"signer": "mallory", "pages": 1})
+    for stub in (stubs[follower - 1], stubs[leader - 1]):
+        err = rpc_error(lambda: put_event(stub, wf_run_id, other, guid=guid))
+        assert err.code() == grpc.StatusCode.ALREADY_EXISTS, err
+    assert stubs[0].GetExternalEvent(first.id, timeout=RPC_TIMEOUT_S).content == content
+    assert get_var(stubs[0], wf_run_id, "signer") == VariableValue(str="carol")
+
+
+def test_bad_input_is_rejected_with_the_right_codes(cluster, config, stubs, specs):
+    err = rpc_error(lambda: create_external_event_def("doc signed", config,
+                                                      timeout=RPC_TIMEOUT_S))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err
+    # Through a follower too (the rejection travels back from the leader with its code).
+    _, follower = pick_follower(cluster)
+    err = rpc_error(lambda: stubs[follower - 1].PutExternalEventDef(
+        PutExternalEventDefRequest(name="doc signed"), timeout=RPC_TIMEOUT_S))  # noqa: F405
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err
+
+    missing = new_id("missing")
+    for i, stub in enumerate(stubs, start=1):
+        err = rpc_error(lambda: get_run(stub, missing))
+        assert err.code() == grpc.StatusCode.NOT_FOUND, f"node {i}: {err}"
+
+    def with_task(wf: WorkflowThread) -> None:
+        wf.declare_str("input", "x")
+        wf.execute("some-task")
+
+    err = rpc_error(lambda: create_workflow_spec(Workflow("uses-a-task", with_task), config,
+                                                 timeout=RPC_TIMEOUT_S))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err
+    assert "TASK" in err.details(), err.details()
+    err = rpc_error(lambda: stubs[0].GetLatestWfSpec(GetLatestWfSpecRequest(name="uses-a-task"),
+                                                    timeout=RPC_TIMEOUT_S))
+    assert err.code() == grpc.StatusCode.NOT_FOUND, err
