@@ -23,79 +23,58 @@ fn shown(value: &str) -> String {
     value.chars().take(MAX_NAME_LEN + 8).collect()
 }
 
+/// The checks every kind of name shares: not empty, at most `max` bytes, and `allowed`.
+fn check(
+    what: &'static str,
+    value: &str,
+    max: usize,
+    allowed: impl Fn(&str) -> bool,
+) -> Result<(), NameError> {
+    if value.is_empty() {
+        return Err(NameError::Empty { what });
+    }
+    if value.len() > max {
+        return Err(NameError::TooLong {
+            what,
+            value: shown(value),
+            max,
+        });
+    }
+    if allowed(value) {
+        Ok(())
+    } else {
+        Err(NameError::BadChars {
+            what,
+            value: shown(value),
+        })
+    }
+}
+
 /// Checks a name against `[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?` and the length limit.
 pub fn check_name(what: &'static str, value: &str) -> Result<(), NameError> {
-    if value.is_empty() {
-        return Err(NameError::Empty { what });
-    }
-    if value.len() > MAX_NAME_LEN {
-        return Err(NameError::TooLong {
-            what,
-            value: shown(value),
-            max: MAX_NAME_LEN,
-        });
-    }
-    let bytes = value.as_bytes();
-    let ok_inner = bytes
-        .iter()
-        .all(|b| b.is_ascii_alphanumeric() || *b == b'-');
-    let ok_ends =
-        bytes[0].is_ascii_alphanumeric() && bytes[bytes.len() - 1].is_ascii_alphanumeric();
-    if ok_inner && ok_ends {
-        Ok(())
-    } else {
-        Err(NameError::BadChars {
-            what,
-            value: shown(value),
-        })
-    }
+    check(what, value, MAX_NAME_LEN, |v| {
+        let b = v.as_bytes();
+        b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
+            && b[0].is_ascii_alphanumeric()
+            && b[b.len() - 1].is_ascii_alphanumeric()
+    })
 }
 
-/// Checks a client-chosen guid: the name rule, plus `_` allowed (UUID-like and hex ids pass).
+/// Checks a client-chosen guid: letters, digits, `-` and `_` (UUIDs and hex ids pass).
 pub fn check_guid(value: &str) -> Result<(), NameError> {
-    let what = "guid";
-    if value.is_empty() {
-        return Err(NameError::Empty { what });
-    }
-    if value.len() > MAX_GUID_LEN {
-        return Err(NameError::TooLong {
-            what,
-            value: shown(value),
-            max: MAX_GUID_LEN,
-        });
-    }
-    if value
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        Ok(())
-    } else {
-        Err(NameError::BadChars {
-            what,
-            value: shown(value),
-        })
-    }
+    check("guid", value, MAX_GUID_LEN, |v| {
+        v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    })
 }
 
-/// Checks a free-form key (a CorrelatedEvent key): not empty, bounded, without `/` or `~`.
-pub fn check_key(what: &'static str, value: &str) -> Result<(), NameError> {
-    if value.is_empty() {
-        return Err(NameError::Empty { what });
-    }
-    if value.len() > MAX_NAME_LEN {
-        return Err(NameError::TooLong {
-            what,
-            value: shown(value),
-            max: MAX_NAME_LEN,
-        });
-    }
-    if value.contains(['/', '~']) || value.chars().any(char::is_control) {
-        return Err(NameError::BadChars {
-            what,
-            value: shown(value),
-        });
-    }
-    Ok(())
+/// Checks a name local to a spec (thread, node, variable, failure): LittleHorse's SDKs generate
+/// names such as `1-wait-for-payment-EXTERNAL_EVENT`, so any text without `/` or control
+/// characters is allowed.
+pub fn check_local_name(what: &'static str, value: &str) -> Result<(), NameError> {
+    check(what, value, MAX_NAME_LEN, |v| {
+        !v.contains('/') && !v.chars().any(char::is_control)
+    })
 }
 
 #[cfg(test)]

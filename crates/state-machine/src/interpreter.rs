@@ -756,14 +756,19 @@ fn finish_wf_run(ctx: &mut Ctx, run: &mut RunState, st: LhStatus) -> HResult<()>
     Ok(())
 }
 
-/// StopWfRun: halts the thread (all threads when it is the entrypoint thread).
-pub fn halt(ctx: &mut Ctx, run: &mut RunState, thread: i32) -> HResult<()> {
-    let wf = run.id().to_string();
-    let targets: Vec<i32> = if thread == 0 {
+/// The threads a Stop/Resume of `thread` acts on: all of them for the entrypoint thread.
+fn stop_targets(run: &RunState, thread: i32) -> Vec<i32> {
+    if thread == 0 {
         run.threads.keys().copied().collect()
     } else {
         vec![thread]
-    };
+    }
+}
+
+/// StopWfRun: halts the thread (all threads when it is the entrypoint thread).
+pub fn halt(ctx: &mut Ctx, run: &mut RunState, thread: i32) -> HResult<()> {
+    let wf = run.id().to_string();
+    let targets = stop_targets(run, thread);
     for t in targets {
         let Some(th) = run.threads.get_mut(&t) else {
             continue;
@@ -792,11 +797,7 @@ pub fn halt(ctx: &mut Ctx, run: &mut RunState, thread: i32) -> HResult<()> {
 /// ResumeWfRun: the reverse of [`halt`]; a resumed EXTERNAL_EVENT waits (and claims) again.
 pub fn resume(ctx: &mut Ctx, run: &mut RunState, thread: i32) -> HResult<()> {
     let wf = run.id().to_string();
-    let targets: Vec<i32> = if thread == 0 {
-        run.threads.keys().copied().collect()
-    } else {
-        vec![thread]
-    };
+    let targets = stop_targets(run, thread);
     for t in targets {
         let Some(th) = run.threads.get_mut(&t) else {
             continue;

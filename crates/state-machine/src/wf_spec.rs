@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 
 use halter_api::halter::Command;
-use halter_api::limits::{MAX_ASSIGNMENT_DEPTH, MAX_NAME_LEN, MAX_SPEC_ITEMS};
+use halter_api::limits::{MAX_ASSIGNMENT_DEPTH, MAX_SPEC_ITEMS};
 use halter_api::littlehorse::{
     edge::EdgeCondition,
     exit_node, node,
@@ -27,23 +27,8 @@ use crate::error::{invalid, HResult, Rejection};
 use crate::mutation;
 use crate::time::ts;
 
-/// Names of threads, nodes and variables: LittleHorse's SDKs generate names such as
-/// `1-wait-for-payment-EXTERNAL_EVENT`, so these allow `_` and `.` but never `/` or controls.
-pub fn check_local_name(what: &str, name: &str) -> Result<(), Rejection> {
-    if name.is_empty() {
-        return Err(invalid(format!("{what} must not be empty")));
-    }
-    if name.len() > MAX_NAME_LEN {
-        return Err(invalid(format!(
-            "{what} '{name}' is longer than {MAX_NAME_LEN} characters"
-        )));
-    }
-    if name.contains('/') || name.chars().any(char::is_control) {
-        return Err(invalid(format!(
-            "{what} '{name}' contains '/' or a control character"
-        )));
-    }
-    Ok(())
+fn check_local_name(what: &'static str, name: &str) -> Result<(), Rejection> {
+    halter_api::names::check_local_name(what, name).map_err(Rejection::from)
 }
 
 struct Checker<'a, 'b, 't> {
