@@ -21,3 +21,6 @@ bash tests/cli/smoke.sh
 
 echo "== the real LittleHorse Python client against a 3-node cluster"
 HALTER_BIN=target/debug/halter bash tests/compat/run.sh
+
+echo "== deterministic simulation of the whole cluster under faults"
+bash tests/simulation/run.sh

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use halter_api::halter::{
     cluster_server::Cluster, AddLearnerRequest, ChangeMembershipRequest, ClusterStatus, Command,
-    CommandResult, Empty, NodeInfo, RaftPayload, ReadIndexReply,
+    CommandResult, Empty, NodeInfo, RaftPayload, ReadIndexReply, StateDigestReply,
 };
 use openraft::ServerState;
 use tonic::{Request, Response, Status};
@@ -194,6 +194,18 @@ impl Cluster for ClusterService {
                 .map_err(|e| Status::failed_precondition(e.to_string()))?;
         }
         Ok(Response::new(status_of(&self.ctx)))
+    }
+
+    async fn state_digest(&self, _: Request<Empty>) -> Result<Response<StateDigestReply>, Status> {
+        let (applied, digest) = self
+            .ctx
+            .sm
+            .digest()
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(StateDigestReply {
+            applied_index: applied.map_or(0, |l| l.index),
+            digest,
+        }))
     }
 
     async fn trigger_election(&self, _: Request<Empty>) -> Result<Response<Empty>, Status> {

@@ -24,6 +24,10 @@ pub fn new_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
+fn not_yet(feature: &str) -> Status {
+    Status::unimplemented(format!("Halter does not implement {feature} yet"))
+}
+
 fn unexpected(r: Out) -> Status {
     Status::internal(format!("unexpected outcome {r:?}"))
 }
@@ -252,5 +256,71 @@ impl LittleHorse for LhService {
             patch_version: Some(0),
             pre_release_identifier: Some("halter".into()),
         }))
+    }
+
+    // Task workers and correlated events are not implemented yet: say so, by name.
+
+    async fn put_task_def(
+        &self,
+        _: Request<PutTaskDefRequest>,
+    ) -> Result<Response<TaskDef>, Status> {
+        Err(not_yet("task definitions and task runs"))
+    }
+
+    async fn get_task_def(&self, _: Request<TaskDefId>) -> Result<Response<TaskDef>, Status> {
+        Err(not_yet("task definitions and task runs"))
+    }
+
+    async fn delete_task_def(
+        &self,
+        _: Request<DeleteTaskDefRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        Err(not_yet("task definitions and task runs"))
+    }
+
+    async fn search_task_def(
+        &self,
+        _: Request<SearchTaskDefRequest>,
+    ) -> Result<Response<TaskDefIdList>, Status> {
+        Err(not_yet("task definitions and task runs"))
+    }
+
+    async fn get_task_run(&self, _: Request<TaskRunId>) -> Result<Response<TaskRun>, Status> {
+        Err(not_yet("task definitions and task runs"))
+    }
+
+    async fn list_task_runs(
+        &self,
+        _: Request<ListTaskRunsRequest>,
+    ) -> Result<Response<TaskRunList>, Status> {
+        Err(not_yet("task definitions and task runs"))
+    }
+
+    async fn put_correlated_event(
+        &self,
+        _: Request<PutCorrelatedEventRequest>,
+    ) -> Result<Response<CorrelatedEvent>, Status> {
+        Err(not_yet("correlated events"))
+    }
+
+    async fn get_correlated_event(
+        &self,
+        _: Request<CorrelatedEventId>,
+    ) -> Result<Response<CorrelatedEvent>, Status> {
+        Err(not_yet("correlated events"))
+    }
+
+    async fn delete_correlated_event(
+        &self,
+        _: Request<DeleteCorrelatedEventRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        Err(not_yet("correlated events"))
+    }
+
+    async fn search_correlated_event(
+        &self,
+        _: Request<SearchCorrelatedEventRequest>,
+    ) -> Result<Response<CorrelatedEventIdList>, Status> {
+        Err(not_yet("correlated events"))
     }
 }

@@ -116,7 +116,7 @@ fn build_config(a: StartArgs) -> anyhow::Result<Config> {
 }
 
 async fn wait_for_signal() {
-    #[cfg(unix)]
+    #[cfg(all(unix, not(madsim)))]
     {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
@@ -125,7 +125,7 @@ async fn wait_for_signal() {
             _ = tokio::signal::ctrl_c() => {}
         }
     }
-    #[cfg(not(unix))]
+    #[cfg(any(not(unix), madsim))]
     let _ = tokio::signal::ctrl_c().await;
 }
 

@@ -125,7 +125,12 @@ impl NodeCtx {
         loop {
             match self.leader() {
                 Some((id, _)) if id == self.id => match self.propose_local(cmd.clone()).await {
-                    Err(ProposeError::NotLeader) => continue,
+                    // Metrics still say we lead but Raft says we do not: wait for them to agree
+                    // (never spin: the simulation caught this loop burning a core).
+                    Err(ProposeError::NotLeader) => {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
                     Err(ProposeError::Status(s)) => return Err(s),
                     Ok(r) => return Ok(r),
                 },
@@ -186,7 +191,10 @@ impl NodeCtx {
             match self.leader() {
                 Some((id, _)) if id == self.id => match self.raft.ensure_linearizable().await {
                     Ok(_) => return Ok(()),
-                    Err(RaftError::APIError(_)) => continue,
+                    Err(RaftError::APIError(_)) => {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
                     Err(e) => return Err(Status::unavailable(format!("raft: {e}"))),
                 },
                 Some((_, node)) => {

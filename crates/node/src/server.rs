@@ -9,8 +9,8 @@ use std::time::Duration;
 use anyhow::Context;
 use halter_api::halter::cluster_server::ClusterServer;
 use halter_api::littlehorse::little_horse_server::LittleHorseServer;
+use halter_storage::sim_disk::SimDisk;
 use halter_storage::Store;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -55,15 +55,41 @@ impl NodeHandle {
     }
 }
 
+/// Where a node keeps its data.
+pub enum Storage {
+    /// `log.redb`, `state.redb` and `snapshot.json` in the configured data directory.
+    Files,
+    /// Simulated disks that survive a node's restart but lose unsynced writes in a crash
+    /// (the current snapshot then lives in memory and is rebuilt after a restart).
+    Sim { log: SimDisk, state: SimDisk },
+}
+
 pub async fn start(cfg: Config) -> anyhow::Result<NodeHandle> {
+    start_with(cfg, Storage::Files).await
+}
+
+pub async fn start_with(cfg: Config, storage: Storage) -> anyhow::Result<NodeHandle> {
     cfg.validate().map_err(anyhow::Error::msg)?;
-    std::fs::create_dir_all(&cfg.data_dir)
-        .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
-    let log = LogStore::open(&cfg.data_dir.join("log.redb")).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let store =
-        Arc::new(Store::open(cfg.data_dir.join("state.redb")).context("opening state.redb")?);
-    let sm = StateMachineStore::new(store, Some(cfg.data_dir.join("snapshot.json")))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (log, sm) = match storage {
+        Storage::Files => {
+            std::fs::create_dir_all(&cfg.data_dir)
+                .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
+            let log = LogStore::open(&cfg.data_dir.join("log.redb"))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let store = Arc::new(
+                Store::open(cfg.data_dir.join("state.redb")).context("opening state.redb")?,
+            );
+            let sm = StateMachineStore::new(store, Some(cfg.data_dir.join("snapshot.json")))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            (log, sm)
+        }
+        Storage::Sim { log, state } => {
+            let log = LogStore::with_backend(log).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let store = Arc::new(Store::with_backend(state).context("opening state")?);
+            let sm = StateMachineStore::new(store, None).map_err(|e| anyhow::anyhow!("{e}"))?;
+            (log, sm)
+        }
+    };
 
     let raft_config = openraft::Config {
         cluster_name: "halter".into(),
@@ -85,54 +111,61 @@ pub async fn start(cfg: Config) -> anyhow::Result<NodeHandle> {
     );
 
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let peer_listener = TcpListener::bind(&cfg.peer_addr)
-        .await
-        .with_context(|| format!("binding peer address {}", cfg.peer_addr))?;
-    let client_listener = TcpListener::bind(&cfg.client_addr)
-        .await
-        .with_context(|| format!("binding client address {}", cfg.client_addr))?;
-    let peer_addr = peer_listener.local_addr()?;
-    let client_addr = client_listener.local_addr()?;
-
     let mut tasks = Vec::new();
     let cluster = ClusterServer::new(ClusterService { ctx: ctx.clone() })
         .max_decoding_message_size(network::MAX_PEER_MESSAGE)
         .max_encoding_message_size(network::MAX_PEER_MESSAGE);
-    let mut rx = shutdown_rx.clone();
-    tasks.push(tokio::spawn(async move {
-        let r = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            .add_service(cluster)
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(peer_listener),
-                async move {
-                    let _ = rx.wait_for(|s| *s).await;
-                },
-            )
-            .await;
-        if let Err(e) = r {
-            tracing::error!(error = %e, "peer server failed");
-        }
-    }));
     let lh = LittleHorseServer::new(LhService { ctx: ctx.clone() })
         .max_decoding_message_size(MAX_DECODE)
         .max_encoding_message_size(64 * 1024 * 1024);
-    let mut rx = shutdown_rx.clone();
-    tasks.push(tokio::spawn(async move {
-        let r = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            .add_service(lh)
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(client_listener),
-                async move {
-                    let _ = rx.wait_for(|s| *s).await;
-                },
-            )
-            .await;
-        if let Err(e) = r {
-            tracing::error!(error = %e, "client server failed");
-        }
-    }));
+    let peer = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(cluster);
+    let client = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(lh);
+
+    // Bind both addresses before serving, so a port in use fails start-up (and port 0 works).
+    #[cfg(not(madsim))]
+    let (peer_addr, client_addr) = {
+        let peer_listener = tokio::net::TcpListener::bind(&cfg.peer_addr)
+            .await
+            .with_context(|| format!("binding peer address {}", cfg.peer_addr))?;
+        let client_listener = tokio::net::TcpListener::bind(&cfg.client_addr)
+            .await
+            .with_context(|| format!("binding client address {}", cfg.client_addr))?;
+        let addrs = (peer_listener.local_addr()?, client_listener.local_addr()?);
+        use tonic::transport::server::TcpIncoming;
+        tasks.push(spawn_server(
+            "peer",
+            peer.serve_with_incoming_shutdown(
+                TcpIncoming::from(peer_listener),
+                stopped(shutdown_rx.clone()),
+            ),
+        ));
+        tasks.push(spawn_server(
+            "client",
+            client.serve_with_incoming_shutdown(
+                TcpIncoming::from(client_listener),
+                stopped(shutdown_rx.clone()),
+            ),
+        ));
+        addrs
+    };
+    // The simulated transport serves on an address directly.
+    #[cfg(madsim)]
+    let (peer_addr, client_addr) = {
+        let addrs: (SocketAddr, SocketAddr) = (cfg.peer_addr.parse()?, cfg.client_addr.parse()?);
+        tasks.push(spawn_server(
+            "peer",
+            peer.serve_with_shutdown(addrs.0, stopped(shutdown_rx.clone())),
+        ));
+        tasks.push(spawn_server(
+            "client",
+            client.serve_with_shutdown(addrs.1, stopped(shutdown_rx.clone())),
+        ));
+        addrs
+    };
     tasks.push(tokio::spawn(crate::timer_service::run(
         ctx.clone(),
         shutdown_rx.clone(),
@@ -158,5 +191,21 @@ pub async fn start(cfg: Config) -> anyhow::Result<NodeHandle> {
         peer_addr,
         shutdown,
         tasks,
+    })
+}
+
+/// Resolves once `shutdown` turns true.
+async fn stopped(mut shutdown: watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await;
+}
+
+fn spawn_server<E: std::fmt::Display>(
+    what: &'static str,
+    serving: impl std::future::Future<Output = Result<(), E>> + Send + 'static,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        if let Err(e) = serving.await {
+            tracing::error!(error = %e, server = what, "server failed");
+        }
     })
 }

@@ -1,3 +1,5 @@
+//! Real processes and real sockets: not part of the simulated (`--cfg madsim`) build.
+#![cfg(not(madsim))]
 #![allow(clippy::unwrap_used)]
 //! Real 3-node clusters of `halter` processes on loopback.
 

@@ -1,3 +1,5 @@
+//! Real processes and real sockets: not part of the simulated (`--cfg madsim`) build.
+#![cfg(not(madsim))]
 #![allow(clippy::unwrap_used)]
 //! openraft's own conformance suite against Halter's log store and state machine, in memory and
 //! on files.

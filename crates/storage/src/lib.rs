@@ -8,6 +8,7 @@
 pub mod codec;
 pub mod digest;
 pub mod error;
+pub mod sim_disk;
 pub mod snapshot;
 pub mod store;
 pub mod tables;

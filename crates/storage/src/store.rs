@@ -20,9 +20,14 @@ impl Store {
         Self::init(Database::create(path)?)
     }
 
-    /// A fresh database that lives in memory only (tests, examples, simulations).
+    /// A fresh database that lives in memory only (tests, examples).
     pub fn in_memory() -> Result<Self> {
-        Self::init(Database::builder().create_with_backend(InMemoryBackend::new())?)
+        Self::with_backend(InMemoryBackend::new())
+    }
+
+    /// A database on any redb backend (simulations use [`crate::sim_disk::SimDisk`]).
+    pub fn with_backend(backend: impl redb::StorageBackend) -> Result<Self> {
+        Self::init(Database::builder().create_with_backend(backend)?)
     }
 
     fn init(db: Database) -> Result<Self> {

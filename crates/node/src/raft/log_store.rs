@@ -36,9 +36,14 @@ impl LogStore {
     }
 
     pub fn in_memory() -> Result<Self, StorageError<NodeId>> {
+        Self::with_backend(InMemoryBackend::new())
+    }
+
+    /// The log on any redb backend (simulations use a disk that can lose unsynced writes).
+    pub fn with_backend(backend: impl redb::StorageBackend) -> Result<Self, StorageError<NodeId>> {
         Self::init(
             Database::builder()
-                .create_with_backend(InMemoryBackend::new())
+                .create_with_backend(backend)
                 .map_err(io_write)?,
         )
     }

@@ -2,6 +2,8 @@
 
 pub mod log_store;
 pub mod network;
+#[cfg(madsim)]
+pub mod sim_runtime;
 pub mod state_machine;
 
 use std::fmt;
@@ -47,8 +49,14 @@ openraft::declare_raft_types!(
         Node = HalterNode,
         Entry = openraft::Entry<TypeConfig>,
         SnapshotData = Cursor<Vec<u8>>,
-        AsyncRuntime = openraft::TokioRuntime,
+        AsyncRuntime = Runtime,
 );
+
+/// openraft's runtime: tokio normally, madsim under `--cfg madsim`.
+#[cfg(not(madsim))]
+pub type Runtime = openraft::TokioRuntime;
+#[cfg(madsim)]
+pub type Runtime = sim_runtime::MadsimRuntime;
 
 pub type Raft = openraft::Raft<TypeConfig>;
 pub type LogId = openraft::LogId<NodeId>;

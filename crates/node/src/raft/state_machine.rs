@@ -73,6 +73,15 @@ impl StateMachineStore {
         read_json(&t, LAST_APPLIED)
     }
 
+    /// The last applied log id and a digest of every state table, from one read transaction.
+    pub fn digest(&self) -> Result<(Option<LogId>, String), StorageError<NodeId>> {
+        let txn = self.store.begin_read().map_err(io_read)?;
+        let t = txn.open_table(RAFT_SM).map_err(io_read)?;
+        let applied = read_json(&t, LAST_APPLIED)?;
+        let digest = halter_storage::digest::digest(&txn).map_err(io_read)?;
+        Ok((applied, digest))
+    }
+
     fn persist_snapshot(&self, file: SnapshotFile) -> Result<(), StorageError<NodeId>> {
         if let Some(p) = &self.snapshot_path {
             let tmp = p.with_extension("tmp");

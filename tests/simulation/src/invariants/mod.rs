@@ -1,0 +1,130 @@
+//! The invariants checked after each run (and, for reads and leaders, during it). Each lives in
+//! its own file with the reason it must hold.
+
+mod acknowledged_events;
+mod claimed_once;
+mod liveness;
+mod monotonic_reads;
+mod one_leader_per_term;
+mod replica_digests;
+mod timeout_xor_complete;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use halter_api::littlehorse::*;
+
+use crate::cluster::{within, ClusterView};
+use crate::oracle::Shared;
+use crate::workload::{orphan_name, wf_name, PRE_POOL, WF_POOL};
+
+/// What the checker read back from the healed cluster.
+pub struct Observed {
+    /// WfRun id -> the run (None: not found).
+    pub runs: BTreeMap<String, Option<WfRun>>,
+    /// WfRun id -> its NodeRuns.
+    pub node_runs: BTreeMap<String, Vec<NodeRun>>,
+    /// (node index, WfRun id) -> that node's events of the WfRun.
+    pub events: BTreeMap<(usize, String), Vec<ExternalEvent>>,
+}
+
+async fn retry<T, F, Fut>(mut f: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let mut last = String::from("timeout");
+    for _ in 0..20 {
+        match within(4000, f()).await {
+            Some(Ok(v)) => return Ok(v),
+            Some(Err(s)) => last = format!("{:?}: {}", s.code(), s.message()),
+            None => last = "timeout".into(),
+        }
+        madsim::time::sleep(Duration::from_millis(250)).await;
+    }
+    Err(last)
+}
+
+async fn observe(c: &ClusterView) -> Result<Observed, String> {
+    let mut obs = Observed {
+        runs: BTreeMap::new(),
+        node_runs: BTreeMap::new(),
+        events: BTreeMap::new(),
+    };
+    let ids: Vec<String> = (0..WF_POOL)
+        .map(wf_name)
+        .chain((0..PRE_POOL).map(orphan_name))
+        .collect();
+    for id in &ids {
+        let wf = WfRunId {
+            id: id.clone(),
+            parent_wf_run_id: None,
+        };
+        let mut lh = c.lh(0);
+        let run = retry(|| {
+            let mut lh = lh.clone();
+            let wf = wf.clone();
+            async move {
+                match lh.get_wf_run(wf).await {
+                    Ok(r) => Ok(Some(r.into_inner())),
+                    Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
+                    Err(s) => Err(s),
+                }
+            }
+        })
+        .await
+        .map_err(|e| format!("reading WfRun {id}: {e}"))?;
+        if run.is_some() {
+            let nrs = retry(|| {
+                let mut lh = lh.clone();
+                let wf = wf.clone();
+                async move {
+                    lh.list_node_runs(ListNodeRunsRequest {
+                        wf_run_id: Some(wf),
+                        limit: Some(1000),
+                        ..Default::default()
+                    })
+                    .await
+                }
+            })
+            .await
+            .map_err(|e| format!("listing NodeRuns of {id}: {e}"))?;
+            obs.node_runs.insert(id.clone(), nrs.into_inner().results);
+        }
+        obs.runs.insert(id.clone(), run);
+        for node in 0..c.len() {
+            lh = c.lh(node);
+            let evs = retry(|| {
+                let mut lh = lh.clone();
+                let wf = wf.clone();
+                async move {
+                    lh.list_external_events(ListExternalEventsRequest {
+                        wf_run_id: Some(wf),
+                        bookmark: None,
+                        limit: Some(1000),
+                    })
+                    .await
+                }
+            })
+            .await
+            .map_err(|e| format!("listing events of {id} on node {node}: {e}"))?;
+            obs.events
+                .insert((node, id.clone()), evs.into_inner().results);
+        }
+    }
+    Ok(obs)
+}
+
+/// Checks everything; returns the cluster's final state digest.
+pub async fn check_all(c: &ClusterView, oracle: &Shared) -> Result<String, String> {
+    let digest = replica_digests::check(c).await?;
+    let obs = observe(c).await?;
+    let o = oracle.lock();
+    acknowledged_events::check(&o, &obs)?;
+    claimed_once::check(&obs)?;
+    timeout_xor_complete::check(&obs)?;
+    liveness::check(&o, &obs)?;
+    monotonic_reads::check(&o)?;
+    one_leader_per_term::check(&o)?;
+    Ok(digest)
+}

@@ -1,0 +1,53 @@
+//! The client oracle: everything clients sent and were told, in the order it happened, so the
+//! invariants can be checked against what was acknowledged.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+/// One read of a WfRun's status: when it started and ended, and how far the run had got.
+#[derive(Clone, Debug)]
+pub struct StatusRead {
+    pub wf: String,
+    pub started: Instant,
+    pub ended: Instant,
+    /// 0 = not found, 1 = running, 2 = ended (completed or failed).
+    pub progress: u8,
+    pub client: usize,
+}
+
+#[derive(Default)]
+pub struct Oracle {
+    /// Every operation and outcome, in order: hashed into the seed's digest.
+    pub trace: Vec<String>,
+    /// (WfRun id, guid) -> the content sent with it (retries send the same).
+    pub sent: BTreeMap<(String, String), i64>,
+    /// Acknowledged events: (WfRun id, guid) -> content.
+    pub acked: BTreeMap<(String, String), i64>,
+    /// WfRuns whose RunWf was acknowledged.
+    pub runs: BTreeSet<String>,
+    pub reads: Vec<StatusRead>,
+    /// (term -> leader) as observed by the monitor.
+    pub leaders: BTreeMap<u64, u64>,
+    pub violations: Vec<String>,
+    pub faults: usize,
+}
+
+#[derive(Clone, Default)]
+pub struct Shared(Arc<Mutex<Oracle>>);
+
+impl Shared {
+    pub fn lock(&self) -> MutexGuard<'_, Oracle> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn trace(&self, line: String) {
+        self.lock().trace.push(line);
+    }
+
+    pub fn violation(&self, line: String) {
+        let mut o = self.lock();
+        o.trace.push(format!("VIOLATION {line}"));
+        o.violations.push(line);
+    }
+}

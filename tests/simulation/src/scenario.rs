@@ -1,0 +1,350 @@
+//! One seed: start a 3-node cluster, run the workload under a seeded schedule of faults, heal,
+//! give the cluster a liveness window, then check every invariant. The digest hashes the trace
+//! of everything that happened and the final state, so two runs of one seed must agree.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use halter_api::halter::Empty;
+use halter_api::littlehorse::*;
+use halter_api::values;
+use madsim::rand::Rng;
+use madsim::runtime::Handle;
+use sha2::{Digest, Sha256};
+
+use crate::cluster::{status, within, Cluster, ClusterView};
+use crate::oracle::Shared;
+use crate::{invariants, workload};
+
+pub struct Report {
+    pub digest: String,
+    pub acked_events: usize,
+    pub runs: usize,
+    pub faults: usize,
+}
+
+/// How long clients run (simulated time), and how long the healed cluster gets to finish.
+const WORKLOAD: Duration = Duration::from_secs(20);
+const LIVENESS_WINDOW: Duration = Duration::from_secs(15);
+const CLIENTS: usize = 3;
+
+pub fn run_seed(seed: u64) -> Result<Report, String> {
+    let mut config = madsim::Config::default();
+    config.net.packet_loss_rate = 0.002;
+    config.net.send_latency = Duration::from_millis(1)..Duration::from_millis(8);
+    let mut rt = madsim::runtime::Runtime::with_seed_and_config(seed, config);
+    rt.set_time_limit(Duration::from_secs(600));
+    rt.block_on(run())
+}
+
+/// The spec every WfRun runs: wait for `go` (4 s), wait for `go` again (3 s), exit.
+fn sim_spec() -> PutWfSpecRequest {
+    let wait = |to: &str, secs: i64| Node {
+        outgoing_edges: vec![Edge {
+            sink_node_name: to.into(),
+            ..Default::default()
+        }],
+        node: Some(node::Node::ExternalEvent(ExternalEventNode {
+            external_event_def_id: Some(ExternalEventDefId { name: "go".into() }),
+            timeout_seconds: Some(VariableAssignment {
+                source: Some(variable_assignment::Source::LiteralValue(values::int(secs))),
+                ..Default::default()
+            }),
+            correlation_key: None,
+            mask_correlation_key: false,
+        })),
+        ..Default::default()
+    };
+    let nodes = BTreeMap::from([
+        (
+            "0-entry".to_string(),
+            Node {
+                outgoing_edges: vec![Edge {
+                    sink_node_name: "1-first".into(),
+                    ..Default::default()
+                }],
+                node: Some(node::Node::Entrypoint(EntrypointNode {})),
+                ..Default::default()
+            },
+        ),
+        ("1-first".to_string(), wait("2-second", 4)),
+        ("2-second".to_string(), wait("3-exit", 3)),
+        (
+            "3-exit".to_string(),
+            Node {
+                node: Some(node::Node::Exit(ExitNode { result: None })),
+                ..Default::default()
+            },
+        ),
+    ]);
+    PutWfSpecRequest {
+        name: "sim".into(),
+        thread_specs: BTreeMap::from([(
+            "entrypoint".to_string(),
+            ThreadSpec {
+                nodes,
+                ..Default::default()
+            },
+        )]),
+        entrypoint_thread_name: "entrypoint".into(),
+        ..Default::default()
+    }
+}
+
+async fn wait_leader(c: ClusterView, timeout: Duration) -> Option<usize> {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        for i in 0..c.len() {
+            if let Some(s) = status(&c, i).await {
+                if let Some(l) = s.leader_id {
+                    return Some((l - 1) as usize);
+                }
+            }
+        }
+        madsim::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+async fn setup(c: &ClusterView) -> Result<(), String> {
+    let end = Instant::now() + Duration::from_secs(30);
+    let mut lh = c.lh(0);
+    loop {
+        let def = within(
+            4000,
+            lh.put_external_event_def(PutExternalEventDefRequest {
+                name: "go".into(),
+                ..Default::default()
+            }),
+        )
+        .await;
+        let spec = within(4000, lh.put_wf_spec(sim_spec())).await;
+        if matches!(def, Some(Ok(_))) && matches!(spec, Some(Ok(_))) {
+            return Ok(());
+        }
+        if Instant::now() > end {
+            return Err(format!("setup failed: {def:?} {spec:?}"));
+        }
+        madsim::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Watches every node's view of leadership: at most one leader per term.
+async fn monitor(c_ips: Vec<std::net::IpAddr>, oracle: Shared, until: Instant) {
+    let admins: Vec<_> = c_ips
+        .iter()
+        .map(|ip| {
+            halter_api::halter::cluster_client::ClusterClient::new(crate::cluster::channel(
+                format!("{ip}:{}", crate::cluster::PEER_PORT),
+            ))
+        })
+        .collect();
+    while Instant::now() < until {
+        for (i, a) in admins.iter().enumerate() {
+            let mut a = a.clone();
+            if let Some(Ok(s)) = within(200, a.status(Empty {})).await {
+                let s = s.into_inner();
+                if s.state == "Leader" {
+                    let mut o = oracle.lock();
+                    match o.leaders.get(&s.term) {
+                        Some(other) if *other != s.node_id => {
+                            let line = format!(
+                                "two leaders in term {}: nodes {other} and {}",
+                                s.term, s.node_id
+                            );
+                            drop(o);
+                            oracle.violation(line);
+                        }
+                        Some(_) => {}
+                        None => {
+                            o.leaders.insert(s.term, s.node_id);
+                            o.trace.push(format!(
+                                "leader term={} node={} seen@{i}",
+                                s.term, s.node_id
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        madsim::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn faults(
+    c: &mut Cluster,
+    on: &madsim::runtime::NodeHandle,
+    oracle: &Shared,
+    until: Instant,
+) {
+    let mut rng = madsim::rand::thread_rng();
+    let n = c.nodes.len();
+    while Instant::now() < until {
+        madsim::time::sleep(Duration::from_millis(rng.gen_range(800..2500))).await;
+        let outage = Duration::from_millis(rng.gen_range(300..2500));
+        let victim = rng.gen_range(0..n);
+        let kind = rng.gen_range(0..7);
+        let line = match kind {
+            0 => {
+                c.kill(victim);
+                madsim::time::sleep(outage).await;
+                c.restart(victim).await;
+                format!("fault: crash node {} for {outage:?}", victim + 1)
+            }
+            1 => {
+                c.clog(victim);
+                madsim::time::sleep(outage).await;
+                c.unclog(victim);
+                format!("fault: isolate node {} for {outage:?}", victim + 1)
+            }
+            2 => {
+                let view = c.view();
+                let leader = on
+                    .spawn(async move { status(&view, victim).await })
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|s| s.leader_id)
+                    .map(|l| (l - 1) as usize);
+                let target = leader.unwrap_or(victim);
+                c.clog(target);
+                madsim::time::sleep(outage).await;
+                c.unclog(target);
+                format!("fault: isolate leader {} for {outage:?}", target + 1)
+            }
+            3 => {
+                let other = (victim + 1 + rng.gen_range(0..n - 1)) % n;
+                c.clog_link(victim, other);
+                madsim::time::sleep(outage).await;
+                c.unclog_link(victim, other);
+                format!(
+                    "fault: cut link {}-{} for {outage:?}",
+                    victim + 1,
+                    other + 1
+                )
+            }
+            5 => {
+                // A majority crashes at once: only what was fsynced survives on a quorum.
+                let other = (victim + 1 + rng.gen_range(0..n - 1)) % n;
+                c.kill(victim);
+                c.kill(other);
+                madsim::time::sleep(outage).await;
+                c.restart(victim).await;
+                c.restart(other).await;
+                format!(
+                    "fault: crash nodes {} and {} for {outage:?}",
+                    victim + 1,
+                    other + 1
+                )
+            }
+            6 => {
+                // The whole cluster loses power.
+                for i in 0..n {
+                    c.kill(i);
+                }
+                madsim::time::sleep(outage).await;
+                for i in 0..n {
+                    c.restart(i).await;
+                }
+                format!("fault: crash every node for {outage:?}")
+            }
+            _ => {
+                let mut a = c.view().admin(victim);
+                let r = on
+                    .spawn(
+                        async move { within(1000, a.trigger_election(Empty {})).await.is_some() },
+                    )
+                    .await
+                    .unwrap_or(false);
+                format!("fault: node {} starts an election ({r})", victim + 1)
+            }
+        };
+        let mut o = oracle.lock();
+        o.faults += 1;
+        o.trace.push(line);
+    }
+}
+
+async fn run() -> Result<Report, String> {
+    let handle = Handle::current();
+    let oracle = Shared::default();
+    let mut cluster = Cluster::start(3);
+    let ips: Vec<_> = cluster.nodes.iter().map(|n| n.ip).collect();
+    let checker = handle
+        .create_node()
+        .name("checker")
+        .ip([10, 0, 2, 1].into())
+        .build();
+
+    let view = cluster.view();
+    checker
+        .spawn(wait_leader(view, Duration::from_secs(20)))
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("no leader elected within 20 s")?;
+    // Requests must come from a simulated host: run setup and checks on the checker.
+    let view = cluster.view();
+    checker
+        .spawn(async move { setup(&view).await })
+        .await
+        .map_err(|e| e.to_string())??;
+
+    let until = Instant::now() + WORKLOAD;
+    let mut clients = Vec::new();
+    for k in 0..CLIENTS {
+        let node = handle
+            .create_node()
+            .name(format!("client-{k}"))
+            .ip([10, 0, 1, k as u8 + 1].into())
+            .build();
+        clients.push(node.spawn(workload::client(k, ips.clone(), oracle.clone(), until)));
+    }
+    let mon = handle
+        .create_node()
+        .name("monitor")
+        .ip([10, 0, 3, 1].into())
+        .build();
+    let monitor = mon.spawn(monitor(
+        ips.clone(),
+        oracle.clone(),
+        until + LIVENESS_WINDOW,
+    ));
+
+    faults(&mut cluster, &checker, &oracle, until).await;
+    // Heal: every link back, every node up.
+    cluster.heal_network();
+    for i in 0..cluster.nodes.len() {
+        if !cluster.nodes[i].alive {
+            cluster.restart(i).await;
+        }
+    }
+    for c in clients {
+        c.await.map_err(|e| format!("client task: {e}"))?;
+    }
+    madsim::time::sleep(LIVENESS_WINDOW).await;
+    monitor.await.map_err(|e| format!("monitor task: {e}"))?;
+
+    let view = cluster.view();
+    let o = oracle.clone();
+    let final_digest = checker
+        .spawn(async move { invariants::check_all(&view, &o).await })
+        .await
+        .map_err(|e| e.to_string())??;
+
+    let o = oracle.lock();
+    if let Some(v) = o.violations.first() {
+        return Err(format!("{} violation(s), first: {v}", o.violations.len()));
+    }
+    let mut h = Sha256::new();
+    for line in &o.trace {
+        h.update(line.as_bytes());
+        h.update(b"\n");
+    }
+    h.update(final_digest.as_bytes());
+    Ok(Report {
+        digest: hex::encode(&h.finalize()[..16]),
+        acked_events: o.acked.len(),
+        runs: o.runs.len(),
+        faults: o.faults,
+    })
+}

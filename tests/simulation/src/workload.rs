@@ -1,0 +1,183 @@
+//! The workload: clients on their own simulated hosts run WfRuns and put events (before and
+//! after the node arrives, retried with the same guid), racing the timeouts, and read from
+//! every node. Each acknowledged answer goes into the oracle.
+
+use std::time::{Duration, Instant};
+
+use halter_api::littlehorse::little_horse_client::LittleHorseClient;
+use halter_api::littlehorse::*;
+use halter_api::values;
+use madsim::rand::Rng;
+use tonic::Code;
+
+use crate::cluster::{channel, within, CLIENT_PORT};
+use crate::oracle::{Shared, StatusRead};
+
+pub const WF_POOL: usize = 10;
+pub const PRE_POOL: usize = 4;
+
+pub fn wf_name(i: usize) -> String {
+    format!("wf-{i}")
+}
+
+/// Ids of WfRuns that are never started: their events stay pre-emptive.
+pub fn orphan_name(i: usize) -> String {
+    format!("orphan-{i}")
+}
+
+fn progress(status: LhStatus) -> u8 {
+    match status {
+        LhStatus::Completed | LhStatus::Error | LhStatus::Exception => 2,
+        _ => 1,
+    }
+}
+
+pub async fn client(id: usize, nodes: Vec<std::net::IpAddr>, oracle: Shared, until: Instant) {
+    let mut rng = madsim::rand::thread_rng();
+    let clients: Vec<_> = nodes
+        .iter()
+        .map(|ip| LittleHorseClient::new(channel(format!("{ip}:{CLIENT_PORT}"))))
+        .collect();
+    let mut mine: Vec<(String, String, i64)> = Vec::new();
+    let mut n = 0u64;
+    while Instant::now() < until {
+        n += 1;
+        let node = rng.gen_range(0..clients.len());
+        let mut lh = clients[node].clone();
+        let roll = rng.gen_range(0..100);
+        if roll < 15 {
+            let wf = wf_name(rng.gen_range(0..WF_POOL));
+            let req = RunWfRequest {
+                wf_spec_name: "sim".into(),
+                id: Some(wf.clone()),
+                ..Default::default()
+            };
+            let out = within(4000, lh.run_wf(req)).await;
+            match out {
+                Some(Ok(_)) => {
+                    oracle.lock().runs.insert(wf.clone());
+                    oracle.trace(format!("c{id} run {wf} ok@{node}"));
+                }
+                Some(Err(s)) if s.code() == Code::AlreadyExists => {
+                    oracle.lock().runs.insert(wf.clone());
+                    oracle.trace(format!("c{id} run {wf} exists@{node}"));
+                }
+                Some(Err(s)) => oracle.trace(format!("c{id} run {wf} {:?}@{node}", s.code())),
+                None => oracle.trace(format!("c{id} run {wf} timeout@{node}")),
+            }
+        } else if roll < 65 {
+            // A retry of an earlier put (same guid, same content), or a new event.
+            let (wf, guid, content) = if !mine.is_empty() && rng.gen_bool(0.3) {
+                mine[rng.gen_range(0..mine.len())].clone()
+            } else {
+                let wf = if rng.gen_bool(0.85) {
+                    wf_name(rng.gen_range(0..WF_POOL))
+                } else {
+                    orphan_name(rng.gen_range(0..PRE_POOL))
+                };
+                let e = (wf, format!("c{id}-{n}"), (id as i64) * 1_000_000 + n as i64);
+                mine.push(e.clone());
+                e
+            };
+            oracle
+                .lock()
+                .sent
+                .insert((wf.clone(), guid.clone()), content);
+            let req = PutExternalEventRequest {
+                wf_run_id: Some(WfRunId {
+                    id: wf.clone(),
+                    parent_wf_run_id: None,
+                }),
+                external_event_def_id: Some(ExternalEventDefId { name: "go".into() }),
+                guid: Some(guid.clone()),
+                content: Some(values::int(content)),
+                thread_run_number: None,
+                node_run_position: None,
+            };
+            let acked_at = match within(4000, lh.put_external_event(req)).await {
+                Some(Ok(r)) => {
+                    let e = r.into_inner();
+                    if e.content != Some(values::int(content)) {
+                        oracle.violation(format!(
+                            "put {wf}/{guid} answered content {:?}, sent {content}",
+                            e.content
+                        ));
+                    }
+                    oracle
+                        .lock()
+                        .acked
+                        .insert((wf.clone(), guid.clone()), content);
+                    oracle.trace(format!(
+                        "c{id} put {wf}/{guid} ok@{node} claimed={}",
+                        e.claimed
+                    ));
+                    Some(Instant::now())
+                }
+                Some(Err(s)) => {
+                    if s.code() == Code::AlreadyExists {
+                        oracle.violation(format!(
+                            "identical retry of {wf}/{guid} got ALREADY_EXISTS"
+                        ));
+                    }
+                    oracle.trace(format!("c{id} put {wf}/{guid} {:?}@{node}", s.code()));
+                    None
+                }
+                None => {
+                    oracle.trace(format!("c{id} put {wf}/{guid} timeout@{node}"));
+                    None
+                }
+            };
+            // Read your write, from another node: a read that starts after the ack sees it.
+            if acked_at.is_some() {
+                let other = (node + 1 + rng.gen_range(0..clients.len() - 1)) % clients.len();
+                let mut lh2 = clients[other].clone();
+                let id_ = ExternalEventId {
+                    wf_run_id: Some(WfRunId {
+                        id: wf.clone(),
+                        parent_wf_run_id: None,
+                    }),
+                    external_event_def_id: Some(ExternalEventDefId { name: "go".into() }),
+                    guid: guid.clone(),
+                };
+                match within(4000, lh2.get_external_event(id_)).await {
+                    Some(Ok(r)) if r.get_ref().content != Some(values::int(content)) => oracle
+                        .violation(format!(
+                            "read of {wf}/{guid} on node {other} has other content"
+                        )),
+                    Some(Err(s)) if s.code() == Code::NotFound => oracle.violation(format!(
+                        "acknowledged event {wf}/{guid} not found on node {other}"
+                    )),
+                    _ => {}
+                }
+            }
+        } else {
+            let wf = wf_name(rng.gen_range(0..WF_POOL));
+            let started = Instant::now();
+            let out = within(
+                4000,
+                lh.get_wf_run(WfRunId {
+                    id: wf.clone(),
+                    parent_wf_run_id: None,
+                }),
+            )
+            .await;
+            let ended = Instant::now();
+            let p = match out {
+                Some(Ok(r)) => Some(progress(r.into_inner().status())),
+                Some(Err(s)) if s.code() == Code::NotFound => Some(0),
+                _ => None,
+            };
+            if let Some(p) = p {
+                oracle.lock().reads.push(StatusRead {
+                    wf: wf.clone(),
+                    started,
+                    ended,
+                    progress: p,
+                    client: id,
+                });
+            }
+            oracle.trace(format!("c{id} get {wf} {p:?}@{node}"));
+        }
+        madsim::time::sleep(Duration::from_millis(rng.gen_range(5..60))).await;
+    }
+}
