@@ -17,6 +17,7 @@ use crate::oracle::Shared;
 use crate::{invariants, workload};
 
 pub struct Report {
+    pub nodes: usize,
     pub digest: String,
     pub acked_events: usize,
     pub runs: usize,
@@ -183,7 +184,7 @@ async fn faults(
         madsim::time::sleep(Duration::from_millis(rng.gen_range(800..2500))).await;
         let outage = Duration::from_millis(rng.gen_range(300..2500));
         let victim = rng.gen_range(0..n);
-        let kind = rng.gen_range(0..7);
+        let kind = rng.gen_range(0..8);
         let line = match kind {
             0 => {
                 c.kill(victim);
@@ -248,6 +249,16 @@ async fn faults(
                 }
                 format!("fault: crash every node for {outage:?}")
             }
+            7 => {
+                // Membership change under load: remove a voter, then add it back (as a learner
+                // that catches up, then a voter again).
+                let view = c.view();
+                let outcome = on
+                    .spawn(async move { cycle_membership(&view, victim).await })
+                    .await
+                    .unwrap_or_else(|e| format!("task failed: {e}"));
+                format!("fault: remove and re-add node {}: {outcome}", victim + 1)
+            }
             _ => {
                 let mut a = c.view().admin(victim);
                 let r = on
@@ -265,10 +276,79 @@ async fn faults(
     }
 }
 
+/// Removes node `i` from the voters and adds it back. Returns what happened (for the trace).
+async fn cycle_membership(c: &ClusterView, i: usize) -> String {
+    use halter_api::halter::{AddLearnerRequest, ChangeMembershipRequest, NodeInfo};
+    let id = i as u64 + 1;
+    let all: Vec<u64> = (1..=c.len() as u64).collect();
+    // Ask a node other than the one leaving (any node forwards to the leader).
+    let mut admin = c.admin((i + 1) % c.len());
+    let without: Vec<u64> = all.iter().copied().filter(|v| *v != id).collect();
+    let removed = within(
+        5000,
+        admin.change_membership(ChangeMembershipRequest {
+            voters: without,
+            remove_learners: vec![],
+        }),
+    )
+    .await;
+    if !matches!(removed, Some(Ok(_))) {
+        return format!(
+            "remove failed ({})",
+            removed.map_or("timeout".into(), |r| format!(
+                "{:?}",
+                r.err().map(|s| s.code())
+            ))
+        );
+    }
+    madsim::time::sleep(Duration::from_millis(300)).await;
+    let node = NodeInfo {
+        id,
+        peer_addr: format!("{}:{}", c.ips[i], crate::cluster::PEER_PORT),
+        client_addr: format!("{}:{}", c.ips[i], crate::cluster::CLIENT_PORT),
+    };
+    // Until it is a voter again, keep trying: the cluster must end with all its members.
+    for _ in 0..50 {
+        let added = within(
+            5000,
+            admin.add_learner(AddLearnerRequest {
+                node: Some(node.clone()),
+            }),
+        )
+        .await;
+        let promoted = match added {
+            Some(Ok(_)) => {
+                within(
+                    5000,
+                    admin.change_membership(ChangeMembershipRequest {
+                        voters: all.clone(),
+                        remove_learners: vec![],
+                    }),
+                )
+                .await
+            }
+            _ => None,
+        };
+        if matches!(promoted, Some(Ok(_))) {
+            return "ok".into();
+        }
+        madsim::time::sleep(Duration::from_millis(500)).await;
+        admin = c.admin((i + 1 + madsim::rand::thread_rng().gen_range(0..c.len() - 1)) % c.len());
+    }
+    "re-add did not finish".into()
+}
+
 async fn run() -> Result<Report, String> {
     let handle = Handle::current();
     let oracle = Shared::default();
-    let mut cluster = Cluster::start(3);
+    // Most seeds run 3 nodes; every fourth runs 5.
+    let size = if Handle::current().seed().is_multiple_of(4) {
+        5
+    } else {
+        3
+    };
+    let mut cluster = Cluster::start(size);
+    oracle.trace(format!("cluster of {size} nodes"));
     let ips: Vec<_> = cluster.nodes.iter().map(|n| n.ip).collect();
     let checker = handle
         .create_node()
@@ -332,6 +412,12 @@ async fn run() -> Result<Report, String> {
         .map_err(|e| e.to_string())??;
 
     let o = oracle.lock();
+    // The trace goes to stderr (the seed's log) when asked for, and always when the seed fails.
+    if std::env::var_os("HALTER_SIM_TRACE").is_some() || !o.violations.is_empty() {
+        for line in &o.trace {
+            eprintln!("trace: {line}");
+        }
+    }
     if let Some(v) = o.violations.first() {
         return Err(format!("{} violation(s), first: {v}", o.violations.len()));
     }
@@ -342,6 +428,7 @@ async fn run() -> Result<Report, String> {
     }
     h.update(final_digest.as_bytes());
     Ok(Report {
+        nodes: size,
         digest: hex::encode(&h.finalize()[..16]),
         acked_events: o.acked.len(),
         runs: o.runs.len(),
