@@ -68,13 +68,7 @@ impl ClusterService {
     > {
         match self.ctx.leader() {
             Some((id, _)) if id == self.ctx.id => Ok(None),
-            Some((_, node)) => {
-                let ch = crate::raft::network::channel(&node.peer_addr)
-                    .map_err(|e| Status::unavailable(e.to_string()))?;
-                Ok(Some(
-                    halter_api::halter::cluster_client::ClusterClient::new(ch),
-                ))
-            }
+            Some((_, node)) => self.ctx.peer(&node.peer_addr).map(Some),
             None => Err(Status::unavailable("no leader right now")),
         }
     }

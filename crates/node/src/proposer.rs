@@ -67,7 +67,8 @@ impl NodeCtx {
         now.max(prev)
     }
 
-    fn peer(&self, addr: &str) -> Result<ClusterClient<Channel>, Status> {
+    /// A cached client to a peer's cluster service.
+    pub fn peer(&self, addr: &str) -> Result<ClusterClient<Channel>, Status> {
         let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = peers.get(addr) {
             return Ok(c.clone());

@@ -223,14 +223,12 @@ fn s3_3_an_identical_retry_returns_the_stored_event() {
     let req = h.event_req("wf1", "paid", values::str("ok"));
     let first = h.put_event(req.clone());
     assert!(first.claimed);
-    let before = h.digest();
     h.advance_ms(1000);
     let retry = h.put_event(req.clone());
     assert_eq!(retry, first, "the retry answers with the stored event");
     assert_eq!(h.events_of("wf1").len(), 1, "no duplicate");
-    // The retry changed nothing but the applied clock.
+    // The run is unaffected by the retry.
     assert_eq!(h.status("wf1"), LhStatus::Completed);
-    let _ = before;
 }
 
 #[test]
@@ -872,8 +870,6 @@ fn s8_delete_wf_run_removes_its_node_runs_variables_events_and_timers() {
     h.put_spec(s);
     h.run("w", "wf1");
     h.post("wf1", "other", values::int(1));
-    let empty = h.digest();
-    let _ = empty;
     assert_eq!(h.pending_timers(), 1);
     h.ok(Kind::DeleteWfRun(DeleteWfRunRequest {
         id: Some(wf_id("wf1")),
