@@ -22,5 +22,8 @@ bash tests/cli/smoke.sh
 echo "== the real LittleHorse Python client against a 3-node cluster"
 HALTER_BIN=target/debug/halter bash tests/compat/run.sh
 
+echo "== halter-bench smoke run (the load generator works; no figures)"
+bash tests/bench/smoke.sh
+
 echo "== deterministic simulation of the whole cluster under faults"
 bash tests/simulation/run.sh

@@ -7,6 +7,7 @@
 //!
 //! This crate holds types, conversions and validation only; it does no I/O.
 
+pub mod build;
 pub mod json;
 pub mod limits;
 pub mod names;

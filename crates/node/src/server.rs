@@ -135,18 +135,21 @@ pub async fn start_with(cfg: Config, storage: Storage) -> anyhow::Result<NodeHan
             .await
             .with_context(|| format!("binding client address {}", cfg.client_addr))?;
         let addrs = (peer_listener.local_addr()?, client_listener.local_addr()?);
+        // The builder's `tcp_nodelay` applies only to listeners it binds itself; without
+        // NODELAY here, the 10-byte trailers of every response waited for the client's delayed
+        // ACK (40 ms a request at one client).
         use tonic::transport::server::TcpIncoming;
         tasks.push(spawn_server(
             "peer",
             peer.serve_with_incoming_shutdown(
-                TcpIncoming::from(peer_listener),
+                TcpIncoming::from(peer_listener).with_nodelay(Some(true)),
                 stopped(shutdown_rx.clone()),
             ),
         ));
         tasks.push(spawn_server(
             "client",
             client.serve_with_incoming_shutdown(
-                TcpIncoming::from(client_listener),
+                TcpIncoming::from(client_listener).with_nodelay(Some(true)),
                 stopped(shutdown_rx.clone()),
             ),
         ));

@@ -11,7 +11,7 @@ use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::Arc;
 
-use halter_api::halter::{raft_entry::Payload, Empty, RaftEntry};
+use halter_api::halter::{raft_entry::Payload, CommandBatch, Empty, RaftEntry};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, EntryPayload, RaftLogReader, StorageError, Vote};
 use prost::Message;
@@ -91,7 +91,10 @@ impl LogStore {
 pub fn encode_entry(e: &Entry<TypeConfig>) -> Result<Vec<u8>, serde_json::Error> {
     let payload = match &e.payload {
         EntryPayload::Blank => Payload::Blank(Empty {}),
-        EntryPayload::Normal(cmd) => Payload::Command(cmd.0.clone()),
+        EntryPayload::Normal(LogCommand::One(cmd)) => Payload::Command(cmd.clone()),
+        EntryPayload::Normal(LogCommand::Batch(cmds)) => Payload::Commands(CommandBatch {
+            commands: cmds.clone(),
+        }),
         EntryPayload::Membership(m) => Payload::MembershipJson(serde_json::to_string(m)?),
     };
     Ok(RaftEntry {
@@ -115,7 +118,8 @@ pub fn decode_entry(bytes: &[u8]) -> Result<Entry<TypeConfig>, DecodeEntryError>
     let e = RaftEntry::decode(bytes)?;
     let payload = match e.payload {
         None | Some(Payload::Blank(_)) => EntryPayload::Blank,
-        Some(Payload::Command(c)) => EntryPayload::Normal(LogCommand(c)),
+        Some(Payload::Command(c)) => EntryPayload::Normal(LogCommand::One(c)),
+        Some(Payload::Commands(b)) => EntryPayload::Normal(LogCommand::Batch(b.commands)),
         Some(Payload::MembershipJson(m)) => EntryPayload::Membership(serde_json::from_str(&m)?),
     };
     Ok(Entry {

@@ -13,16 +13,23 @@ use halter_state_machine::{Rejection, Response};
 use openraft::{AnyError, StorageError, StorageIOError};
 use serde::{Deserialize, Serialize};
 
-/// A log entry's application payload: an encoded `halter.Command` (protobuf, versioned).
+/// A log entry's application payload: encoded `halter.Command`s (protobuf, versioned).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LogCommand(pub Vec<u8>);
+pub enum LogCommand {
+    /// One command.
+    One(Vec<u8>),
+    /// Commands the leader's proposer gathered while earlier entries were being committed
+    /// (group commit): one log entry, one fsync, one apply transaction for all of them.
+    Batch(Vec<Vec<u8>>),
+}
 
 /// What applying an entry produced. It never crosses the network (openraft returns it only to
 /// the local proposer), so it carries the typed outcome without serializing it.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct CommandOutcome {
+    /// The outcome of each command of the entry, in order (one for `LogCommand::One`).
     #[serde(skip)]
-    pub result: Option<Result<Response, Rejection>>,
+    pub results: Vec<Result<Response, Rejection>>,
 }
 
 /// A member of the cluster: where peers reach it and where clients reach it.
