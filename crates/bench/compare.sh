@@ -84,7 +84,12 @@ single_down() { kill "$SINGLE_PID" 2>/dev/null || true; wait "$SINGLE_PID" 2>/de
 
 quiet() { python3 "$PEERS_DIR/wait_quiet.py" --ignore-pids "${1:-}" --max-wait "${MAX_QUIET_WAIT:-60}" >&2 || true; }
 
-trap 'halter_down; "$PEERS_DIR/etcd_cluster.sh" stop >/dev/null 2>&1 || true; [ -n "${SINGLE_PID:-}" ] && kill "$SINGLE_PID" 2>/dev/null; true' EXIT
+cleanup() {
+  halter_down
+  "$PEERS_DIR/etcd_cluster.sh" stop >/dev/null 2>&1 || true
+  if [ -n "${SINGLE_PID:-}" ]; then kill "$SINGLE_PID" 2>/dev/null || true; fi
+}
+trap cleanup EXIT
 
 # --- W1 and W2, interleaved repetitions ----------------------------------------------------
 for r in $(seq "$REPS"); do

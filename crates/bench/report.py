@@ -34,11 +34,15 @@ def group(rows):
 med = statistics.median
 
 
+def num(v):
+    return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
+
+
 def cell(rs, key):
     v = [r[key] for r in rs if r.get(key) is not None]
     if not v:
         return "-"
-    return f"{med(v):.4g} [{min(v):.4g}-{max(v):.4g}]"
+    return f"{num(med(v))} [{num(min(v))}-{num(max(v))}]"
 
 
 def table(g):
@@ -174,6 +178,68 @@ L.append("| clients | halter | peer | percentile | halter ms | peer ms |")
 L.append("|---:|---|---|---|---:|---:|")
 for (c, ours, peer, k, a, b) in p50_ratios:
     L.append(f"| {c} | {ours} | {peer} | {k[:3]} | {a:.2f} | {b:.2f} |")
+L.append("")
+
+# Targets of the benchmarks issue, each with its measured figure.
+T = []
+
+
+def get_ratio(wl, c, peer):
+    return next((r for r in ratios if r[0] == wl and r[1] == c and r[2] == peer), None)
+
+
+def lat(cfg, c, k, g=w1):
+    rs = g.get((cfg, c))
+    return med([r[k] for r in rs]) if rs else None
+
+
+r = get_ratio("w1", 256, "etcd")
+if r:
+    a, b = lat("halter-3n", 256, "p99_ms"), lat("etcd-3m", 256, "p99_ms")
+    T.append(("W1 at 256 clients: >= 3x etcd's throughput, p99 <= etcd's",
+              r[4] >= 3 and a <= b, f"{r[4]:.2f}x ({r[5]:.0f} vs {r[6]:.0f} ops/s); p99 {a:.1f} vs {b:.1f} ms"))
+a, b = lat("halter-3n", 1, "p50_ms"), lat("etcd-3m", 1, "p50_ms")
+if a is not None and b is not None:
+    T.append(("W1 at 1 client: p50 <= etcd's", a <= b, f"{a:.2f} vs {b:.2f} ms"))
+r = get_ratio("w2", 64, "restate")
+if r:
+    T.append(("W2 at 64 clients: >= 10x Restate's workflows/s", r[4] >= 10,
+              f"{r[4]:.2f}x ({r[5]:.0f} vs {r[6]:.0f} workflows/s)"))
+w3r = next((x for x in w3 if x.get("workload") == "w3"), None)
+if w3r:
+    T.append(("W3: TIMEOUTs at most 50 ms late at p99 under W1 load", w3r["late_p99_ms"] <= 50,
+              f"p99 {w3r['late_p99_ms']} ms (p50 {w3r['late_p50_ms']} ms)"))
+    worst = max(w3r["rss_mib_under_load"] + w3r["rss_mib_parked"])
+    T.append((f"W3: 1,000,000 pending timers in <= 512 MiB RSS per node",
+              w3r["pending"] >= 1_000_000 and worst <= 512,
+              f"{w3r['pending']:,} pending measured; worst RSS {worst:.0f} MiB"
+              + ("" if w3r["pending"] >= 1_000_000 else " (fewer than the target count: not shown)")))
+w4s = next((x for x in w4 if x.get("summary")), None)
+if w4s and w4s.get("recovery_ms_median") is not None:
+    T.append(("W4: writes succeed again within 2 s of the leader's death (median)",
+              w4s["recovery_ms_median"] <= 2000, f"{w4s['recovery_ms_median']} ms median"))
+if w5:
+    byc = defaultdict(list)
+    for x in w5:
+        byc[x["conc"]].append(x)
+    parts, ok = [], True
+    for c, xs in sorted(byc.items()):
+        p50s = [x["p50_ms"] for x in xs]
+        f = max(p50s) / max(min(p50s), 1e-9)
+        ok &= f <= 2
+        parts.append(f"c={c}: p50 {min(p50s):.2f}-{max(p50s):.2f} ms ({f:.2f}x)")
+    top = max(x["stored_events"] for x in w5)
+    ok &= top >= 10_000_000
+    rss = [max(x["server_rss_mib"]) for x in w5]
+    T.append(("W5: per-operation latency within 2x from 10k to 10M stored events; RSS bounded", ok,
+              "; ".join(parts) + f"; up to {top:,} events; RSS {min(rss):.0f}-{max(rss):.0f} MiB"
+              + ("" if top >= 10_000_000 else " (not run to 10M: not shown)")))
+
+L.append("## Targets\n")
+L.append("| target | met | measured |")
+L.append("|---|---|---|")
+for name, ok, fig in T:
+    L.append(f"| {name} | {'yes' if ok else '**no**'} | {fig} |")
 L.append("")
 
 L.append("## W1: durable replicated writes\n")

@@ -129,6 +129,8 @@ async fn wait_for_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
+// More workers than cores: Raft's log append and the apply transaction block their worker
+// thread in fsync, and the gRPC services must keep running meanwhile.
 #[tokio::main(worker_threads = 8)]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()

@@ -39,6 +39,38 @@ pub struct NodeCtx {
     pub deadline: Duration,
     peers: Mutex<BTreeMap<String, ClusterClient<Channel>>>,
     batcher: mpsc::UnboundedSender<Queued>,
+    reads: mpsc::UnboundedSender<ReadWaiter>,
+}
+
+/// The outcome of one leadership confirmation: the index a read must see, or why not.
+#[derive(Clone)]
+enum ReadRound {
+    Index(u64),
+    NotLeader,
+    Failed(String),
+}
+
+type ReadWaiter = oneshot::Sender<ReadRound>;
+
+/// Coalesces linearizable reads on the leader: every read queued while a confirmation round
+/// (a heartbeat to a quorum) is in flight joins the next round, so a thousand concurrent reads
+/// cost one round, not a thousand. A read only joins a round that starts after it arrived, so
+/// the leadership it relies on was confirmed after the read began.
+async fn run_read_rounds(raft: Raft, mut rx: mpsc::UnboundedReceiver<ReadWaiter>) {
+    while let Some(first) = rx.recv().await {
+        let mut waiters = vec![first];
+        while let Ok(w) = rx.try_recv() {
+            waiters.push(w);
+        }
+        let round = match raft.ensure_linearizable().await {
+            Ok(log_id) => ReadRound::Index(log_id.map_or(0, |l| l.index)),
+            Err(RaftError::APIError(_)) => ReadRound::NotLeader,
+            Err(e) => ReadRound::Failed(format!("raft: {e}")),
+        };
+        for w in waiters {
+            let _ = w.send(round.clone());
+        }
+    }
 }
 
 /// A command waiting for the batcher, and where its outcome goes.
@@ -145,6 +177,8 @@ impl NodeCtx {
         let last_stamp = Arc::new(AtomicI64::new(0));
         let (batcher, rx) = mpsc::unbounded_channel();
         tokio::spawn(run_batcher(raft.clone(), last_stamp, rx));
+        let (reads, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run_read_rounds(raft.clone(), rx));
         Arc::new(Self {
             id,
             raft,
@@ -152,6 +186,7 @@ impl NodeCtx {
             deadline,
             peers: Mutex::new(BTreeMap::new()),
             batcher,
+            reads,
         })
     }
 
@@ -271,13 +306,13 @@ impl NodeCtx {
     async fn read_barrier_inner(&self) -> Result<(), Status> {
         loop {
             match self.leader() {
-                Some((id, _)) if id == self.id => match self.raft.ensure_linearizable().await {
-                    Ok(_) => return Ok(()),
-                    Err(RaftError::APIError(_)) => {
+                Some((id, _)) if id == self.id => match self.read_round().await {
+                    ReadRound::Index(_) => return Ok(()),
+                    ReadRound::NotLeader => {
                         tokio::time::sleep(Duration::from_millis(20)).await;
                         continue;
                     }
-                    Err(e) => return Err(Status::unavailable(format!("raft: {e}"))),
+                    ReadRound::Failed(e) => return Err(Status::unavailable(e)),
                 },
                 Some((_, node)) => {
                     let mut client = self.peer(&node.peer_addr)?;
@@ -303,10 +338,21 @@ impl NodeCtx {
 
     /// The leader's side of a follower's read barrier.
     pub async fn read_index(&self) -> Result<u64, Status> {
-        match self.raft.ensure_linearizable().await {
-            Ok(log_id) => Ok(log_id.map_or(0, |l| l.index)),
-            Err(e) => Err(Status::unavailable(format!("not the leader: {e}"))),
+        match self.read_round().await {
+            ReadRound::Index(i) => Ok(i),
+            ReadRound::NotLeader => Err(Status::unavailable("not the leader")),
+            ReadRound::Failed(e) => Err(Status::unavailable(format!("not the leader: {e}"))),
         }
+    }
+
+    /// Joins the next leadership confirmation round (see `run_read_rounds`).
+    async fn read_round(&self) -> ReadRound {
+        let (tx, rx) = oneshot::channel();
+        if self.reads.send(tx).is_err() {
+            return ReadRound::Failed("node is shutting down".into());
+        }
+        rx.await
+            .unwrap_or_else(|_| ReadRound::Failed("node is shutting down".into()))
     }
 
     /// Runs a read over a consistent snapshot of this node's state.

@@ -99,6 +99,10 @@ pub async fn start_with(cfg: Config, storage: Storage) -> anyhow::Result<NodeHan
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.snapshot_after_logs),
         max_in_snapshot_log_to_keep: cfg.keep_logs_after_snapshot,
         purge_batch_size: 1,
+        // An entry is a batch of up to 1024 commands (group commit), so openraft's default of
+        // 300 entries per AppendEntries could make a message of tens of MiB that outlives its
+        // timeout (the heartbeat interval) on a busy node; then replication stalls and retries.
+        max_payload_entries: 16,
         ..Default::default()
     }
     .validate()?;

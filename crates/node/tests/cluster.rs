@@ -588,3 +588,105 @@ async fn an_isolated_node_answers_unavailable_instead_of_hanging() {
         started.elapsed()
     );
 }
+
+/// Group commit: concurrent writes through every node share log entries, yet each client gets
+/// its own command's outcome. Valid and invalid commands are interleaved, so a batch holds both;
+/// a rejection must reach only its own client, change nothing, and not disturb its neighbours.
+/// Afterwards every replica holds exactly the accepted events and the same state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_sharing_log_entries_each_get_their_own_outcome() {
+    let c = Cluster::start(3, &[]);
+    let leader = c.wait_leader(T).await;
+    c.client(leader)
+        .await
+        .put_external_event_def(PutExternalEventDefRequest {
+            name: "batched".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for w in 0..48usize {
+        let mut cl = c.client(w % 3).await;
+        tasks.push(tokio::spawn(async move {
+            let mut outcomes = Vec::new();
+            for i in 0..10usize {
+                // Every third command names a def that does not exist: INVALID_ARGUMENT.
+                let def = if (w + i) % 3 == 0 {
+                    "missing"
+                } else {
+                    "batched"
+                };
+                let r = cl
+                    .put_external_event(PutExternalEventRequest {
+                        wf_run_id: Some(wf(&format!("w{w}"))),
+                        external_event_def_id: def_id(def),
+                        guid: Some(format!("g{w}-{i}")),
+                        content: Some(values::int((w * 100 + i) as i64)),
+                        ..Default::default()
+                    })
+                    .await;
+                outcomes.push((w, i, def, r));
+            }
+            outcomes
+        }));
+    }
+    let mut accepted = 0;
+    for t in tasks {
+        for (w, i, def, r) in t.await.unwrap() {
+            match (def, r) {
+                ("missing", Err(s)) => {
+                    assert_eq!(s.code(), Code::InvalidArgument, "w{w} i{i}: {s}")
+                }
+                ("batched", Ok(ev)) => {
+                    let ev = ev.into_inner();
+                    // The answer is this command's own event, not a neighbour's.
+                    assert_eq!(ev.id.unwrap().guid, format!("g{w}-{i}"));
+                    assert_eq!(ev.content, Some(values::int((w * 100 + i) as i64)));
+                    accepted += 1;
+                }
+                (d, r) => panic!("w{w} i{i} def {d}: unexpected {r:?}"),
+            }
+        }
+    }
+    assert_eq!(accepted, 320, "48 writers x 10, a third of them rejected");
+    // The log has fewer entries than commands: they really were batched.
+    let status = c.status(leader).await.unwrap();
+    assert!(
+        status.last_log_index.unwrap() < 400,
+        "expected batching, log index {:?}",
+        status.last_log_index
+    );
+    // Every replica applied the same commands: same number of events for a writer, same digest.
+    let target = status.last_applied_index.unwrap();
+    for i in 0..3 {
+        c.wait_applied(i, target, T).await;
+        let list = c
+            .client(i)
+            .await
+            .list_external_events(ListExternalEventsRequest {
+                wf_run_id: Some(wf("w1")),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let mine = (0..10).filter(|i| (1 + i) % 3 != 0).count();
+        assert_eq!(list.results.len(), mine, "node {i}");
+    }
+    let mut digests = Vec::new();
+    for i in 0..3 {
+        let d = c
+            .admin(i)
+            .await
+            .state_digest(halter_api::halter::Empty {})
+            .await
+            .unwrap()
+            .into_inner();
+        digests.push((d.applied_index, d.digest));
+    }
+    assert!(
+        digests.windows(2).all(|p| p[0] == p[1]),
+        "replicas disagree: {digests:?}"
+    );
+}

@@ -9,15 +9,25 @@ use redb::{
 use crate::error::Result;
 use crate::tables;
 
+/// redb's page cache for the state database. redb's default (1 GiB) would let a node's memory
+/// grow with the data it stores; the hot set (recent events, due timers, running WfRuns) fits in
+/// far less, and the OS page cache still holds more of the file.
+pub const STATE_CACHE_BYTES: usize = 96 * 1024 * 1024;
+
 /// A redb database holding Halter's state tables.
 pub struct Store {
     db: Database,
 }
 
 impl Store {
-    /// Opens (or creates) the database file at `path`.
+    /// Opens (or creates) the database file at `path`, with redb's page cache capped at
+    /// [`STATE_CACHE_BYTES`].
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        Self::init(Database::create(path)?)
+        Self::init(
+            Database::builder()
+                .set_cache_size(STATE_CACHE_BYTES)
+                .create(path)?,
+        )
     }
 
     /// A fresh database that lives in memory only (tests, examples).

@@ -406,14 +406,17 @@ async fn run() -> Result<Report, String> {
 
     let view = cluster.view();
     let o = oracle.clone();
-    let final_digest = checker
+    let checked = checker
         .spawn(async move { invariants::check_all(&view, &o).await })
         .await
-        .map_err(|e| e.to_string())??;
+        .map_err(|e| e.to_string())?;
 
     let o = oracle.lock();
     // The trace goes to stderr (the seed's log) when asked for, and always when the seed fails.
-    if std::env::var_os("HALTER_SIM_TRACE").is_some() || !o.violations.is_empty() {
+    if std::env::var_os("HALTER_SIM_TRACE").is_some()
+        || !o.violations.is_empty()
+        || checked.is_err()
+    {
         for line in &o.trace {
             eprintln!("trace: {line}");
         }
@@ -421,6 +424,7 @@ async fn run() -> Result<Report, String> {
     if let Some(v) = o.violations.first() {
         return Err(format!("{} violation(s), first: {v}", o.violations.len()));
     }
+    let final_digest = checked?;
     let mut h = Sha256::new();
     for line in &o.trace {
         h.update(line.as_bytes());

@@ -26,8 +26,6 @@ use super::{
 
 const RAFT_SM: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_sm");
 const LAST_APPLIED: &str = "last_applied";
-/// One apply transaction in this many is fsynced (see `apply`).
-const DURABLE_EVERY: u32 = 64;
 const MEMBERSHIP: &str = "membership";
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -44,7 +42,6 @@ pub struct StateMachineStore {
     current: Arc<std::sync::Mutex<Option<SnapshotFile>>>,
     /// Woken when an applied entry armed a timer, so the leader's timer service re-plans.
     pub timers_changed: Arc<Notify>,
-    applies_since_durable: u32,
 }
 
 impl StateMachineStore {
@@ -67,7 +64,6 @@ impl StateMachineStore {
             snapshot_path,
             current: Arc::new(std::sync::Mutex::new(current)),
             timers_changed: Arc::new(Notify::new()),
-            applies_since_durable: 0,
         })
     }
 
@@ -122,12 +118,6 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             let m: Option<StoredMembership> = read_json(&t, MEMBERSHIP)?;
             (la, m.unwrap_or_default())
         };
-        // Applies are mostly not fsynced; a durable (empty) commit after opening the read makes
-        // everything this snapshot holds durable before openraft may purge the log behind it.
-        self.store
-            .begin_write()
-            .and_then(|w| Ok(w.commit()?))
-            .map_err(io_write)?;
         let data = snapshot::export(&txn).map_err(io_read)?.encode_to_vec();
         let snapshot_id = match last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id.term, l.leader_id.node_id, l.index),
@@ -171,19 +161,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     {
         let mut out = Vec::new();
         let mut timers_armed = false;
-        let mut txn = self.store.begin_write().map_err(io_write)?;
-        // Applied state need not be fsynced: every applied entry is durable in the log on a
-        // quorum, and `last_applied` commits in the same transaction, so after a crash the state
-        // is some earlier applied point and openraft re-applies the rest from the log. Every
-        // `DURABLE_EVERY` applies (and before a snapshot, which lets the log be purged) the
-        // commit is durable, which also lets redb reuse the pages freed since.
-        self.applies_since_durable += 1;
-        if self.applies_since_durable < DURABLE_EVERY {
-            txn.set_durability(redb::Durability::None)
-                .map_err(io_write)?;
-        } else {
-            self.applies_since_durable = 0;
-        }
+        let txn = self.store.begin_write().map_err(io_write)?;
         {
             let mut tables = Tables::open(&txn).map_err(io_write)?;
             let mut sm = txn.open_table(RAFT_SM).map_err(io_write)?;
