@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
+use futures::future::BoxFuture;
+use halter_api::littlehorse::VariableValue;
 use serde_json::{json, Value};
 
 use crate::driver::{closed_loop, histogram, round1, round3, Bounds};
@@ -211,6 +213,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 const W1_DEF: &str = "bench-w1";
 
+/// W1's operation: PutExternalEvent of `content` for a WfRun id `{prefix}-{worker}-{i}` that
+/// nobody else uses, counting each success into `done`.
+fn put_events(
+    pool: Pool,
+    prefix: String,
+    content: VariableValue,
+    done: Arc<AtomicU64>,
+) -> impl Fn(usize, u64) -> BoxFuture<'static, anyhow::Result<()>> + Send + Sync + 'static {
+    move |w, i| {
+        let mut c = pool.client(w);
+        let req = halter::put_event(format!("{prefix}-{w}-{i}"), W1_DEF, content.clone());
+        let done = done.clone();
+        Box::pin(async move {
+            c.put_external_event(req).await?;
+            done.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        })
+    }
+}
+
 async fn w1_halter(common: &Common, load: &Load) -> anyhow::Result<Vec<Value>> {
     let pool = Pool::connect(&common.endpoints, common.conns).await?;
     halter::ensure_def(&mut pool.client(0), W1_DEF).await?;
@@ -219,16 +241,13 @@ async fn w1_halter(common: &Common, load: &Load) -> anyhow::Result<Vec<Value>> {
     let mut lines = Vec::new();
     for &conc in &load.conc {
         let tag = run_tag();
-        let (pool, content, tag2) = (pool.clone(), content.clone(), tag.clone());
-        let out = closed_loop(&load.bounds(conc), &procs, move |w, i| {
-            let mut c = pool.client(w);
-            let req = halter::put_event(format!("w1-{tag2}-{w}-{i}"), W1_DEF, content.clone());
-            async move {
-                c.put_external_event(req).await?;
-                Ok(())
-            }
-        })
-        .await;
+        let op = put_events(
+            pool.clone(),
+            format!("w1-{tag}"),
+            content.clone(),
+            Arc::default(),
+        );
+        let out = closed_loop(&load.bounds(conc), &procs, op).await;
         let line = merge(
             json!({"workload": "w1", "target": "halter", "label": common.label,
                    "endpoints": common.endpoints.len(), "conc": conc, "payload": load.payload}),
@@ -582,7 +601,6 @@ async fn w5(a: &W5Args) -> anyhow::Result<()> {
     for &step in &a.steps {
         let have = stored.load(Ordering::Relaxed);
         if step > have {
-            let (p, t, content, n) = (pool.clone(), tag.clone(), content.clone(), stored.clone());
             let fill = closed_loop(
                 &Bounds {
                     conc: a.fill_conc,
@@ -591,17 +609,12 @@ async fn w5(a: &W5Args) -> anyhow::Result<()> {
                     warmup: Duration::ZERO,
                 },
                 &procs,
-                move |w, i| {
-                    let mut c = p.client(w);
-                    let req =
-                        halter::put_event(format!("w5f-{t}-{w}-{i}"), W1_DEF, content.clone());
-                    let n = n.clone();
-                    async move {
-                        c.put_external_event(req).await?;
-                        n.fetch_add(1, Ordering::Relaxed);
-                        Ok(())
-                    }
-                },
+                put_events(
+                    pool.clone(),
+                    format!("w5f-{tag}-{step}"),
+                    content.clone(),
+                    stored.clone(),
+                ),
             )
             .await;
             eprintln!(
@@ -611,12 +624,6 @@ async fn w5(a: &W5Args) -> anyhow::Result<()> {
             );
         }
         for &conc in &a.conc {
-            let (p, t, content, n) = (
-                pool.clone(),
-                format!("{tag}-{step}-{conc}"),
-                content.clone(),
-                stored.clone(),
-            );
             let out = closed_loop(
                 &Bounds {
                     conc,
@@ -625,17 +632,12 @@ async fn w5(a: &W5Args) -> anyhow::Result<()> {
                     warmup: Duration::from_secs(1),
                 },
                 &procs,
-                move |w, i| {
-                    let mut c = p.client(w);
-                    let req =
-                        halter::put_event(format!("w5m-{t}-{w}-{i}"), W1_DEF, content.clone());
-                    let n = n.clone();
-                    async move {
-                        c.put_external_event(req).await?;
-                        n.fetch_add(1, Ordering::Relaxed);
-                        Ok(())
-                    }
-                },
+                put_events(
+                    pool.clone(),
+                    format!("w5m-{tag}-{step}-{conc}"),
+                    content.clone(),
+                    stored.clone(),
+                ),
             )
             .await;
             let line = merge(
