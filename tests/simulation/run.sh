@@ -18,7 +18,7 @@ RUSTFLAGS="--cfg madsim ${RUSTFLAGS:-}" CARGO_TARGET_DIR=target/sim CARGO_INCREM
 BIN=target/sim/sim/halter-sim
 # Seeds that once found a bug: always run, whatever the budget.
 #   307: with apply transactions left unsynced (one fsync in 64), reads after a whole-cluster
-#        crash went back in time (a WfRun seen, then NOT_FOUND); 2026-11-25, design reverted.
+#        crash went back in time (a WfRun seen, then NOT_FOUND); fixed by the read floor.
 REGRESSION_SEEDS=(307)
 JOBS=${HALTER_SIM_JOBS:-$(nproc)}
 OUT=$(mktemp -d)

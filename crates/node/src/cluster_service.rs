@@ -45,6 +45,8 @@ pub fn status_of(ctx: &NodeCtx) -> ClusterStatus {
         state: format!("{:?}", m.state),
         last_log_index: m.last_log_index,
         last_applied_index: m.last_applied.map(|l| l.index),
+        snapshot_index: m.snapshot.map(|l| l.index),
+        purged_index: m.purged.map(|l| l.index),
         voters: membership
             .nodes()
             .filter(|(id, _)| voters.contains(id))

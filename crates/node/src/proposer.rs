@@ -8,6 +8,14 @@
 //!
 //! Reads are linearizable: the leader confirms its leadership (`ensure_linearizable`); a
 //! follower asks the leader for that read index and waits until it has applied it locally.
+//!
+//! The read index is never below the node's *read floor*, its last log index when it started.
+//! Applies and the committed index are not fsynced every time, so after a whole-cluster power
+//! cut a node that led before it restarts as leader of the same term (its vote is durable)
+//! with a commit index restored from an older point; openraft's read index (that index, or the
+//! first entry of the term) could then be below entries that were applied and read before the
+//! cut. Every entry this node committed as leader is in its own log (it fsyncs before it
+//! replicates), so waiting for the floor covers them. Simulation seed 307 is the check.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -56,14 +64,30 @@ type ReadWaiter = oneshot::Sender<ReadRound>;
 /// (a heartbeat to a quorum) is in flight joins the next round, so a thousand concurrent reads
 /// cost one round, not a thousand. A read only joins a round that starts after it arrived, so
 /// the leadership it relies on was confirmed after the read began.
-async fn run_read_rounds(raft: Raft, mut rx: mpsc::UnboundedReceiver<ReadWaiter>) {
+async fn run_read_rounds(
+    raft: Raft,
+    read_floor: u64,
+    deadline: Duration,
+    mut rx: mpsc::UnboundedReceiver<ReadWaiter>,
+) {
     while let Some(first) = rx.recv().await {
         let mut waiters = vec![first];
         while let Ok(w) = rx.try_recv() {
             waiters.push(w);
         }
         let round = match raft.ensure_linearizable().await {
-            Ok(log_id) => ReadRound::Index(log_id.map_or(0, |l| l.index)),
+            Ok(log_id) => match log_id.map_or(0, |l| l.index) {
+                index if index >= read_floor => ReadRound::Index(index),
+                // Only right after a restart as leader (see the module comment).
+                _ => match raft
+                    .wait(Some(deadline))
+                    .applied_index_at_least(Some(read_floor), "read floor after restart")
+                    .await
+                {
+                    Ok(_) => ReadRound::Index(read_floor),
+                    Err(e) => ReadRound::Failed(format!("catching up to the read floor: {e}")),
+                },
+            },
             Err(RaftError::APIError(_)) => ReadRound::NotLeader,
             Err(e) => ReadRound::Failed(format!("raft: {e}")),
         };
@@ -172,13 +196,20 @@ pub fn wall_clock_ms() -> i64 {
 }
 
 impl NodeCtx {
-    /// Must be called inside the runtime: it starts the batcher task.
-    pub fn new(id: NodeId, raft: Raft, sm: StateMachineStore, deadline: Duration) -> Arc<Self> {
+    /// Must be called inside the runtime: it starts the batcher task. `read_floor` is the
+    /// last log index in this node's log when it started (see the module comment).
+    pub fn new(
+        id: NodeId,
+        raft: Raft,
+        sm: StateMachineStore,
+        deadline: Duration,
+        read_floor: u64,
+    ) -> Arc<Self> {
         let last_stamp = Arc::new(AtomicI64::new(0));
         let (batcher, rx) = mpsc::unbounded_channel();
         tokio::spawn(run_batcher(raft.clone(), last_stamp, rx));
         let (reads, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run_read_rounds(raft.clone(), rx));
+        tokio::spawn(run_read_rounds(raft.clone(), read_floor, deadline, rx));
         Arc::new(Self {
             id,
             raft,

@@ -57,7 +57,7 @@ impl NodeHandle {
 
 /// Where a node keeps its data.
 pub enum Storage {
-    /// `log.redb`, `state.redb` and `snapshot.json` in the configured data directory.
+    /// `log.redb`, `state.redb` and `snapshot.bin` in the configured data directory.
     Files,
     /// Simulated disks that survive a node's restart but lose unsynced writes in a crash
     /// (the current snapshot then lives in memory and is rebuilt after a restart).
@@ -70,7 +70,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<NodeHandle> {
 
 pub async fn start_with(cfg: Config, storage: Storage) -> anyhow::Result<NodeHandle> {
     cfg.validate().map_err(anyhow::Error::msg)?;
-    let (log, sm) = match storage {
+    let (mut log, sm) = match storage {
         Storage::Files => {
             std::fs::create_dir_all(&cfg.data_dir)
                 .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
@@ -79,7 +79,7 @@ pub async fn start_with(cfg: Config, storage: Storage) -> anyhow::Result<NodeHan
             let store = Arc::new(
                 Store::open(cfg.data_dir.join("state.redb")).context("opening state.redb")?,
             );
-            let sm = StateMachineStore::new(store, Some(cfg.data_dir.join("snapshot.json")))
+            let sm = StateMachineStore::new(store, Some(cfg.data_dir.join("snapshot.bin")))
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             (log, sm)
         }
@@ -106,12 +106,21 @@ pub async fn start_with(cfg: Config, storage: Storage) -> anyhow::Result<NodeHan
         ..Default::default()
     }
     .validate()?;
+    let read_floor = {
+        use openraft::storage::RaftLogStorage;
+        let state = log
+            .get_log_state()
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        state.last_log_id.map_or(0, |l| l.index)
+    };
     let raft = Raft::new(cfg.node_id, Arc::new(raft_config), Network, log, sm.clone()).await?;
     let ctx = NodeCtx::new(
         cfg.node_id,
         raft.clone(),
         sm,
         Duration::from_millis(cfg.request_deadline_ms),
+        read_floor,
     );
 
     let (shutdown, shutdown_rx) = watch::channel(false);

@@ -35,7 +35,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> fo
         let dir = tempfile::tempdir().map_err(io_write)?;
         let log = LogStore::open(&dir.path().join("log.redb"))?;
         let store = Arc::new(Store::open(dir.path().join("state.redb")).map_err(io_write)?);
-        let sm = StateMachineStore::new(store, Some(dir.path().join("snapshot.json")))?;
+        let sm = StateMachineStore::new(store, Some(dir.path().join("snapshot.bin")))?;
         Ok((dir, log, sm))
     }
 }

@@ -13,6 +13,10 @@ pub enum StorageError {
     Commit(#[from] redb::CommitError),
     #[error("storage open: {0}")]
     Database(#[from] redb::DatabaseError),
+    #[error("snapshot file: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("snapshot: {0}")]
+    Snapshot(String),
     #[error("corrupt record in {table}: {source}")]
     Corrupt {
         table: &'static str,

@@ -22,6 +22,9 @@ pub struct Report {
     pub acked_events: usize,
     pub runs: usize,
     pub faults: usize,
+    /// Nodes that had purged their log behind a snapshot by the end: coverage of snapshot
+    /// build, install and restart after purge.
+    pub purged_nodes: usize,
 }
 
 /// How long clients run (simulated time), and how long the healed cluster gets to finish.
@@ -405,6 +408,22 @@ async fn run() -> Result<Report, String> {
     monitor.await.map_err(|e| format!("monitor task: {e}"))?;
 
     let view = cluster.view();
+    let v = view.clone();
+    let purged_nodes = checker
+        .spawn(async move {
+            let mut n = 0;
+            for i in 0..size {
+                if status(&v, i)
+                    .await
+                    .is_some_and(|s| s.purged_index.is_some())
+                {
+                    n += 1;
+                }
+            }
+            n
+        })
+        .await
+        .map_err(|e| e.to_string())?;
     let o = oracle.clone();
     let checked = checker
         .spawn(async move { invariants::check_all(&view, &o).await })
@@ -437,5 +456,6 @@ async fn run() -> Result<Report, String> {
         acked_events: o.acked.len(),
         runs: o.runs.len(),
         faults: o.faults,
+        purged_nodes,
     })
 }

@@ -4,10 +4,10 @@ pub mod log_store;
 pub mod network;
 #[cfg(madsim)]
 pub mod sim_runtime;
+pub mod snapshot_data;
 pub mod state_machine;
 
 use std::fmt;
-use std::io::Cursor;
 
 use halter_state_machine::{Rejection, Response};
 use openraft::{AnyError, StorageError, StorageIOError};
@@ -55,7 +55,7 @@ openraft::declare_raft_types!(
         NodeId = NodeId,
         Node = HalterNode,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = snapshot_data::SnapshotData,
         AsyncRuntime = Runtime,
 );
 
