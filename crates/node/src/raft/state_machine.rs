@@ -131,12 +131,13 @@ impl StateMachineStore {
 
     /// Opens the current snapshot's bytes for reading.
     fn open_current(&self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
-        let cur = self
-            .current
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let Some(cur) = cur else { return Ok(None) };
+        // The file is opened under the lock that `set_current` renames under, so the meta and
+        // the bytes returned are always of the same snapshot (a newer file renamed in between
+        // would otherwise be sent under the older meta, and applied twice by its receiver).
+        let cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(cur) = cur.as_ref() else {
+            return Ok(None);
+        };
         let data = match (&cur.memory, &self.snapshot_path) {
             (Some(bytes), _) => SnapshotData::Memory(Cursor::new(bytes.as_ref().clone())),
             (None, Some(p)) => {
@@ -145,7 +146,7 @@ impl StateMachineStore {
             (None, None) => return Ok(None),
         };
         Ok(Some(Snapshot {
-            meta: cur.meta,
+            meta: cur.meta.clone(),
             snapshot: Box::new(data),
         }))
     }
