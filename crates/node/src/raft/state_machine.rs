@@ -189,7 +189,6 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
         let store = self.store.clone();
         let tmp = self.side_path("tmp");
-        let written = tmp.clone();
         let (meta, memory, rows) = blocking(move || {
             // Data, applied index and membership from one read transaction: one consistent
             // point.
@@ -239,7 +238,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
                 meta: meta.clone(),
                 memory,
             },
-            written,
+            self.side_path("tmp"),
         )?;
         tracing::info!(snapshot = %meta.snapshot_id, rows, "built snapshot");
         self.open_current()?
@@ -366,20 +365,23 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let store = self.store.clone();
         let owned_meta = meta.clone();
         let (memory, file) = blocking(move || {
-            let txn = store.begin_write().map_err(io_write)?;
-            let (rows, memory, file) = match *snapshot {
-                SnapshotData::Memory(c) => {
-                    let bytes = c.into_inner();
-                    let rows = import(&txn, &mut bytes.as_slice())?;
-                    (rows, Some(Arc::new(bytes)), None)
-                }
+            let (memory, file) = match *snapshot {
+                SnapshotData::Memory(c) => (Some(Arc::new(c.into_inner())), None),
                 SnapshotData::File { file, path, .. } => {
                     file.sync_all().map_err(io_write)?;
-                    let mut r = std::io::BufReader::with_capacity(1 << 20, &file);
-                    r.seek(std::io::SeekFrom::Start(0)).map_err(io_read)?;
-                    (import(&txn, &mut r)?, None, Some(path))
+                    (None, Some((file, path)))
                 }
             };
+            let txn = store.begin_write().map_err(io_write)?;
+            let rows = match (&memory, &file) {
+                (Some(bytes), _) => import(&txn, &mut bytes.as_slice()),
+                (None, Some((f, _))) => {
+                    let mut r = std::io::BufReader::with_capacity(1 << 20, f);
+                    r.seek(std::io::SeekFrom::Start(0)).map_err(io_read)?;
+                    import(&txn, &mut r)
+                }
+                (None, None) => unreachable!("a snapshot is in memory or in a file"),
+            }?;
             {
                 let mut sm = txn.open_table(RAFT_SM).map_err(io_write)?;
                 let la = serde_json::to_vec(&owned_meta.last_log_id).map_err(io_write)?;
@@ -389,7 +391,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             }
             txn.commit().map_err(io_write)?;
             tracing::debug!(rows, "snapshot rows installed");
-            Ok((memory, file))
+            Ok((memory, file.map(|(_, p)| p)))
         })
         .await?;
         self.set_current(
