@@ -14,7 +14,7 @@
 #   HALTER_CLUSTER_DIR  state directory (default .halter-cluster, relative to the current
 #                       directory): node{1,2,3}/ data, node{N}.log, node{N}.pid, cluster.env
 #   HALTER_BASE_PORT    fixed ports: client addresses BASE..BASE+2, peer addresses
-#                       BASE+10..BASE+12 (default: free ports chosen by the OS)
+#                       BASE+10..BASE+12 (default: free ports below the ephemeral range)
 #   HALTER_PY           python with grpcio, for the readiness check
 #                       (default target/wire-venv/bin/python, created by tests/wire/run.sh)
 #   HALTER_UP_TIMEOUT   seconds `up` waits for a leader to serve on every node (default 30)
@@ -102,13 +102,20 @@ choose_ports() {
     local b="$HALTER_BASE_PORT"
     ports="$b $((b + 1)) $((b + 2)) $((b + 10)) $((b + 11)) $((b + 12))"
   else
-    # Six distinct free ports: all sockets stay bound until every port is chosen.
+    # Six distinct free ports below Linux's ephemeral range (32768-60999): a port from bind(0)
+    # could be taken by an outgoing connection (one node dialling another) before its node binds
+    # it. All sockets stay bound until every port is chosen.
     ports="$(python3 - <<'PYEOF'
-import socket
+import os, random, socket
+rng = random.Random(os.getpid())
 socks = []
-for _ in range(6):
+while len(socks) < 6:
     s = socket.socket()
-    s.bind(("127.0.0.1", 0))
+    try:
+        s.bind(("127.0.0.1", rng.randrange(10000, 32768)))
+    except OSError:
+        s.close()
+        continue
     socks.append(s)
 print(" ".join(str(s.getsockname()[1]) for s in socks))
 for s in socks:

@@ -5,6 +5,7 @@
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use halter_api::halter::{cluster_client::ClusterClient, ClusterStatus, Empty};
@@ -25,12 +26,22 @@ pub struct Cluster {
     pub extra_args: Vec<String>,
 }
 
+/// A port below Linux's ephemeral range (32768-60999). A port the OS picks for `bind(0)` lies in
+/// that range, and between choosing it and the node binding it an outgoing connection of any
+/// process on the machine (nextest runs several cluster tests at once) could take it; the node
+/// then fails to start and the test waits in vain for a leader. Each test process walks its own
+/// sequence from a pid-derived start and hands out a port only if it can be bound now.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 10_000;
+    const SPAN: u32 = 32_768 - LOW;
+    let start = std::process::id().wrapping_mul(7_919) % SPAN;
+    loop {
+        let port = (LOW + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 impl Cluster {
@@ -122,6 +133,21 @@ impl Cluster {
         .unwrap_or_default()
     }
 
+    /// The last `n` lines of every node's log, for a failure message.
+    pub fn log_tails(&self, n: usize) -> String {
+        let mut out = String::new();
+        for i in 0..self.nodes.len() {
+            let log = self.log(i);
+            let lines: Vec<&str> = log.lines().collect();
+            out.push_str(&format!("--- node {} ---\n", self.nodes[i].id));
+            for l in &lines[lines.len().saturating_sub(n)..] {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
     pub async fn client(&self, i: usize) -> LittleHorseClient<Channel> {
         let ch = halter_node::raft::network::channel(&self.nodes[i].client_addr).unwrap();
         LittleHorseClient::new(ch)
@@ -158,7 +184,8 @@ impl Cluster {
             }
             assert!(
                 start.elapsed() < timeout,
-                "no agreed leader within {timeout:?}: {leaders:?}"
+                "no agreed leader within {timeout:?}: {leaders:?}\n{}",
+                self.log_tails(8)
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
