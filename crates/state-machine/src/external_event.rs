@@ -192,11 +192,19 @@ pub fn put(ctx: &mut Ctx, req: &PutExternalEventRequest) -> HResult<ExternalEven
         )?;
     }
 
-    // Step 7: a live WfRun gets the event offered to its waiting nodes. A missing WfRun keeps
-    // it ("pre-emptive"): a WfRun created later with this id claims it on arrival.
+    // Step 7: a live WfRun is interrupted by the event, or else gets it offered to its waiting
+    // nodes. A missing WfRun keeps it ("pre-emptive"): a WfRun created later with this id
+    // claims it on arrival (an interrupt trigger put before its WfRun never fires).
     if let Some(mut run) = RunState::load(ctx, wf)? {
         if !is_terminal(run.wf_run.status()) {
-            interpreter::offer_events(ctx, &mut run, def_name)?;
+            let content = req.content.clone().unwrap_or_default();
+            let target = req.thread_run_number;
+            if interpreter::interrupts::trigger(ctx, &mut run, def_name, &id, &content, target)? {
+                claim_for_interrupt(ctx, &id)?;
+                interpreter::advance(ctx, &mut run)?;
+            } else {
+                interpreter::offer_events(ctx, &mut run, def_name)?;
+            }
         }
     }
     Ok(get(ctx, &id)?.and_then(|s| s.event).unwrap_or_default())
@@ -232,13 +240,45 @@ pub fn claim_oldest(
             break;
         }
     }
-    let Some((created, seq, guid, mut stored)) = found else {
+    let Some((created, seq, guid, stored)) = found else {
         return Ok(None);
     };
+    let at = Some((thread, position));
+    mark_claimed(ctx, (wf, def, guid.as_str()), created, seq, stored, at).map(Some)
+}
+
+/// The event `id` triggered an interrupt: it is claimed, by no NodeRun.
+pub fn claim_for_interrupt(ctx: &mut Ctx, id: &ExternalEventId) -> HResult<()> {
+    let Some(stored) = get(ctx, id)? else {
+        return Ok(());
+    };
+    let created = stored
+        .event
+        .as_ref()
+        .and_then(|e| e.created_at.as_ref())
+        .map(ms)
+        .unwrap_or_default();
+    let seq = stored.seq;
+    mark_claimed(ctx, key(id), created, seq, stored, None)?;
+    Ok(())
+}
+
+/// Moves an unclaimed event to claimed in every index; `at` is the claiming NodeRun's
+/// (thread, position).
+fn mark_claimed(
+    ctx: &mut Ctx,
+    (wf, def, guid): (&str, &str, &str),
+    created: i64,
+    seq: u64,
+    mut stored: StoredExternalEvent,
+    at: Option<(i32, i32)>,
+) -> HResult<ExternalEvent> {
     let mut event = stored.event.take().unwrap_or_default();
     event.claimed = true;
-    event.thread_run_number = Some(thread);
-    event.node_run_position = Some(position);
+    if let Some((thread, position)) = at {
+        event.thread_run_number = Some(thread);
+        event.node_run_position = Some(position);
+    }
     stored.event = Some(event.clone());
     ctx.tables
         .unclaimed_events
@@ -248,15 +288,11 @@ pub fn claim_oldest(
         .remove((def, false, created, seq))?;
     ctx.tables
         .events_by_def
-        .insert((def, true, created, seq), (wf, guid.as_str()))?;
-    codec::put(
-        &mut ctx.tables.external_events,
-        (wf, def, guid.as_str()),
-        &stored,
-    )?;
+        .insert((def, true, created, seq), (wf, guid))?;
+    codec::put(&mut ctx.tables.external_events, (wf, def, guid), &stored)?;
     // A claimed event stays with its WfRun: its retention no longer applies.
-    timers::cancel(ctx, &timers::event_retention_timer_id(wf, def, &guid))?;
-    Ok(Some(event))
+    timers::cancel(ctx, &timers::event_retention_timer_id(wf, def, guid))?;
+    Ok(event)
 }
 
 /// Removes an event and its index rows and timer.

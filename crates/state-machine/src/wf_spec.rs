@@ -9,12 +9,15 @@ use halter_api::halter::Command;
 use halter_api::limits::{MAX_ASSIGNMENT_DEPTH, MAX_SPEC_ITEMS};
 use halter_api::littlehorse::{
     edge::EdgeCondition,
-    exit_node, node,
+    exit_node,
+    failure_handler_def::{FailureToCatch, LhFailureType},
+    node,
     sleep_node::SleepLength,
     variable_assignment,
     variable_mutation::{self, RhsValue},
-    AllowedUpdateType, DeleteWfSpecRequest, LhStatus, MetadataStatus, Node, PutWfSpecRequest,
-    ThreadSpec, VariableAssignment, VariableMutationType, WfSpec, WfSpecId,
+    AllowedUpdateType, DeleteWfSpecRequest, FailureHandlerDef, LhStatus, MetadataStatus, Node,
+    PutWfSpecRequest, ThreadSpec, VariableAssignment, VariableMutationType, WaitForThreadsStrategy,
+    WfSpec, WfSpecId,
 };
 use halter_api::names::check_name;
 use halter_api::values;
@@ -35,6 +38,10 @@ struct Checker<'a, 'b, 't> {
     ctx: &'a Ctx<'b, 't>,
     thread: &'a str,
     spec: &'a ThreadSpec,
+    /// Every ThreadSpec of the WfSpec: handlers and child threads name them.
+    all: &'a std::collections::BTreeMap<String, ThreadSpec>,
+    /// The variables a thread may use: its own and those of any thread it may run under (names
+    /// are unique across the WfSpec, except `INPUT`).
     vars: BTreeSet<&'a str>,
 }
 
@@ -133,11 +140,32 @@ impl Checker<'_, '_, '_> {
         }
     }
 
+    fn handler(&self, node: &str, h: &FailureHandlerDef) -> Result<(), Rejection> {
+        if !self.all.contains_key(&h.handler_spec_name) {
+            return Err(self.err(
+                Some(node),
+                format!(
+                    "failure handler thread '{}' is not one of the thread_specs",
+                    h.handler_spec_name
+                ),
+            ));
+        }
+        match &h.failure_to_catch {
+            Some(FailureToCatch::SpecificFailure(f)) => {
+                check_local_name("failure name", f).map_err(|e| self.err(Some(node), e))
+            }
+            Some(FailureToCatch::AnyFailureOfType(k)) => LhFailureType::try_from(*k)
+                .map(|_| ())
+                .map_err(|_| self.err(Some(node), format!("unknown failure type {k}"))),
+            None => Ok(()),
+        }
+    }
+
     fn node(&self, name: &str, n: &Node) -> Result<bool, Rejection> {
         use node::Node as N;
         check_local_name("node name", name).map_err(|e| self.err(None, e))?;
-        if !n.failure_handlers.is_empty() {
-            return Err(self.err(Some(name), "failure handlers are not supported yet"));
+        for h in &n.failure_handlers {
+            self.handler(name, h)?;
         }
         for edge in &n.outgoing_edges {
             if !self.spec.nodes.contains_key(&edge.sink_node_name) {
@@ -272,17 +300,62 @@ impl Checker<'_, '_, '_> {
             Some(N::Task(_)) => {
                 return Err(self.err(Some(name), "TASK nodes are not supported yet"))
             }
-            Some(N::StartThread(_)) => {
-                return Err(self.err(
-                    Some(name),
-                    "START_THREAD nodes (child threads) are not supported yet",
-                ))
+            Some(N::StartThread(st)) => {
+                let Some(child) = self.all.get(&st.thread_spec_name) else {
+                    return Err(self.err(
+                        Some(name),
+                        format!(
+                            "START_THREAD of '{}', which is not one of the thread_specs",
+                            st.thread_spec_name
+                        ),
+                    ));
+                };
+                for (var, a) in &st.variables {
+                    let declared = child
+                        .variable_defs
+                        .iter()
+                        .filter_map(|v| v.var_def.as_ref())
+                        .any(|d| &d.name == var);
+                    if !declared {
+                        return Err(self.err(
+                            Some(name),
+                            format!(
+                                "variable '{var}' is not declared by thread '{}'",
+                                st.thread_spec_name
+                            ),
+                        ));
+                    }
+                    self.assignment(name, a, 0)?;
+                }
+                false
             }
-            Some(N::WaitForThreads(_)) => {
-                return Err(self.err(
-                    Some(name),
-                    "WAIT_FOR_THREADS nodes (child threads) are not supported yet",
-                ))
+            Some(N::WaitForThreads(w)) => {
+                use halter_api::littlehorse::wait_for_threads_node::ThreadsToWaitForOneOf as Which;
+                match &w.threads_to_wait_for {
+                    Some(Which::Threads(list)) => {
+                        if list.threads.is_empty() {
+                            return Err(self.err(Some(name), "WAIT_FOR_THREADS of no threads"));
+                        }
+                        for t in &list.threads {
+                            let a = t.thread_run_number.as_ref().ok_or_else(|| {
+                                self.err(Some(name), "a thread to wait for without a number")
+                            })?;
+                            self.assignment(name, a, 0)?;
+                        }
+                    }
+                    Some(Which::ThreadList(a)) => self.assignment(name, a, 0)?,
+                    None => return Err(self.err(Some(name), "WAIT_FOR_THREADS without threads")),
+                }
+                for h in &w.per_thread_failure_handlers {
+                    self.handler(name, h)?;
+                }
+                if WaitForThreadsStrategy::try_from(w.strategy).is_err() {
+                    return Err(self.err(
+                        Some(name),
+                        format!("unknown WAIT_FOR_THREADS strategy {}", w.strategy),
+                    ));
+                }
+                false
             }
             Some(N::UserTask(_)) => {
                 return Err(self.err(Some(name), "USER_TASK nodes are not supported"))
@@ -339,6 +412,7 @@ fn validate(ctx: &Ctx, req: &PutWfSpecRequest) -> Result<(), Rejection> {
             }
         }
     }
+    let mut declared_by = std::collections::BTreeMap::new();
     for (thread, spec) in &req.thread_specs {
         check_local_name("ThreadSpec name", thread)?;
         if spec.nodes.len() > MAX_SPEC_ITEMS {
@@ -346,11 +420,7 @@ fn validate(ctx: &Ctx, req: &PutWfSpecRequest) -> Result<(), Rejection> {
                 "thread '{thread}': more than {MAX_SPEC_ITEMS} nodes"
             )));
         }
-        if !spec.interrupt_defs.is_empty() {
-            return Err(invalid(format!(
-                "thread '{thread}': interrupts are not supported yet"
-            )));
-        }
+        interrupts(ctx, req, thread, spec)?;
         let mut vars = BTreeSet::new();
         for tv in &spec.variable_defs {
             let def = tv
@@ -380,11 +450,32 @@ fn validate(ctx: &Ctx, req: &PutWfSpecRequest) -> Result<(), Rejection> {
                     def.name
                 )));
             }
+            if def.name != "INPUT" {
+                if let Some(other) = declared_by.insert(def.name.as_str(), thread.as_str()) {
+                    return Err(invalid(format!(
+                        "thread '{thread}': variable '{}' is also declared by thread '{other}' (names are unique across the WfSpec, except INPUT)",
+                        def.name
+                    )));
+                }
+            }
+        }
+    }
+    let all_vars: BTreeSet<&str> = declared_by.keys().copied().collect();
+    for (thread, spec) in &req.thread_specs {
+        let mut vars = all_vars.clone();
+        if spec
+            .variable_defs
+            .iter()
+            .filter_map(|v| v.var_def.as_ref())
+            .any(|d| d.name == "INPUT")
+        {
+            vars.insert("INPUT");
         }
         let checker = Checker {
             ctx,
             thread,
             spec,
+            all: &req.thread_specs,
             vars,
         };
         let mut entrypoints = 0;
@@ -397,6 +488,91 @@ fn validate(ctx: &Ctx, req: &PutWfSpecRequest) -> Result<(), Rejection> {
             return Err(invalid(format!(
                 "thread '{thread}': needs exactly one ENTRYPOINT node, found {entrypoints}"
             )));
+        }
+    }
+    Ok(())
+}
+
+/// An interrupt's def exists and is used by no EXTERNAL_EVENT node of the WfSpec and by no
+/// other ThreadSpec's interrupts; its handler exists and declares at most `INPUT`.
+fn interrupts(
+    ctx: &Ctx,
+    req: &PutWfSpecRequest,
+    thread: &str,
+    spec: &ThreadSpec,
+) -> Result<(), Rejection> {
+    for i in &spec.interrupt_defs {
+        let def = i
+            .external_event_def_id
+            .as_ref()
+            .map(|d| d.name.as_str())
+            .unwrap_or_default();
+        let err = |m: String| invalid(format!("thread '{thread}', interrupt on '{def}': {m}"));
+        if codec::get::<_, halter_api::littlehorse::ExternalEventDef, _>(
+            &ctx.tables.external_event_defs,
+            def,
+        )
+        .map_err(|e| invalid(e.to_string()))?
+        .is_none()
+        {
+            return Err(err(format!("No ExternalEventDef named '{def}'")));
+        }
+        let Some(handler) = req.thread_specs.get(&i.handler_spec_name) else {
+            return Err(err(format!(
+                "handler thread '{}' is not one of the thread_specs",
+                i.handler_spec_name
+            )));
+        };
+        let hv: Vec<&str> = handler
+            .variable_defs
+            .iter()
+            .filter_map(|v| v.var_def.as_ref())
+            .map(|d| d.name.as_str())
+            .collect();
+        if hv.len() > 1 || hv.first().is_some_and(|n| *n != "INPUT") {
+            return Err(err(format!(
+                "handler thread '{}' may declare only one variable, named INPUT",
+                i.handler_spec_name
+            )));
+        }
+        for (other_thread, other) in &req.thread_specs {
+            for (node_name, n) in &other.nodes {
+                if let Some(node::Node::ExternalEvent(ee)) = &n.node {
+                    if ee
+                        .external_event_def_id
+                        .as_ref()
+                        .is_some_and(|d| d.name == def)
+                    {
+                        return Err(err(format!(
+                            "the def is also waited for by EXTERNAL_EVENT node '{node_name}' of thread '{other_thread}'; a def is either an interrupt trigger or an event to wait for"
+                        )));
+                    }
+                }
+            }
+            if other_thread != thread
+                && other.interrupt_defs.iter().any(|o| {
+                    o.external_event_def_id
+                        .as_ref()
+                        .is_some_and(|d| d.name == def)
+                })
+            {
+                return Err(err(format!(
+                    "thread '{other_thread}' also has an interrupt on it; a def triggers interrupts in at most one ThreadSpec"
+                )));
+            }
+        }
+        if spec
+            .interrupt_defs
+            .iter()
+            .filter(|o| {
+                o.external_event_def_id
+                    .as_ref()
+                    .is_some_and(|d| d.name == def)
+            })
+            .count()
+            > 1
+        {
+            return Err(err("declared twice in this thread".into()));
         }
     }
     Ok(())

@@ -529,35 +529,6 @@ fn s8_unsupported_features_are_refused_by_name() {
         h.rejected(Kind::PutWfSpec(with_task)),
         "TASK nodes are not supported yet",
     );
-    let mut with_interrupt = wait_spec("i", "e", None);
-    with_interrupt
-        .thread_specs
-        .get_mut("entrypoint")
-        .unwrap()
-        .interrupt_defs = vec![InterruptDef {
-        external_event_def_id: Some(ExternalEventDefId { name: "e".into() }),
-        handler_spec_name: "h".into(),
-    }];
-    invalid_containing(
-        h.rejected(Kind::PutWfSpec(with_interrupt)),
-        "interrupts are not supported yet",
-    );
-    let mut with_handler = wait_spec("f", "e", None);
-    with_handler
-        .thread_specs
-        .get_mut("entrypoint")
-        .unwrap()
-        .nodes
-        .get_mut("1-wait-EXTERNAL_EVENT")
-        .unwrap()
-        .failure_handlers = vec![FailureHandlerDef {
-        handler_spec_name: "h".into(),
-        failure_to_catch: None,
-    }];
-    invalid_containing(
-        h.rejected(Kind::PutWfSpec(with_handler)),
-        "failure handlers are not supported yet",
-    );
     let mut with_corr = wait_spec("c", "e", None);
     if let Some(node::Node::ExternalEvent(ee)) = &mut with_corr
         .thread_specs

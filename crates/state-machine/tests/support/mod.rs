@@ -193,12 +193,16 @@ impl Harness {
     }
 
     pub fn variable(&self, wf: &str, name: &str) -> VariableValue {
+        self.thread_variable(wf, 0, name)
+    }
+
+    pub fn thread_variable(&self, wf: &str, thread: i32, name: &str) -> VariableValue {
         self.read(|t| {
             query::get_variable(
                 t,
                 &VariableId {
                     wf_run_id: Some(wf_id(wf)),
-                    thread_run_number: 0,
+                    thread_run_number: thread,
                     name: name.into(),
                 },
             )
@@ -206,6 +210,15 @@ impl Harness {
             .value
             .unwrap_or_default()
         })
+    }
+
+    /// Thread `n` of WfRun `wf`.
+    pub fn thread_run(&self, wf: &str, n: i32) -> ThreadRun {
+        self.wf_run(wf)
+            .thread_runs
+            .into_iter()
+            .find(|t| t.number == n)
+            .unwrap_or_else(|| panic!("WfRun {wf} has no thread {n}"))
     }
 
     pub fn event(&self, wf: &str, def: &str, guid: &str) -> ExternalEvent {
@@ -310,9 +323,9 @@ pub fn var_def(name: &str, ty: VariableType, required: bool) -> ThreadVarDef {
     }
 }
 
-/// A spec with one thread `entrypoint` made of `nodes`.
-pub fn spec(name: &str, nodes: Vec<(&str, Node)>, vars: Vec<ThreadVarDef>) -> PutWfSpecRequest {
-    let thread = ThreadSpec {
+/// A ThreadSpec made of `nodes`.
+pub fn thread(nodes: Vec<(&str, Node)>, vars: Vec<ThreadVarDef>) -> ThreadSpec {
+    ThreadSpec {
         nodes: nodes
             .into_iter()
             .map(|(n, node)| (n.to_string(), node))
@@ -320,7 +333,12 @@ pub fn spec(name: &str, nodes: Vec<(&str, Node)>, vars: Vec<ThreadVarDef>) -> Pu
         variable_defs: vars,
         interrupt_defs: vec![],
         retention_policy: None,
-    };
+    }
+}
+
+/// A spec with one thread `entrypoint` made of `nodes`.
+pub fn spec(name: &str, nodes: Vec<(&str, Node)>, vars: Vec<ThreadVarDef>) -> PutWfSpecRequest {
+    let thread = thread(nodes, vars);
     PutWfSpecRequest {
         name: name.into(),
         thread_specs: BTreeMap::from([("entrypoint".to_string(), thread)]),

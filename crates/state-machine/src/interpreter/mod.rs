@@ -3,6 +3,16 @@
 //! A thread is RUNNING while its current NodeRun is waiting (an EXTERNAL_EVENT without its
 //! event, a SLEEP not matured) or about to move on. [`advance`] moves every RUNNING thread
 //! until each one waits or ends; it is called after every change that can unblock a thread.
+//!
+//! A failed NodeRun does not end its thread directly: it is left failed, and `advance` decides
+//! what the failure means (a handler, or the thread's end) in [`failures`]. Threads, their halt
+//! reasons and what a thread's end means for its parent are in [`threads`]; child threads in
+//! [`child_threads`]; interrupts in [`interrupts`].
+
+mod child_threads;
+pub mod failures;
+pub mod interrupts;
+pub mod threads;
 
 use halter_api::halter::{timer, NodeRunTimer};
 use halter_api::limits::MAX_STEPS_PER_COMMAND;
@@ -10,8 +20,7 @@ use halter_api::littlehorse::{
     edge::EdgeCondition, exit_node, node, node_run::NodeType, sleep_node::SleepLength,
     thread_halt_reason, variable_mutation::RhsValue, variable_value::Value, Comparator, Edge,
     EntrypointRun, ExitRun, ExternalEventNodeRun, Failure, LhErrorType, LhStatus, NodeRun,
-    NodeRunId, SleepNodeRun, ThreadHaltReason, ThreadRun, ThreadType, VariableMutationType,
-    VariableValue, WfRunId,
+    NodeRunId, SleepNodeRun, ThreadRun, ThreadType, VariableMutationType, VariableValue, WfRunId,
 };
 use halter_api::values;
 use halter_storage::codec;
@@ -31,7 +40,7 @@ pub fn is_error(failure_name: &str) -> bool {
     LhErrorType::from_str_name(failure_name).is_some()
 }
 
-fn failure_status(failure_name: &str) -> LhStatus {
+pub(crate) fn failure_status(failure_name: &str) -> LhStatus {
     if is_error(failure_name) {
         LhStatus::Error
     } else {
@@ -40,7 +49,7 @@ fn failure_status(failure_name: &str) -> LhStatus {
 }
 
 /// Reads variables and node outputs as one thread sees them.
-struct ThreadScope<'a, 'b, 't> {
+pub(crate) struct ThreadScope<'a, 'b, 't> {
     ctx: &'a Ctx<'b, 't>,
     wf: &'a str,
     /// The thread, then its parent, grandparent...: where variables are looked up.
@@ -48,7 +57,7 @@ struct ThreadScope<'a, 'b, 't> {
 }
 
 impl<'a, 'b, 't> ThreadScope<'a, 'b, 't> {
-    fn new(ctx: &'a Ctx<'b, 't>, run: &'a RunState, thread: i32) -> Self {
+    pub(crate) fn new(ctx: &'a Ctx<'b, 't>, run: &'a RunState, thread: i32) -> Self {
         let mut chain = vec![thread];
         let mut cur = run.threads.get(&thread).and_then(|t| t.parent_thread_id);
         while let Some(p) = cur {
@@ -104,8 +113,14 @@ impl Scope for ThreadScope<'_, '_, '_> {
     }
 }
 
-/// What a completed NodeRun produced: an EXTERNAL_EVENT's event content; null for the rest.
+/// What a completed NodeRun produced: an EXTERNAL_EVENT's event content, a START_THREAD's child
+/// thread number; null for the rest.
 pub fn output_of(ctx: &Ctx, nr: &NodeRun) -> HResult<VariableValue> {
+    if let Some(NodeType::StartThread(s)) = &nr.node_type {
+        if let Some(n) = s.child_thread_id {
+            return Ok(values::int(n as i64));
+        }
+    }
     if let Some(NodeType::ExternalEvent(e)) = &nr.node_type {
         if let Some(id) = &e.external_event_id {
             if let Some(stored) = external_event::get(ctx, id)? {
@@ -161,10 +176,9 @@ fn node_run_id(run: &RunState, thread: i32, position: i32) -> NodeRunId {
     }
 }
 
-/// Marks `nr` failed and fails its thread (no failure handlers yet).
-fn fail_node(
+/// Marks `nr` failed and writes it; `advance` then handles the failure (see [`failures`]).
+pub(crate) fn fail_node(
     ctx: &mut Ctx,
-    run: &mut RunState,
     nr: &mut NodeRun,
     name: &str,
     message: String,
@@ -177,16 +191,10 @@ fn fail_node(
         message: message.clone(),
         ..Default::default()
     });
-    put_node(ctx, nr)?;
-    let thread = nr
-        .id
-        .as_ref()
-        .map(|i| i.thread_run_number)
-        .unwrap_or_default();
-    fail_thread(ctx, run, thread, name, message)
+    put_node(ctx, nr)
 }
 
-fn complete_node(ctx: &Ctx, nr: &mut NodeRun) {
+pub(crate) fn complete_node(ctx: &Ctx, nr: &mut NodeRun) {
     nr.status = LhStatus::Completed as i32;
     nr.end_time = Some(ts(ctx.now_ms));
 }
@@ -207,7 +215,7 @@ fn arrive(
         .and_then(|t| t.nodes.get(node_name))
         .cloned()
     else {
-        return fail_thread(
+        return threads::fail_thread(
             ctx,
             run,
             thread,
@@ -249,7 +257,6 @@ fn arrive(
                         Some(Err(e)) => {
                             return fail_node(
                                 ctx,
-                                run,
                                 &mut nr,
                                 LhErrorType::VarSubError.as_str_name(),
                                 e,
@@ -260,34 +267,12 @@ fn arrive(
                     }
                     nr.status = failure_status(&f.failure_name) as i32;
                     nr.end_time = Some(ts(ctx.now_ms));
+                    nr.error_message = Some(f.message.clone());
                     nr.failures.push(failure);
-                    put_node(ctx, &nr)?;
-                    return fail_thread(ctx, run, thread, &f.failure_name, f.message);
+                    return put_node(ctx, &nr);
                 }
-                Some(exit_node::Result::ReturnContent(a)) => {
-                    let mut scope = ThreadScope::new(ctx, run, thread);
-                    match expr::eval(&a, &mut scope) {
-                        Ok(v) => {
-                            complete_node(ctx, &mut nr);
-                            put_node(ctx, &nr)?;
-                            return complete_thread(ctx, run, thread, Some(v));
-                        }
-                        Err(e) => {
-                            return fail_node(
-                                ctx,
-                                run,
-                                &mut nr,
-                                LhErrorType::VarSubError.as_str_name(),
-                                e,
-                            )
-                        }
-                    }
-                }
-                None => {
-                    complete_node(ctx, &mut nr);
-                    put_node(ctx, &nr)?;
-                    return complete_thread(ctx, run, thread, None);
-                }
+                // The thread ends once its children have (see `child_threads::check_exit`).
+                _ => return put_node(ctx, &nr),
             }
         }
         Some(node::Node::ExternalEvent(ee)) => {
@@ -314,16 +299,10 @@ fn arrive(
                             "timeout_seconds must be an INT, got {}",
                             values::type_name(values::type_of(&other))
                         );
-                        return fail_node(
-                            ctx,
-                            run,
-                            &mut nr,
-                            LhErrorType::VarError.as_str_name(),
-                            msg,
-                        );
+                        return fail_node(ctx, &mut nr, LhErrorType::VarError.as_str_name(), msg);
                     }
                     Err(e) => {
-                        return fail_node(ctx, run, &mut nr, LhErrorType::VarError.as_str_name(), e)
+                        return fail_node(ctx, &mut nr, LhErrorType::VarError.as_str_name(), e)
                     }
                 }
             }
@@ -363,9 +342,7 @@ fn arrive(
             };
             let due = match due {
                 Ok(d) => d,
-                Err(e) => {
-                    return fail_node(ctx, run, &mut nr, LhErrorType::VarError.as_str_name(), e)
-                }
+                Err(e) => return fail_node(ctx, &mut nr, LhErrorType::VarError.as_str_name(), e),
             };
             let matured = due <= ctx.now_ms;
             nr.node_type = Some(NodeType::Sleep(SleepNodeRun {
@@ -378,11 +355,16 @@ fn arrive(
                 arm_node_timer(ctx, run.id(), thread, position, due)?;
             }
         }
+        Some(node::Node::StartThread(st)) => {
+            return child_threads::start(ctx, run, thread, &st, nr);
+        }
+        Some(node::Node::WaitForThreads(w)) => {
+            return child_threads::enter(ctx, run, thread, &w, nr);
+        }
         // PutWfSpec refuses every other node type, so a stored spec never has one.
         _ => {
             return fail_node(
                 ctx,
-                run,
                 &mut nr,
                 LhErrorType::InternalError.as_str_name(),
                 "node type not supported".into(),
@@ -404,7 +386,7 @@ fn arm_node_timer(ctx: &mut Ctx, wf: &str, thread: i32, position: i32, due: i64)
 
 /// Lets a waiting EXTERNAL_EVENT NodeRun claim the oldest matching unclaimed event. Completes
 /// `nr` (not yet written) and returns true if it claimed one.
-fn try_claim(ctx: &mut Ctx, wf: &str, thread: i32, nr: &mut NodeRun) -> HResult<bool> {
+pub(crate) fn try_claim(ctx: &mut Ctx, wf: &str, thread: i32, nr: &mut NodeRun) -> HResult<bool> {
     let Some(NodeType::ExternalEvent(ee)) = &mut nr.node_type else {
         return Ok(false);
     };
@@ -520,7 +502,7 @@ pub fn advance(ctx: &mut Ctx, run: &mut RunState) -> HResult<()> {
                 LhStatus::Completed => {
                     steps += 1;
                     if steps > MAX_STEPS_PER_COMMAND {
-                        fail_thread(
+                        threads::fail_thread(
                             ctx,
                             run,
                             t,
@@ -530,23 +512,19 @@ pub fn advance(ctx: &mut Ctx, run: &mut RunState) -> HResult<()> {
                             ),
                         )?;
                     } else {
-                        take_edge(ctx, run, t, &nr)?;
+                        take_edge(ctx, run, t, &nr, true)?;
                     }
                     progressed = true;
                 }
                 LhStatus::Error | LhStatus::Exception => {
-                    let (name, msg) = nr
-                        .failures
-                        .last()
-                        .map(|f| (f.failure_name.clone(), f.message.clone()))
-                        .unwrap_or_else(|| {
-                            (
-                                LhErrorType::InternalError.as_str_name().into(),
-                                "node failed".into(),
-                            )
-                        });
-                    fail_thread(ctx, run, t, &name, msg)?;
-                    progressed = true;
+                    steps += 1;
+                    progressed |= failures::on_failed_node(ctx, run, t, nr)?;
+                }
+                LhStatus::Running if matches!(nr.node_type, Some(NodeType::WaitForThreads(_))) => {
+                    progressed |= child_threads::check(ctx, run, t, nr)?;
+                }
+                LhStatus::Running if matches!(nr.node_type, Some(NodeType::Exit(_))) => {
+                    progressed |= child_threads::check_exit(ctx, run, t, nr)?;
                 }
                 _ => {}
             }
@@ -573,9 +551,16 @@ fn edge_matches(edge: &Edge, scope: &mut dyn Scope) -> Result<bool, String> {
     }
 }
 
-/// Leaves the completed NodeRun `nr` along its first matching edge, applying the edge's
-/// variable mutations, and enters the next node.
-fn take_edge(ctx: &mut Ctx, run: &mut RunState, thread: i32, nr: &NodeRun) -> HResult<()> {
+/// Leaves the NodeRun `nr` (completed, or failed with a handled failure) along its first
+/// matching edge and enters the next node. The edge's variable mutations apply only if
+/// `mutations` (a handled failure skips them: the node produced no output).
+pub(crate) fn take_edge(
+    ctx: &mut Ctx,
+    run: &mut RunState,
+    thread: i32,
+    nr: &NodeRun,
+    mutations: bool,
+) -> HResult<()> {
     let Some(node) = run
         .spec
         .thread_specs
@@ -583,7 +568,7 @@ fn take_edge(ctx: &mut Ctx, run: &mut RunState, thread: i32, nr: &NodeRun) -> HR
         .and_then(|t| t.nodes.get(&nr.node_name))
         .cloned()
     else {
-        return fail_thread(
+        return threads::fail_thread(
             ctx,
             run,
             thread,
@@ -602,7 +587,7 @@ fn take_edge(ctx: &mut Ctx, run: &mut RunState, thread: i32, nr: &NodeRun) -> HR
                 }
                 Ok(false) => {}
                 Err(e) => {
-                    return fail_thread(
+                    return threads::fail_thread(
                         ctx,
                         run,
                         thread,
@@ -614,7 +599,7 @@ fn take_edge(ctx: &mut Ctx, run: &mut RunState, thread: i32, nr: &NodeRun) -> HR
         }
     }
     let Some(edge) = chosen else {
-        return fail_thread(
+        return threads::fail_thread(
             ctx,
             run,
             thread,
@@ -625,7 +610,7 @@ fn take_edge(ctx: &mut Ctx, run: &mut RunState, thread: i32, nr: &NodeRun) -> HR
     // Compute every mutation first, then write them all: a failing mutation changes nothing.
     let output = output_of(ctx, nr)?;
     let mut writes = Vec::new();
-    {
+    if mutations {
         let scope = ThreadScope::new(ctx, run, thread);
         let mut scope = scope;
         for m in &edge.variable_mutations {
@@ -658,7 +643,7 @@ fn take_edge(ctx: &mut Ctx, run: &mut RunState, thread: i32, nr: &NodeRun) -> HR
             match result {
                 Ok(w) => writes.push(w),
                 Err(e) => {
-                    return fail_thread(
+                    return threads::fail_thread(
                         ctx,
                         run,
                         thread,
@@ -701,44 +686,8 @@ fn declared_type_of(
         .and_then(|d| values::declared_type(d).map_err(str::to_string))
 }
 
-fn fail_thread(
-    ctx: &mut Ctx,
-    run: &mut RunState,
-    thread: i32,
-    name: &str,
-    message: String,
-) -> HResult<()> {
-    let st = failure_status(name);
-    if let Some(t) = run.threads.get_mut(&thread) {
-        t.status = st as i32;
-        t.end_time = Some(ts(ctx.now_ms));
-        t.error_message = Some(format!("{name}: {message}"));
-    }
-    if thread == 0 {
-        finish_wf_run(ctx, run, st)?;
-    }
-    Ok(())
-}
-
-fn complete_thread(
-    ctx: &mut Ctx,
-    run: &mut RunState,
-    thread: i32,
-    output: Option<VariableValue>,
-) -> HResult<()> {
-    if let Some(t) = run.threads.get_mut(&thread) {
-        t.status = LhStatus::Completed as i32;
-        t.end_time = Some(ts(ctx.now_ms));
-        t.output = output;
-    }
-    if thread == 0 {
-        finish_wf_run(ctx, run, LhStatus::Completed)?;
-    }
-    Ok(())
-}
-
 /// The entrypoint thread ended: the WfRun ends with it, and its retention starts.
-fn finish_wf_run(ctx: &mut Ctx, run: &mut RunState, st: LhStatus) -> HResult<()> {
+pub(crate) fn finish_wf_run(ctx: &mut Ctx, run: &mut RunState, st: LhStatus) -> HResult<()> {
     run.wf_run.status = st as i32;
     run.wf_run.end_time = Some(ts(ctx.now_ms));
     use halter_api::littlehorse::workflow_retention_policy::WfGcPolicy;
@@ -756,74 +705,38 @@ fn finish_wf_run(ctx: &mut Ctx, run: &mut RunState, st: LhStatus) -> HResult<()>
     Ok(())
 }
 
-/// The threads a Stop/Resume of `thread` acts on: all of them for the entrypoint thread.
-fn stop_targets(run: &RunState, thread: i32) -> Vec<i32> {
-    if thread == 0 {
-        run.threads.keys().copied().collect()
-    } else {
-        vec![thread]
-    }
-}
-
-/// StopWfRun: halts the thread (all threads when it is the entrypoint thread).
+/// StopWfRun: halts the thread and its descendants; for the entrypoint thread, every thread
+/// of the WfRun (handlers included) and the WfRun itself.
 pub fn halt(ctx: &mut Ctx, run: &mut RunState, thread: i32) -> HResult<()> {
-    let wf = run.id().to_string();
-    let targets = stop_targets(run, thread);
-    for t in targets {
-        let Some(th) = run.threads.get_mut(&t) else {
-            continue;
-        };
-        if status(th.status) != LhStatus::Running {
-            continue;
+    let manual = || thread_halt_reason::Reason::ManualHalt(Default::default());
+    if thread == 0 {
+        let all: Vec<i32> = run.threads.keys().copied().collect();
+        for t in all {
+            threads::halt_thread(ctx, run, t, manual(), false)?;
         }
-        th.status = LhStatus::Halted as i32;
-        th.halt_reasons.push(ThreadHaltReason {
-            reason: Some(thread_halt_reason::Reason::ManualHalt(Default::default())),
-        });
-        let pos = th.current_node_position;
-        if let Some(mut nr) = get_node(ctx, &wf, t, pos)? {
-            if status(nr.status) == LhStatus::Running {
-                nr.status = LhStatus::Halted as i32;
-                put_node(ctx, &nr)?;
-            }
+        if status(run.wf_run.status) == LhStatus::Running {
+            run.wf_run.status = LhStatus::Halted as i32;
         }
-    }
-    if thread == 0 && status(run.wf_run.status) == LhStatus::Running {
-        run.wf_run.status = LhStatus::Halted as i32;
+    } else {
+        threads::halt_thread(ctx, run, thread, manual(), true)?;
     }
     run.save(ctx)
 }
 
 /// ResumeWfRun: the reverse of [`halt`]; a resumed EXTERNAL_EVENT waits (and claims) again.
 pub fn resume(ctx: &mut Ctx, run: &mut RunState, thread: i32) -> HResult<()> {
-    let wf = run.id().to_string();
-    let targets = stop_targets(run, thread);
-    for t in targets {
-        let Some(th) = run.threads.get_mut(&t) else {
-            continue;
-        };
-        if status(th.status) != LhStatus::Halted {
-            continue;
+    let manual =
+        |r: &thread_halt_reason::Reason| matches!(r, thread_halt_reason::Reason::ManualHalt(_));
+    if thread == 0 {
+        let all: Vec<i32> = run.threads.keys().copied().collect();
+        for t in all {
+            threads::unhalt_thread(ctx, run, t, &manual)?;
         }
-        th.status = LhStatus::Running as i32;
-        th.halt_reasons
-            .retain(|r| !matches!(r.reason, Some(thread_halt_reason::Reason::ManualHalt(_))));
-        let pos = th.current_node_position;
-        if let Some(mut nr) = get_node(ctx, &wf, t, pos)? {
-            if status(nr.status) == LhStatus::Halted {
-                nr.status = LhStatus::Running as i32;
-                if let Some(NodeType::Sleep(s)) = &nr.node_type {
-                    if s.matured {
-                        complete_node(ctx, &mut nr);
-                    }
-                }
-                try_claim(ctx, &wf, t, &mut nr)?;
-                put_node(ctx, &nr)?;
-            }
+        if status(run.wf_run.status) == LhStatus::Halted {
+            run.wf_run.status = LhStatus::Running as i32;
         }
-    }
-    if thread == 0 && status(run.wf_run.status) == LhStatus::Halted {
-        run.wf_run.status = LhStatus::Running as i32;
+    } else {
+        threads::unhalt_thread(ctx, run, thread, &manual)?;
     }
     advance(ctx, run)
 }

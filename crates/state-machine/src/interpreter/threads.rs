@@ -1,0 +1,380 @@
+//! ThreadRuns: creating them, halting and resuming them for a reason, and what a thread's end
+//! means for its parent (semantics §§5, 6, 8).
+//!
+//! A thread is HALTED exactly while it has at least one halt reason; every reason is removed by
+//! the event that ends it (a handler completing, a ResumeWfRun, the parent resuming), so a
+//! thread halted for two reasons runs again only when both are gone. Halting a thread halts its
+//! descendants with `ParentHalted`, except the handler thread the halt waits for.
+
+use std::collections::BTreeMap;
+
+use halter_api::littlehorse::{
+    thread_halt_reason::Reason, Failure, FailureBeingHandled, LhStatus, ParentHalted,
+    ThreadHaltReason, ThreadType, Variable, VariableId, VariableValue, WfRunId,
+};
+use halter_api::values;
+
+use crate::ctx::Ctx;
+use crate::error::HResult;
+use crate::run_state::{get_node, put_node, put_variable, status, RunState};
+use crate::time::ts;
+use crate::wf_run::is_terminal;
+
+use super::{complete_node, failure_status, finish_wf_run, start_thread, try_claim};
+use halter_api::littlehorse::node_run::NodeType;
+
+/// Why a new thread exists beyond its type: what it handles, what triggered it.
+#[derive(Default)]
+pub struct Origin {
+    pub failure_being_handled: Option<FailureBeingHandled>,
+    pub interrupt_trigger_id: Option<halter_api::littlehorse::ExternalEventId>,
+}
+
+/// Creates a thread of `thread_spec_name` under `parent` with its variables, enters its
+/// ENTRYPOINT and returns its number. Variables come from `given` (each must be declared and of
+/// the declared type), then from defaults; a missing required one is an error and creates
+/// nothing.
+pub fn spawn(
+    ctx: &mut Ctx,
+    run: &mut RunState,
+    thread_spec_name: &str,
+    parent: i32,
+    ty: ThreadType,
+    given: &BTreeMap<String, VariableValue>,
+    origin: Origin,
+) -> HResult<Result<i32, String>> {
+    let Some(spec) = run.spec.thread_specs.get(thread_spec_name) else {
+        return Ok(Err(format!("no thread spec '{thread_spec_name}'")));
+    };
+    let mut vars = Vec::new();
+    for tv in &spec.variable_defs {
+        let Some(def) = &tv.var_def else { continue };
+        let ty = match values::declared_type(def) {
+            Ok(t) => t,
+            Err(w) => return Ok(Err(format!("variable '{}': {w}", def.name))),
+        };
+        let value = match given.get(&def.name) {
+            Some(v) if values::admits(ty, v) => v.clone(),
+            Some(v) => {
+                return Ok(Err(format!(
+                    "variable '{}' of thread '{thread_spec_name}' must be {}, got {}",
+                    def.name,
+                    ty.as_str_name(),
+                    values::type_name(values::type_of(v))
+                )))
+            }
+            None if tv.required => {
+                return Ok(Err(format!(
+                    "required variable '{}' of thread '{thread_spec_name}' is missing",
+                    def.name
+                )))
+            }
+            None => def.default_value.clone().unwrap_or_default(),
+        };
+        vars.push((def.name.clone(), value, def.masked_value.unwrap_or(false)));
+    }
+    if let Some(unknown) = given.keys().find(|k| !vars.iter().any(|(n, _, _)| n == *k)) {
+        return Ok(Err(format!(
+            "variable '{unknown}' is not declared by thread '{thread_spec_name}'"
+        )));
+    }
+    let number = run.wf_run.greatest_threadrun_number + 1;
+    run.wf_run.greatest_threadrun_number = number;
+    for (name, value, masked) in vars {
+        put_variable(
+            ctx,
+            &Variable {
+                id: Some(VariableId {
+                    wf_run_id: Some(WfRunId {
+                        id: run.id().to_string(),
+                        parent_wf_run_id: None,
+                    }),
+                    thread_run_number: number,
+                    name,
+                }),
+                value: Some(value),
+                created_at: Some(ts(ctx.now_ms)),
+                wf_spec_id: run.spec.id.clone(),
+                masked,
+            },
+        )?;
+    }
+    if let Some(p) = run.threads.get_mut(&parent) {
+        p.child_thread_ids.push(number);
+    }
+    start_thread(ctx, run, number, thread_spec_name, Some(parent), ty)?;
+    if let Some(t) = run.threads.get_mut(&number) {
+        t.failure_being_handled = origin.failure_being_handled;
+        t.interrupt_trigger_id = origin.interrupt_trigger_id;
+    }
+    Ok(Ok(number))
+}
+
+fn children(run: &RunState, t: i32) -> Vec<i32> {
+    run.threads
+        .values()
+        .filter(|c| c.parent_thread_id == Some(t) && !is_terminal(status(c.status)))
+        .map(|c| c.number)
+        .collect()
+}
+
+/// The children thread `t` waits for while halted: the handlers its halt reasons name. They
+/// keep running when `t` halts.
+fn awaited_handlers(run: &RunState, t: i32) -> Vec<i32> {
+    run.threads
+        .get(&t)
+        .map(|th| {
+            th.halt_reasons
+                .iter()
+                .filter_map(|r| match &r.reason {
+                    Some(Reason::HandlingFailure(h)) => Some(h.handler_thread_id),
+                    Some(Reason::Interrupted(i)) => Some(i.interrupt_thread_id),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn parent_halted(t: i32) -> Reason {
+    Reason::ParentHalted(ParentHalted {
+        parent_thread_id: t,
+    })
+}
+
+/// Adds `reason` to thread `t`; a RUNNING thread goes HALTED with its current NodeRun. Unless
+/// `propagate` is false its descendants halt too (reason `ParentHalted`), except the handlers
+/// `t` waits for.
+pub fn halt_thread(
+    ctx: &mut Ctx,
+    run: &mut RunState,
+    t: i32,
+    reason: Reason,
+    propagate: bool,
+) -> HResult<()> {
+    let wf = run.id().to_string();
+    let Some(th) = run.threads.get_mut(&t) else {
+        return Ok(());
+    };
+    if is_terminal(status(th.status)) {
+        return Ok(());
+    }
+    th.halt_reasons.push(ThreadHaltReason {
+        reason: Some(reason),
+    });
+    if status(th.status) == LhStatus::Running {
+        th.status = LhStatus::Halted as i32;
+        let pos = th.current_node_position;
+        if let Some(mut nr) = get_node(ctx, &wf, t, pos)? {
+            if status(nr.status) == LhStatus::Running {
+                nr.status = LhStatus::Halted as i32;
+                put_node(ctx, &nr)?;
+            }
+        }
+    }
+    if !propagate {
+        return Ok(());
+    }
+    let spared = awaited_handlers(run, t);
+    for c in children(run, t) {
+        if spared.contains(&c) {
+            continue;
+        }
+        let already = run.threads[&c]
+            .halt_reasons
+            .iter()
+            .any(|r| r.reason.as_ref() == Some(&parent_halted(t)));
+        if !already {
+            halt_thread(ctx, run, c, parent_halted(t), true)?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes the halt reasons of `t` that `ends` selects. When none is left the thread runs again:
+/// its halted NodeRun waits (and claims) again or, if it matured meanwhile, moves on; and its
+/// descendants lose their `ParentHalted` reason. While `t` stays halted, the handlers it still
+/// waits for are released (a handler halted by an interrupt of `t` runs on once it is over).
+pub fn unhalt_thread(
+    ctx: &mut Ctx,
+    run: &mut RunState,
+    t: i32,
+    ends: &dyn Fn(&Reason) -> bool,
+) -> HResult<()> {
+    let wf = run.id().to_string();
+    let Some(th) = run.threads.get_mut(&t) else {
+        return Ok(());
+    };
+    th.halt_reasons
+        .retain(|r| !r.reason.as_ref().is_some_and(ends));
+    if status(th.status) != LhStatus::Halted {
+        return Ok(());
+    }
+    let release: Vec<i32> = if th.halt_reasons.is_empty() {
+        th.status = LhStatus::Running as i32;
+        let pos = th.current_node_position;
+        if let Some(mut nr) = get_node(ctx, &wf, t, pos)? {
+            if status(nr.status) == LhStatus::Halted {
+                nr.status = LhStatus::Running as i32;
+                if let Some(NodeType::Sleep(s)) = &nr.node_type {
+                    if s.matured {
+                        complete_node(ctx, &mut nr);
+                    }
+                }
+                try_claim(ctx, &wf, t, &mut nr)?;
+                put_node(ctx, &nr)?;
+            }
+        }
+        children(run, t)
+    } else {
+        let awaited = awaited_handlers(run, t);
+        children(run, t)
+            .into_iter()
+            .filter(|c| awaited.contains(c))
+            .collect()
+    };
+    for c in release {
+        unhalt_thread(ctx, run, c, &|r| *r == parent_halted(t))?;
+    }
+    Ok(())
+}
+
+/// Thread `t` completed. A failure handler's parent continues past the handled node; an
+/// interrupt's parent resumes; the entrypoint thread ends the WfRun.
+pub fn complete_thread(
+    ctx: &mut Ctx,
+    run: &mut RunState,
+    t: i32,
+    output: Option<VariableValue>,
+) -> HResult<()> {
+    let Some(th) = run.threads.get_mut(&t) else {
+        return Ok(());
+    };
+    th.status = LhStatus::Completed as i32;
+    th.end_time = Some(ts(ctx.now_ms));
+    th.output = output;
+    let th = th.clone();
+    if t == 0 {
+        finish_wf_run(ctx, run, LhStatus::Completed)?;
+        return stop_descendants(ctx, run, 0);
+    }
+    let parent = th.parent_thread_id.unwrap_or_default();
+    match th.r#type() {
+        ThreadType::FailureHandler => {
+            let Some(f) = th.failure_being_handled else {
+                return Ok(());
+            };
+            // A handler of a waited-for child's failure is seen by WAIT_FOR_THREADS instead.
+            if f.thread_run_number != parent {
+                return Ok(());
+            }
+            let wf = run.id().to_string();
+            if let Some(mut nr) = get_node(ctx, &wf, parent, f.node_run_position)? {
+                if let Some(failure) = nr.failures.get_mut(f.failure_number as usize) {
+                    failure.was_properly_handled = true;
+                }
+                put_node(ctx, &nr)?;
+                // A handled WAIT_FOR_THREADS failure covers the children it waited for: the
+                // parent's EXIT does not fail for them again.
+                if let Some(NodeType::WaitForThreads(w)) = &nr.node_type {
+                    let failed: Vec<i32> = w
+                        .threads
+                        .iter()
+                        .map(|x| x.thread_run_number)
+                        .filter(|n| {
+                            run.threads.get(n).is_some_and(|c| {
+                                matches!(status(c.status), LhStatus::Error | LhStatus::Exception)
+                            })
+                        })
+                        .collect();
+                    if let Some(p) = run.threads.get_mut(&parent) {
+                        for n in failed {
+                            if !p.handled_failed_children.contains(&n) {
+                                p.handled_failed_children.push(n);
+                            }
+                        }
+                    }
+                }
+            }
+            unhalt_thread(
+                ctx,
+                run,
+                parent,
+                &|r| matches!(r, Reason::HandlingFailure(h) if h.handler_thread_id == t),
+            )
+        }
+        ThreadType::Interrupt => unhalt_thread(
+            ctx,
+            run,
+            parent,
+            &|r| matches!(r, Reason::Interrupted(i) if i.interrupt_thread_id == t),
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// Thread `t` failed with `name`. A failing failure handler or interrupt handler fails its
+/// parent with the same failure; the entrypoint thread ends the WfRun; a CHILD thread's failure
+/// is seen by the WAIT_FOR_THREADS node that waits for it.
+pub fn fail_thread(
+    ctx: &mut Ctx,
+    run: &mut RunState,
+    t: i32,
+    name: &str,
+    message: String,
+) -> HResult<()> {
+    let st = failure_status(name);
+    let Some(th) = run.threads.get_mut(&t) else {
+        return Ok(());
+    };
+    if is_terminal(status(th.status)) {
+        return Ok(());
+    }
+    th.status = st as i32;
+    th.end_time = Some(ts(ctx.now_ms));
+    th.error_message = Some(format!("{name}: {message}"));
+    let th = th.clone();
+    if t == 0 {
+        finish_wf_run(ctx, run, st)?;
+        return stop_descendants(ctx, run, 0);
+    }
+    stop_descendants(ctx, run, t)?;
+    let parent = th.parent_thread_id.unwrap_or_default();
+    let fails_parent = match th.r#type() {
+        ThreadType::Interrupt => true,
+        ThreadType::FailureHandler => th
+            .failure_being_handled
+            .is_some_and(|f| f.thread_run_number == parent),
+        _ => false,
+    };
+    if fails_parent {
+        let mut message = message;
+        if th.r#type() == ThreadType::Interrupt {
+            // The interrupted thread's current NodeRun carries the failure, as in LittleHorse.
+            message = format!("Interrupt thread with id {t} failed!");
+            let wf = run.id().to_string();
+            let pos = run.threads[&parent].current_node_position;
+            if let Some(mut nr) = get_node(ctx, &wf, parent, pos)? {
+                nr.status = st as i32;
+                nr.end_time = Some(ts(ctx.now_ms));
+                nr.error_message = Some(message.clone());
+                nr.failures.push(Failure {
+                    failure_name: name.to_string(),
+                    message: message.clone(),
+                    ..Default::default()
+                });
+                put_node(ctx, &nr)?;
+            }
+        }
+        fail_thread(ctx, run, parent, name, message)?;
+    }
+    Ok(())
+}
+
+/// A thread ended: whatever still runs under it halts for good (its parent will never resume).
+fn stop_descendants(ctx: &mut Ctx, run: &mut RunState, t: i32) -> HResult<()> {
+    for c in children(run, t) {
+        halt_thread(ctx, run, c, parent_halted(t), true)?;
+    }
+    Ok(())
+}
