@@ -58,13 +58,15 @@ fn main() {
             Ok(Ok(report)) => {
                 passed += 1;
                 println!(
-                    "seed={seed} digest={} ok ({} nodes, {} acked events, {} runs, {} faults, {} purged, {:.1}s wall)",
+                    "seed={seed} digest={} ok ({} nodes, {} acked events, {} runs, {} faults, {} purged, {} interrupts, {} handlers, {:.1}s wall)",
                     report.digest,
                     report.nodes,
                     report.acked_events,
                     report.runs,
                     report.faults,
                     report.purged_nodes,
+                    report.coverage.interrupts,
+                    report.coverage.failure_handlers,
                     wall.as_secs_f64()
                 );
             }

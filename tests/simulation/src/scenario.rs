@@ -25,6 +25,7 @@ pub struct Report {
     /// Nodes that had purged their log behind a snapshot by the end: coverage of snapshot
     /// build, install and restart after purge.
     pub purged_nodes: usize,
+    pub coverage: invariants::Coverage,
 }
 
 /// How long clients run (simulated time), and how long the healed cluster gets to finish.
@@ -41,14 +42,24 @@ pub fn run_seed(seed: u64) -> Result<Report, String> {
     rt.block_on(run())
 }
 
-/// The spec every WfRun runs: wait for `go` (4 s), wait for `go` again (3 s), exit.
-fn sim_spec() -> PutWfSpecRequest {
-    let wait = |to: &str, secs: i64| Node {
-        outgoing_edges: vec![Edge {
-            sink_node_name: to.into(),
-            ..Default::default()
-        }],
-        node: Some(node::Node::ExternalEvent(ExternalEventNode {
+fn edge(to: &str) -> Edge {
+    Edge {
+        sink_node_name: to.into(),
+        ..Default::default()
+    }
+}
+
+fn node(kind: node::Node, to: Option<&str>) -> Node {
+    Node {
+        outgoing_edges: to.map(edge).into_iter().collect(),
+        node: Some(kind),
+        ..Default::default()
+    }
+}
+
+fn wait(to: &str, secs: i64) -> Node {
+    node(
+        node::Node::ExternalEvent(ExternalEventNode {
             external_event_def_id: Some(ExternalEventDefId { name: "go".into() }),
             timeout_seconds: Some(VariableAssignment {
                 source: Some(variable_assignment::Source::LiteralValue(values::int(secs))),
@@ -56,40 +67,122 @@ fn sim_spec() -> PutWfSpecRequest {
             }),
             correlation_key: None,
             mask_correlation_key: false,
-        })),
+        }),
+        Some(to),
+    )
+}
+
+fn thread(nodes: Vec<(&str, Node)>, vars: Vec<ThreadVarDef>) -> ThreadSpec {
+    ThreadSpec {
+        nodes: nodes.into_iter().map(|(n, x)| (n.to_string(), x)).collect(),
+        variable_defs: vars,
         ..Default::default()
+    }
+}
+
+fn int_var(name: &str) -> ThreadVarDef {
+    ThreadVarDef {
+        var_def: Some(VariableDef {
+            name: name.into(),
+            type_def: Some(TypeDefinition {
+                defined_type: Some(type_definition::DefinedType::PrimitiveType(
+                    VariableType::Int as i32,
+                )),
+                masked: false,
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The spec every WfRun runs. Thread 0 starts a child that waits for `go` (5 s), waits for
+/// `go` (4 s; a TIMEOUT is caught by a handler that waits for `go` 2 s more), waits for `go`
+/// again (3 s), then waits for the child. A `poke` interrupts thread 0 with a handler that
+/// waits for `go` (2 s; its timeout fails thread 0). Every path ends within seconds, in
+/// COMPLETED or ERROR; `go` events race between thread 0, the child and the handlers.
+fn sim_spec() -> PutWfSpecRequest {
+    let entry = node(node::Node::Entrypoint(EntrypointNode {}), Some("1-child"));
+    let mut start = node(
+        node::Node::StartThread(StartThreadNode {
+            thread_spec_name: "child".into(),
+            variables: Default::default(),
+        }),
+        Some("2-first"),
+    );
+    start.outgoing_edges[0].variable_mutations = vec![VariableMutation {
+        lhs_name: "child-number".into(),
+        operation: VariableMutationType::Assign as i32,
+        rhs_value: Some(variable_mutation::RhsValue::NodeOutput(Default::default())),
+        ..Default::default()
+    }];
+    let mut first = wait("3-second", 4);
+    first.failure_handlers = vec![FailureHandlerDef {
+        handler_spec_name: "late".into(),
+        failure_to_catch: Some(failure_handler_def::FailureToCatch::SpecificFailure(
+            "TIMEOUT".into(),
+        )),
+    }];
+    let join = node(
+        node::Node::WaitForThreads(WaitForThreadsNode {
+            threads_to_wait_for: Some(wait_for_threads_node::ThreadsToWaitForOneOf::Threads(
+                wait_for_threads_node::ThreadsToWaitFor {
+                    threads: vec![wait_for_threads_node::ThreadToWaitFor {
+                        thread_run_number: Some(VariableAssignment {
+                            source: Some(variable_assignment::Source::VariableName(
+                                "child-number".into(),
+                            )),
+                            ..Default::default()
+                        }),
+                    }],
+                },
+            )),
+            per_thread_failure_handlers: vec![],
+            strategy: WaitForThreadsStrategy::WaitForAll as i32,
+        }),
+        Some("5-exit"),
+    );
+    let exit = || node(node::Node::Exit(ExitNode { result: None }), None);
+    let waiter = |secs: i64| {
+        thread(
+            vec![
+                (
+                    "0-entry",
+                    node(node::Node::Entrypoint(EntrypointNode {}), Some("1-wait")),
+                ),
+                ("1-wait", wait("2-exit", secs)),
+                ("2-exit", exit()),
+            ],
+            vec![],
+        )
     };
-    let nodes = BTreeMap::from([
-        (
-            "0-entry".to_string(),
-            Node {
-                outgoing_edges: vec![Edge {
-                    sink_node_name: "1-first".into(),
-                    ..Default::default()
-                }],
-                node: Some(node::Node::Entrypoint(EntrypointNode {})),
-                ..Default::default()
-            },
-        ),
-        ("1-first".to_string(), wait("2-second", 4)),
-        ("2-second".to_string(), wait("3-exit", 3)),
-        (
-            "3-exit".to_string(),
-            Node {
-                node: Some(node::Node::Exit(ExitNode { result: None })),
-                ..Default::default()
-            },
-        ),
-    ]);
+    let mut main = thread(
+        vec![
+            ("0-entry", entry),
+            ("1-child", start),
+            ("2-first", first),
+            ("3-second", wait("4-join", 3)),
+            ("4-join", join),
+            ("5-exit", exit()),
+        ],
+        vec![int_var("child-number")],
+    );
+    main.interrupt_defs = vec![InterruptDef {
+        external_event_def_id: Some(ExternalEventDefId {
+            name: "poke".into(),
+        }),
+        handler_spec_name: "on-poke".into(),
+    }];
+    let mut on_poke = waiter(2);
+    on_poke.variable_defs = vec![int_var("INPUT")];
     PutWfSpecRequest {
         name: "sim".into(),
-        thread_specs: BTreeMap::from([(
-            "entrypoint".to_string(),
-            ThreadSpec {
-                nodes,
-                ..Default::default()
-            },
-        )]),
+        thread_specs: BTreeMap::from([
+            ("entrypoint".to_string(), main),
+            ("child".to_string(), waiter(5)),
+            ("late".to_string(), waiter(2)),
+            ("on-poke".to_string(), on_poke),
+        ]),
         entrypoint_thread_name: "entrypoint".into(),
         ..Default::default()
     }
@@ -114,14 +207,20 @@ async fn setup(c: &ClusterView) -> Result<(), String> {
     let end = Instant::now() + Duration::from_secs(30);
     let mut lh = c.lh(0);
     loop {
-        let def = within(
-            4000,
-            lh.put_external_event_def(PutExternalEventDefRequest {
-                name: "go".into(),
-                ..Default::default()
-            }),
-        )
-        .await;
+        let mut def = None;
+        for name in ["go", "poke"] {
+            def = within(
+                4000,
+                lh.put_external_event_def(PutExternalEventDefRequest {
+                    name: name.into(),
+                    ..Default::default()
+                }),
+            )
+            .await;
+            if !matches!(def, Some(Ok(_))) {
+                break;
+            }
+        }
         let spec = within(4000, lh.put_wf_spec(sim_spec())).await;
         if matches!(def, Some(Ok(_))) && matches!(spec, Some(Ok(_))) {
             return Ok(());
@@ -443,7 +542,7 @@ async fn run() -> Result<Report, String> {
     if let Some(v) = o.violations.first() {
         return Err(format!("{} violation(s), first: {v}", o.violations.len()));
     }
-    let final_digest = checked?;
+    let (final_digest, coverage) = checked?;
     let mut h = Sha256::new();
     for line in &o.trace {
         h.update(line.as_bytes());
@@ -457,5 +556,6 @@ async fn run() -> Result<Report, String> {
         runs: o.runs.len(),
         faults: o.faults,
         purged_nodes,
+        coverage,
     })
 }

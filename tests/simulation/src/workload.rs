@@ -38,7 +38,7 @@ pub async fn client(id: usize, nodes: Vec<std::net::IpAddr>, oracle: Shared, unt
         .iter()
         .map(|ip| LittleHorseClient::new(channel(format!("{ip}:{CLIENT_PORT}"))))
         .collect();
-    let mut mine: Vec<(String, String, i64)> = Vec::new();
+    let mut mine: Vec<(String, &'static str, String, i64)> = Vec::new();
     let mut n = 0u64;
     while Instant::now() < until {
         n += 1;
@@ -66,8 +66,9 @@ pub async fn client(id: usize, nodes: Vec<std::net::IpAddr>, oracle: Shared, unt
                 None => oracle.trace(format!("c{id} run {wf} timeout@{node}")),
             }
         } else if roll < 65 {
-            // A retry of an earlier put (same guid, same content), or a new event.
-            let (wf, guid, content) = if !mine.is_empty() && rng.gen_bool(0.3) {
+            // A retry of an earlier put (same def, guid and content), or a new event: mostly
+            // `go`, which nodes wait for, sometimes `poke`, which interrupts thread 0.
+            let (wf, def, guid, content) = if !mine.is_empty() && rng.gen_bool(0.3) {
                 mine[rng.gen_range(0..mine.len())].clone()
             } else {
                 let wf = if rng.gen_bool(0.85) {
@@ -75,7 +76,13 @@ pub async fn client(id: usize, nodes: Vec<std::net::IpAddr>, oracle: Shared, unt
                 } else {
                     orphan_name(rng.gen_range(0..PRE_POOL))
                 };
-                let e = (wf, format!("c{id}-{n}"), (id as i64) * 1_000_000 + n as i64);
+                let def = if rng.gen_bool(0.1) { "poke" } else { "go" };
+                let e = (
+                    wf,
+                    def,
+                    format!("c{id}-{n}"),
+                    (id as i64) * 1_000_000 + n as i64,
+                );
                 mine.push(e.clone());
                 e
             };
@@ -88,7 +95,7 @@ pub async fn client(id: usize, nodes: Vec<std::net::IpAddr>, oracle: Shared, unt
                     id: wf.clone(),
                     parent_wf_run_id: None,
                 }),
-                external_event_def_id: Some(ExternalEventDefId { name: "go".into() }),
+                external_event_def_id: Some(ExternalEventDefId { name: def.into() }),
                 guid: Some(guid.clone()),
                 content: Some(values::int(content)),
                 thread_run_number: None,
@@ -136,7 +143,7 @@ pub async fn client(id: usize, nodes: Vec<std::net::IpAddr>, oracle: Shared, unt
                         id: wf.clone(),
                         parent_wf_run_id: None,
                     }),
-                    external_event_def_id: Some(ExternalEventDefId { name: "go".into() }),
+                    external_event_def_id: Some(ExternalEventDefId { name: def.into() }),
                     guid: guid.clone(),
                 };
                 match within(4000, lh2.get_external_event(id_)).await {

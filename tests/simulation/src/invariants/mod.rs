@@ -115,8 +115,15 @@ async fn observe(c: &ClusterView) -> Result<Observed, String> {
     Ok(obs)
 }
 
-/// Checks everything; returns the cluster's final state digest.
-pub async fn check_all(c: &ClusterView, oracle: &Shared) -> Result<String, String> {
+/// How much of the thread machinery a seed exercised, counted in the final state.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Coverage {
+    pub interrupts: usize,
+    pub failure_handlers: usize,
+}
+
+/// Checks everything; returns the cluster's final state digest and the coverage.
+pub async fn check_all(c: &ClusterView, oracle: &Shared) -> Result<(String, Coverage), String> {
     let digest = replica_digests::check(c).await?;
     let obs = observe(c).await?;
     let o = oracle.lock();
@@ -126,5 +133,13 @@ pub async fn check_all(c: &ClusterView, oracle: &Shared) -> Result<String, Strin
     liveness::check(&o, &obs)?;
     monotonic_reads::check(&o)?;
     one_leader_per_term::check(&o)?;
-    Ok(digest)
+    let mut cov = Coverage::default();
+    for t in obs.runs.values().flatten().flat_map(|r| &r.thread_runs) {
+        match t.r#type() {
+            ThreadType::Interrupt => cov.interrupts += 1,
+            ThreadType::FailureHandler => cov.failure_handlers += 1,
+            _ => {}
+        }
+    }
+    Ok((digest, cov))
 }
