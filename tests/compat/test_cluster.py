@@ -39,7 +39,7 @@ from littlehorse.model import (
     WfRun,
     WfRunId,
 )
-from littlehorse.workflow import Workflow, WorkflowThread
+from littlehorse.workflow import SpawnedThreads, Workflow, WorkflowThread
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(ROOT, "deploy", "local-cluster.sh")
@@ -523,3 +523,123 @@ def test_bad_input_is_rejected_with_the_right_codes(cluster, config, stubs, spec
     err = rpc_error(lambda: stubs[0].GetLatestWfSpec(GetLatestWfSpecRequest(name="uses-a-task"),
                                                     timeout=RPC_TIMEOUT_S))
     assert err.code() == grpc.StatusCode.NOT_FOUND, err
+
+
+# Failure handlers, interrupts and child threads, built with the client's own Workflow builder.
+
+APPROVAL_EVENT = "approved"
+CANCEL_EVENT = "cancel-requested"
+BRANCH_EVENTS = ("by-mail", "by-phone")
+
+
+def approval_with_handlers(name: str, timeout: int) -> Workflow:
+    """Waits for approval; a TIMEOUT handler records it. A cancel interrupt reads INPUT."""
+
+    def thread(wf: WorkflowThread) -> None:
+        outcome = wf.declare_str("outcome", "pending")
+        reason = wf.declare_str("reason", "none")
+
+        def on_cancel(h: WorkflowThread) -> None:
+            given = h.add_variable("INPUT", VariableType.STR)  # noqa: F405
+            h.mutate(reason, VariableMutationType.ASSIGN, given)
+
+        wf.add_interrupt_handler(CANCEL_EVENT, on_cancel)
+        ev = wf.wait_for_event(APPROVAL_EVENT, timeout=timeout)
+
+        def on_timeout(h: WorkflowThread) -> None:
+            h.mutate(outcome, VariableMutationType.ASSIGN, "timed out")
+
+        wf.handle_error(ev, on_timeout, LHErrorType.TIMEOUT)  # noqa: F405
+        wf.mutate(outcome, VariableMutationType.ASSIGN, "approved")
+
+    return Workflow(name, thread)
+
+
+def first_of_two() -> Workflow:
+    """Two children wait for their own event with their own timeout; the first one wins."""
+
+    def thread(wf: WorkflowThread) -> None:
+        def waiter(event: str, timeout: int):
+            def child(c: WorkflowThread) -> None:
+                c.wait_for_event(event, timeout=timeout)
+
+            return child
+
+        mail = wf.spawn_thread(waiter(BRANCH_EVENTS[0], 30), "mail")
+        phone = wf.spawn_thread(waiter(BRANCH_EVENTS[1], 60), "phone")
+        wf.wait_for_threads(SpawnedThreads.from_list(mail, phone),
+                            strategy=WaitForThreadsStrategy.WAIT_FOR_FIRST)  # noqa: F405
+
+    return Workflow("first-of-two", thread)
+
+
+@pytest.fixture(scope="module")
+def thread_specs(config: LHConfig, stubs) -> None:
+    for name in (APPROVAL_EVENT, CANCEL_EVENT) + BRANCH_EVENTS:
+        create_external_event_def(name, config, timeout=RPC_TIMEOUT_S)
+    create_workflow_spec(approval_with_handlers("approval-impatient", 1), config,
+                         timeout=RPC_TIMEOUT_S)
+    create_workflow_spec(approval_with_handlers("approval-patient", 60), config,
+                         timeout=RPC_TIMEOUT_S)
+    create_workflow_spec(first_of_two(), config, timeout=RPC_TIMEOUT_S)
+
+
+def test_a_timeout_caught_by_handle_error_lets_the_run_complete(cluster, stubs, thread_specs):
+    run = stubs[1].RunWf(RunWfRequest(wf_spec_name="approval-impatient"),
+                         timeout=RPC_TIMEOUT_S)
+    wf_run_id = run.id.id
+    done = wait_status(stubs[2], wf_run_id, LHStatus.COMPLETED)
+    handler = [t for t in done.thread_runs if t.number == 1]
+    assert handler and handler[0].type == ThreadType.FAILURE_HANDLER, done  # noqa: F405
+    assert handler[0].status == LHStatus.COMPLETED
+    # The handler's mutation of its parent's variable ran; the edge's mutation did not.
+    assert get_var(stubs[0], wf_run_id, "outcome") == VariableValue(str="timed out")
+    nodes = stubs[0].ListNodeRuns(ListNodeRunsRequest(wf_run_id=WfRunId(id=wf_run_id)),
+                                  timeout=RPC_TIMEOUT_S).results
+    wait = [n for n in nodes if n.WhichOneof("node_type") == "external_event"
+            and n.id.thread_run_number == 0][0]
+    assert wait.status == LHStatus.ERROR
+    assert [f.failure_name for f in wait.failures] == ["TIMEOUT"]
+    assert wait.failures[0].was_properly_handled
+    assert wait.failures[0].failure_handler_threadrun_id == 1
+
+
+def test_an_interrupt_handler_reads_input_and_the_run_resumes(cluster, stubs, thread_specs):
+    run = stubs[0].RunWf(RunWfRequest(wf_spec_name="approval-patient"),
+                         timeout=RPC_TIMEOUT_S)
+    wf_run_id = run.id.id
+    cancel = put_event(stubs[2], wf_run_id, VariableValue(str="customer asked"),
+                       event=CANCEL_EVENT)
+    assert cancel.claimed
+    got = poll("interrupt handler done",
+               lambda: get_run(stubs[1], wf_run_id),
+               lambda r: any(t.type == ThreadType.INTERRUPT  # noqa: F405
+                             and t.status == LHStatus.COMPLETED for t in r.thread_runs))
+    interrupt = [t for t in got.thread_runs if t.type == ThreadType.INTERRUPT][0]  # noqa: F405
+    assert interrupt.interrupt_trigger_id == cancel.id
+    assert interrupt.parent_thread_id == 0
+    assert get_var(stubs[1], wf_run_id, "reason") == VariableValue(str="customer asked")
+    # The interrupted wait resumed and claims the approval.
+    approval = put_event(stubs[1], wf_run_id, VariableValue(str="ok"), event=APPROVAL_EVENT)
+    assert approval.claimed and approval.thread_run_number == 0, approval
+    wait_status(stubs[0], wf_run_id, LHStatus.COMPLETED)
+    assert get_var(stubs[0], wf_run_id, "outcome") == VariableValue(str="approved")
+
+
+def test_wait_for_first_of_two_events_each_with_its_own_timeout(cluster, stubs, thread_specs):
+    run = stubs[2].RunWf(RunWfRequest(wf_spec_name="first-of-two"), timeout=RPC_TIMEOUT_S)
+    wf_run_id = run.id.id
+    ev = put_event(stubs[0], wf_run_id, VariableValue(str="called"), event=BRANCH_EVENTS[1])
+    assert ev.claimed and ev.thread_run_number == 2, ev
+    done = wait_status(stubs[1], wf_run_id, LHStatus.COMPLETED)
+    by_number = {t.number: t for t in done.thread_runs}
+    assert by_number[1].type == ThreadType.CHILD  # noqa: F405
+    assert by_number[1].status == LHStatus.HALTED, "the slower branch is stopped"
+    assert by_number[2].status == LHStatus.COMPLETED
+    # The START_THREAD outputs went into the builder's thread-number variables.
+    numbers = sorted(v.int for k, v in variables(stubs[0], wf_run_id).items()
+                     if k.endswith("START_THREAD"))
+    assert numbers == [1, 2]
+    # A late event for the stopped branch is kept, not claimed.
+    late = put_event(stubs[0], wf_run_id, VariableValue(str="late"), event=BRANCH_EVENTS[0])
+    assert not late.claimed

@@ -860,3 +860,55 @@ fn s8_child_thread_rules_are_checked_when_the_spec_is_put() {
         ],
     );
 }
+
+#[test]
+fn s6_an_interrupt_during_a_failure_handler_halts_it_and_gives_it_back_afterwards() {
+    let mut h = Harness::new();
+    for d in ["e", "fixed", "stop", "go"] {
+        h.put_def(d);
+    }
+    let mut req = handled_wait_spec(
+        "w",
+        5,
+        vec![handler("repair", specific("TIMEOUT"))],
+        vec![
+            ("repair", waiting_thread("fixed", None, vec![])),
+            ("on-stop", waiting_thread("go", None, vec![])),
+        ],
+    );
+    req.thread_specs
+        .get_mut("entrypoint")
+        .unwrap()
+        .interrupt_defs = vec![InterruptDef {
+        external_event_def_id: Some(ExternalEventDefId {
+            name: "stop".into(),
+        }),
+        handler_spec_name: "on-stop".into(),
+    }];
+    h.put_spec(req);
+    h.run("w", "r");
+    h.advance_ms(5_000);
+    h.fire_due();
+    assert_eq!(
+        h.thread_run("r", 1).status(),
+        LhStatus::Running,
+        "the failure handler"
+    );
+    h.post("r", "stop", values::null());
+    let repair = h.thread_run("r", 1);
+    assert_eq!(repair.status(), LhStatus::Halted, "halted with its parent");
+    assert_eq!(
+        h.thread_run("r", 2).status(),
+        LhStatus::Running,
+        "the interrupt handler"
+    );
+    // `fixed` cannot be claimed by the halted failure handler.
+    let early = h.post("r", "fixed", values::null());
+    assert!(!early.claimed);
+    h.post("r", "go", values::null());
+    // The interrupt is over: thread 0 still handles its failure, and its handler runs again
+    // (and claims the waiting `fixed`).
+    assert_eq!(h.thread_run("r", 2).status(), LhStatus::Completed);
+    assert_eq!(h.thread_run("r", 1).status(), LhStatus::Completed);
+    assert_eq!(h.status("r"), LhStatus::Completed);
+}

@@ -118,8 +118,8 @@ fn children(run: &RunState, t: i32) -> Vec<i32> {
         .collect()
 }
 
-/// The children thread `t` waits for while halted: the handlers its halt reasons name. They
-/// keep running when `t` halts.
+/// The children thread `t` waits for while halted: the handlers its halt reasons name. When a
+/// reason ends but `t` stays halted, they run again.
 fn awaited_handlers(run: &RunState, t: i32) -> Vec<i32> {
     run.threads
         .get(&t)
@@ -143,8 +143,8 @@ fn parent_halted(t: i32) -> Reason {
 }
 
 /// Adds `reason` to thread `t`; a RUNNING thread goes HALTED with its current NodeRun. Unless
-/// `propagate` is false its descendants halt too (reason `ParentHalted`), except the handlers
-/// `t` waits for.
+/// `propagate` is false its descendants halt too (reason `ParentHalted`), except the handler
+/// the new reason waits for.
 pub fn halt_thread(
     ctx: &mut Ctx,
     run: &mut RunState,
@@ -159,6 +159,7 @@ pub fn halt_thread(
     if is_terminal(status(th.status)) {
         return Ok(());
     }
+    let reason_kept = reason.clone();
     th.halt_reasons.push(ThreadHaltReason {
         reason: Some(reason),
     });
@@ -175,7 +176,18 @@ pub fn halt_thread(
     if !propagate {
         return Ok(());
     }
-    let spared = awaited_handlers(run, t);
+    // The handler this halt waits for keeps running; an interrupt also spares the thread's other
+    // interrupt handlers (they run side by side), but halts a failure handler until it is over.
+    let spared: Vec<i32> = match &reason_kept {
+        Reason::HandlingFailure(h) => vec![h.handler_thread_id],
+        Reason::Interrupted(_) => run
+            .threads
+            .values()
+            .filter(|c| c.parent_thread_id == Some(t) && c.r#type() == ThreadType::Interrupt)
+            .map(|c| c.number)
+            .collect(),
+        _ => vec![],
+    };
     for c in children(run, t) {
         if spared.contains(&c) {
             continue;
