@@ -8,9 +8,11 @@ LittleHorseStub that LHConfig hands out. Run with tests/compat/run.sh.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
+import threading
 import time
 import uuid
 from typing import Callable, Iterator, TypeVar
@@ -19,7 +21,7 @@ import grpc
 import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-from littlehorse import create_external_event_def, create_workflow_spec
+from littlehorse import create_external_event_def, create_task_def, create_workflow_spec
 from littlehorse.config import LHConfig
 from littlehorse.model import *  # noqa: F403
 from littlehorse.model import (
@@ -39,6 +41,8 @@ from littlehorse.model import (
     WfRun,
     WfRunId,
 )
+from littlehorse.exceptions import LHTaskException
+from littlehorse.worker import LHTaskWorker
 from littlehorse.workflow import SpawnedThreads, Workflow, WorkflowThread
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -643,3 +647,153 @@ def test_wait_for_first_of_two_events_each_with_its_own_timeout(cluster, stubs, 
     # A late event for the stopped branch is kept, not claimed.
     late = put_event(stubs[0], wf_run_id, VariableValue(str="late"), event=BRANCH_EVENTS[0])
     assert not late.claimed
+
+
+# Task workers: the client's own LHTaskWorker polls and reports against the cluster.
+
+TASK_NAME = "charge-card"
+PAYMENT_WF = "payment"
+
+
+async def charge_card(amount: int) -> str:
+    if amount < 0:
+        raise LHTaskException("card-declined", "negative amount", VariableValue(int=amount))
+    return f"charged {amount}"
+
+
+def payment_workflow() -> Workflow:
+    def thread(wf: WorkflowThread) -> None:
+        amount = wf.declare_int("amount")
+        receipt = wf.declare_str("receipt", "none")
+        out = wf.execute(TASK_NAME, amount, retries=1)
+        wf.mutate(receipt, VariableMutationType.ASSIGN, out)
+
+    return Workflow(PAYMENT_WF, thread)
+
+
+@pytest.fixture(scope="module")
+def task_worker(config: LHConfig):
+    create_task_def(charge_card, TASK_NAME, config, timeout=RPC_TIMEOUT_S)
+    create_workflow_spec(payment_workflow(), config, timeout=RPC_TIMEOUT_S)
+    # Its own config (same address), so its asyncio channels are closed on its own loop.
+    worker_config = LHConfig()
+    worker = LHTaskWorker(charge_card, TASK_NAME, worker_config)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=lambda: loop.run_until_complete(worker.start()),
+                              daemon=True)
+    thread.start()
+    yield worker
+
+    async def close_channels() -> None:
+        for ch in list(worker_config._opened_channels.values()):
+            closed = ch.close()  # asyncio channels return a coroutine, the others None
+            if closed is not None:
+                await closed
+
+    asyncio.run_coroutine_threadsafe(close_channels(), loop).result(timeout=RPC_TIMEOUT_S)
+    loop.call_soon_threadsafe(worker.stop)
+
+
+def test_lh_task_worker_executes_task_nodes_on_the_cluster(cluster, stubs, task_worker):
+    # The worker learns every node's address from RegisterTaskWorker.
+    hosts = stubs[0].RegisterTaskWorker(
+        RegisterTaskWorkerRequest(task_worker_id="probe",  # noqa: F405
+                                  task_def_id=TaskDefId(name=TASK_NAME)),  # noqa: F405
+        timeout=RPC_TIMEOUT_S).your_hosts
+    assert sorted(f"{h.host}:{h.port}" for h in hosts) == sorted(cluster.client_addrs)
+
+    ok = stubs[1].RunWf(RunWfRequest(wf_spec_name=PAYMENT_WF,
+                                     variables={"amount": VariableValue(int=30)}),
+                        timeout=RPC_TIMEOUT_S)
+    done = wait_status(stubs[2], ok.id.id, LHStatus.COMPLETED)
+    assert get_var(stubs[0], ok.id.id, "receipt") == VariableValue(str="charged 30"), done
+    runs = stubs[2].ListTaskRuns(ListTaskRunsRequest(wf_run_id=ok.id),  # noqa: F405
+                                 timeout=RPC_TIMEOUT_S).results
+    assert len(runs) == 1
+    assert runs[0].status == TaskStatus.TASK_SUCCESS  # noqa: F405
+    assert runs[0].attempts[0].task_worker_id, runs[0]
+    assert runs[0].attempts[0].output == VariableValue(str="charged 30")
+    same = stubs[0].GetTaskRun(runs[0].id, timeout=RPC_TIMEOUT_S)
+    assert same == runs[0]
+
+    declined = stubs[0].RunWf(RunWfRequest(wf_spec_name=PAYMENT_WF,
+                                           variables={"amount": VariableValue(int=-5)}),
+                              timeout=RPC_TIMEOUT_S)
+    failed = wait_status(stubs[1], declined.id.id, LHStatus.EXCEPTION)
+    nodes = stubs[1].ListNodeRuns(ListNodeRunsRequest(wf_run_id=declined.id),
+                                  timeout=RPC_TIMEOUT_S).results
+    task_node = [n for n in nodes if n.WhichOneof("node_type") == "task"][0]
+    assert task_node.failures[0].failure_name == "card-declined", failed
+    assert task_node.failures[0].content == VariableValue(int=-5)
+    run = stubs[1].GetTaskRun(task_node.task.task_run_id, timeout=RPC_TIMEOUT_S)
+    assert run.status == TaskStatus.TASK_EXCEPTION  # noqa: F405
+    assert len(run.attempts) == 1, "an exception is not retried"
+
+    # A report for a TaskRun that does not exist is refused, clearly.
+    err = rpc_error(lambda: stubs[0].ReportTask(ReportTaskRun(  # noqa: F405
+        task_run_id=TaskRunId(wf_run_id=WfRunId(id="no-such-run"), task_guid="0-1"),  # noqa: F405
+        status=TaskStatus.TASK_SUCCESS, attempt_number=0), timeout=RPC_TIMEOUT_S))  # noqa: F405
+    assert err.code() == grpc.StatusCode.NOT_FOUND, err
+
+
+# Correlated events: one event by key reaches every WfRun waiting for that key; the payload
+# goes into variables and decides a branch.
+
+PAYMENT_EVENT = "payment-received"
+AWAIT_WF = "await-payment"
+
+
+def await_payment() -> Workflow:
+    def thread(wf: WorkflowThread) -> None:
+        order = wf.declare_str("order-id")
+        paid = wf.declare_int("paid", 0)
+        tier = wf.declare_str("tier", "unknown")
+        ev = wf.wait_for_event(PAYMENT_EVENT, timeout=60, correlation_id=order,
+                               correlated_event_config=CorrelatedEventConfig())  # noqa: F405
+        wf.mutate(paid, VariableMutationType.ASSIGN, ev.with_json_path("$.amount"))
+        wf.do_if(wf.condition(paid, Comparator.GREATER_THAN, 100),  # noqa: F405
+                 lambda t: t.mutate(tier, VariableMutationType.ASSIGN, "large"),
+                 lambda t: t.mutate(tier, VariableMutationType.ASSIGN, "small"))
+
+    return Workflow(AWAIT_WF, thread)
+
+
+def test_a_correlated_event_reaches_every_run_waiting_for_its_key(cluster, config, stubs):
+    create_workflow_spec(await_payment(), config, timeout=RPC_TIMEOUT_S)
+    order = new_id("order")
+    runs = [stubs[i].RunWf(RunWfRequest(wf_spec_name=AWAIT_WF,
+                                        variables={"order-id": VariableValue(str=order)}),
+                           timeout=RPC_TIMEOUT_S).id.id for i in range(2)]
+    other = stubs[2].RunWf(RunWfRequest(wf_spec_name=AWAIT_WF,
+                                        variables={"order-id": VariableValue(str="other")}),
+                           timeout=RPC_TIMEOUT_S).id.id
+    put = stubs[1].PutCorrelatedEvent(PutCorrelatedEventRequest(  # noqa: F405
+        key=order, external_event_def_id=ExternalEventDefId(name=PAYMENT_EVENT),
+        content=json_content({"amount": 250})), timeout=RPC_TIMEOUT_S)
+    assert len(put.external_events) == 2, put
+    for wf_run_id in runs:
+        wait_status(stubs[0], wf_run_id, LHStatus.COMPLETED)
+        assert get_var(stubs[2], wf_run_id, "paid") == VariableValue(int=250)
+        assert get_var(stubs[2], wf_run_id, "tier") == VariableValue(str="large")
+        events = stubs[0].ListExternalEvents(
+            ListExternalEventsRequest(wf_run_id=WfRunId(id=wf_run_id)),
+            timeout=RPC_TIMEOUT_S).results
+        assert len(events) == 1 and events[0].claimed, events
+    assert get_run(stubs[0], other).status == LHStatus.RUNNING
+    got = stubs[2].GetCorrelatedEvent(put.id, timeout=RPC_TIMEOUT_S)
+    assert len(got.external_events) == 2
+    found = stubs[0].SearchCorrelatedEvent(SearchCorrelatedEventRequest(  # noqa: F405
+        external_event_def_id=ExternalEventDefId(name=PAYMENT_EVENT), has_external_events=True),
+        timeout=RPC_TIMEOUT_S).results
+    assert put.id in list(found)
+    # A small payment for the other key takes the other branch.
+    stubs[0].PutCorrelatedEvent(PutCorrelatedEventRequest(  # noqa: F405
+        key="other", external_event_def_id=ExternalEventDefId(name=PAYMENT_EVENT),
+        content=json_content({"amount": 7})), timeout=RPC_TIMEOUT_S)
+    wait_status(stubs[1], other, LHStatus.COMPLETED)
+    assert get_var(stubs[1], other, "tier") == VariableValue(str="small")
+    # The same key again with other content is a conflict.
+    err = rpc_error(lambda: stubs[0].PutCorrelatedEvent(PutCorrelatedEventRequest(  # noqa: F405
+        key=order, external_event_def_id=ExternalEventDefId(name=PAYMENT_EVENT),
+        content=json_content({"amount": 1})), timeout=RPC_TIMEOUT_S))
+    assert err.code() == grpc.StatusCode.ALREADY_EXISTS, err

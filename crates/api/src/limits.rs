@@ -3,7 +3,7 @@
 
 /// Longest name of an ExternalEventDef, WfSpec, ThreadSpec, node, variable or WfRun id.
 pub const MAX_NAME_LEN: usize = 128;
-/// Longest client-chosen ExternalEvent guid.
+/// Longest client-chosen ExternalEvent guid (and CorrelatedEvent key, TaskRun guid).
 pub const MAX_GUID_LEN: usize = 128;
 /// Largest encoded event content or variable value.
 pub const MAX_VALUE_BYTES: usize = 1024 * 1024;

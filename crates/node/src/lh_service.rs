@@ -1,8 +1,9 @@
 //! The public `littlehorse.LittleHorse` service, served by every node on its client address.
 //!
 //! Writes fill in generated ids here, on the receiving node, and go through the proposer; reads
-//! pass the linearizable read barrier, then read this node's state. RPCs Halter does not
-//! implement answer `UNIMPLEMENTED` (the generated default).
+//! pass the linearizable read barrier, then read this node's state. Task workers' polls are
+//! held in [`task_dispatch`]. RPCs Halter does not implement answer `UNIMPLEMENTED` (the
+//! generated default).
 
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ use tonic::{Request, Response, Status};
 
 use crate::proposer::NodeCtx;
 use crate::server::MAX_CLIENT_MESSAGE;
+use crate::task_dispatch;
 
 pub struct LhService {
     pub ctx: Arc<NodeCtx>,
@@ -22,10 +24,6 @@ pub struct LhService {
 /// A fresh id: 32 lowercase hex characters, generated before proposing.
 pub fn new_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
-}
-
-fn not_yet(feature: &str) -> Status {
-    Status::unimplemented(format!("Halter does not implement {feature} yet"))
 }
 
 fn unexpected(r: Out) -> Status {
@@ -258,69 +256,118 @@ impl LittleHorse for LhService {
         }))
     }
 
-    // Task workers and correlated events are not implemented yet: say so, by name.
-
+    #[tracing::instrument(skip_all, name = "put_task_def")]
     async fn put_task_def(
         &self,
-        _: Request<PutTaskDefRequest>,
+        req: Request<PutTaskDefRequest>,
     ) -> Result<Response<TaskDef>, Status> {
-        Err(not_yet("task definitions and task runs"))
+        match self.write(Kind::PutTaskDef(req.into_inner())).await? {
+            Out::TaskDef(d) => Ok(Response::new(d)),
+            other => Err(unexpected(other)),
+        }
     }
 
-    async fn get_task_def(&self, _: Request<TaskDefId>) -> Result<Response<TaskDef>, Status> {
-        Err(not_yet("task definitions and task runs"))
+    #[tracing::instrument(skip_all)]
+    async fn get_task_def(&self, req: Request<TaskDefId>) -> Result<Response<TaskDef>, Status> {
+        self.read(req, query::get_task_def).await
     }
 
+    #[tracing::instrument(skip_all, name = "delete_task_def")]
     async fn delete_task_def(
         &self,
-        _: Request<DeleteTaskDefRequest>,
+        req: Request<DeleteTaskDefRequest>,
     ) -> Result<Response<Empty>, Status> {
-        Err(not_yet("task definitions and task runs"))
+        self.write_empty(Kind::DeleteTaskDef(req.into_inner()))
+            .await
     }
 
+    #[tracing::instrument(skip_all)]
     async fn search_task_def(
         &self,
-        _: Request<SearchTaskDefRequest>,
+        req: Request<SearchTaskDefRequest>,
     ) -> Result<Response<TaskDefIdList>, Status> {
-        Err(not_yet("task definitions and task runs"))
+        self.read(req, query::search_task_defs).await
     }
 
-    async fn get_task_run(&self, _: Request<TaskRunId>) -> Result<Response<TaskRun>, Status> {
-        Err(not_yet("task definitions and task runs"))
+    #[tracing::instrument(skip_all)]
+    async fn get_task_run(&self, req: Request<TaskRunId>) -> Result<Response<TaskRun>, Status> {
+        self.read(req, query::get_task_run).await
     }
 
+    #[tracing::instrument(skip_all)]
     async fn list_task_runs(
         &self,
-        _: Request<ListTaskRunsRequest>,
+        req: Request<ListTaskRunsRequest>,
     ) -> Result<Response<TaskRunList>, Status> {
-        Err(not_yet("task definitions and task runs"))
+        self.read(req, query::list_task_runs).await
     }
 
+    #[tracing::instrument(skip_all)]
+    async fn register_task_worker(
+        &self,
+        req: Request<RegisterTaskWorkerRequest>,
+    ) -> Result<Response<RegisterTaskWorkerResponse>, Status> {
+        let local = req.local_addr();
+        task_dispatch::register(&self.ctx, req.get_ref(), local).map(Response::new)
+    }
+
+    // The simulator's generated trait names the stream type; tonic's (with default stubs) fixes
+    // it to its BoxStream. Both are `task_dispatch::PollStream`.
+    #[cfg(madsim)]
+    type PollTaskStream = task_dispatch::PollStream;
+
+    #[tracing::instrument(skip_all)]
+    async fn poll_task(
+        &self,
+        req: Request<tonic::Streaming<PollTaskRequest>>,
+    ) -> Result<Response<task_dispatch::PollStream>, Status> {
+        Ok(Response::new(task_dispatch::serve(
+            self.ctx.clone(),
+            req.into_inner(),
+        )))
+    }
+
+    #[tracing::instrument(skip_all, name = "report_task")]
+    async fn report_task(&self, req: Request<ReportTaskRun>) -> Result<Response<Empty>, Status> {
+        self.write_empty(Kind::ReportTask(req.into_inner())).await
+    }
+
+    #[tracing::instrument(skip_all, name = "put_correlated_event")]
     async fn put_correlated_event(
         &self,
-        _: Request<PutCorrelatedEventRequest>,
+        req: Request<PutCorrelatedEventRequest>,
     ) -> Result<Response<CorrelatedEvent>, Status> {
-        Err(not_yet("correlated events"))
+        match self
+            .write(Kind::PutCorrelatedEvent(req.into_inner()))
+            .await?
+        {
+            Out::CorrelatedEvent(e) => Ok(Response::new(e)),
+            other => Err(unexpected(other)),
+        }
     }
 
+    #[tracing::instrument(skip_all)]
     async fn get_correlated_event(
         &self,
-        _: Request<CorrelatedEventId>,
+        req: Request<CorrelatedEventId>,
     ) -> Result<Response<CorrelatedEvent>, Status> {
-        Err(not_yet("correlated events"))
+        self.read(req, query::get_correlated_event).await
     }
 
+    #[tracing::instrument(skip_all, name = "delete_correlated_event")]
     async fn delete_correlated_event(
         &self,
-        _: Request<DeleteCorrelatedEventRequest>,
+        req: Request<DeleteCorrelatedEventRequest>,
     ) -> Result<Response<Empty>, Status> {
-        Err(not_yet("correlated events"))
+        self.write_empty(Kind::DeleteCorrelatedEvent(req.into_inner()))
+            .await
     }
 
+    #[tracing::instrument(skip_all)]
     async fn search_correlated_event(
         &self,
-        _: Request<SearchCorrelatedEventRequest>,
+        req: Request<SearchCorrelatedEventRequest>,
     ) -> Result<Response<CorrelatedEventIdList>, Status> {
-        Err(not_yet("correlated events"))
+        self.read(req, query::search_correlated_events).await
     }
 }

@@ -1,6 +1,7 @@
 //! Halter's server: openraft wiring ([`raft`]), the public LittleHorse service
 //! ([`lh_service`]), the internal cluster service ([`cluster_service`]), the write and read
-//! paths ([`proposer`]), the leader's timer service ([`timer_service`]), configuration
+//! paths ([`proposer`]), the leader's timer service ([`timer_service`]), task workers'
+//! registration and held polls ([`task_dispatch`]), configuration
 //! ([`config`]) and node start-up ([`server`]). gRPC statuses are made in [`status`] only.
 
 pub mod cluster_service;
@@ -10,4 +11,5 @@ pub mod proposer;
 pub mod raft;
 pub mod server;
 pub mod status;
+pub mod task_dispatch;
 pub mod timer_service;

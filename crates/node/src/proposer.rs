@@ -23,8 +23,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use halter_api::halter::{
-    cluster_client::ClusterClient, command::Kind, command_result::Result as R, Command,
-    CommandResult, Empty, RejectionInfo,
+    cluster_client::ClusterClient, command::Kind, command_result::Result as R, ClaimResult,
+    Command, CommandResult, Empty, RejectionInfo,
 };
 use halter_state_machine::{error::Outcome, Rejection, Response};
 use halter_storage::ReadTables;
@@ -415,6 +415,9 @@ pub fn to_result(r: Result<Response, Rejection>) -> CommandResult {
         Ok(Response::WfRun(w)) => R::WfRun(w),
         Ok(Response::Empty) => R::Empty(Empty {}),
         Ok(Response::TimersFired(n)) => R::TimersFired(n as u64),
+        Ok(Response::CorrelatedEvent(e)) => R::CorrelatedEvent(e),
+        Ok(Response::TaskDef(d)) => R::TaskDef(d),
+        Ok(Response::ScheduledTask(task)) => R::Claim(ClaimResult { task }),
         Err(rej) => {
             let s = to_status(&rej);
             R::Rejection(RejectionInfo {
@@ -435,6 +438,9 @@ pub fn from_result(r: CommandResult) -> Result<Response, Rejection> {
         Some(R::WfSpec(s)) => Ok(Response::WfSpec(s)),
         Some(R::WfRun(w)) => Ok(Response::WfRun(w)),
         Some(R::TimersFired(n)) => Ok(Response::TimersFired(n as usize)),
+        Some(R::CorrelatedEvent(e)) => Ok(Response::CorrelatedEvent(e)),
+        Some(R::TaskDef(d)) => Ok(Response::TaskDef(d)),
+        Some(R::Claim(c)) => Ok(Response::ScheduledTask(c.task)),
         Some(R::Empty(_)) | None => Ok(Response::Empty),
         Some(R::Rejection(info)) => Err(crate::status::from_code(info.code, info.message)),
     }

@@ -11,6 +11,8 @@ pub enum Effect {
     TimerArmed { due_ms: i64 },
     /// A WfRun changed state (for watchers and long polls).
     WfRunChanged { wf_run_id: String },
+    /// A task attempt of this TaskDef is waiting for a worker (wakes held polls).
+    TaskQueued { task_def: String },
 }
 
 pub struct Ctx<'a, 't> {

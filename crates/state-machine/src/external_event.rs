@@ -9,7 +9,7 @@
 use halter_api::halter::{timer, StoredExternalEvent};
 use halter_api::limits::MAX_VALUE_BYTES;
 use halter_api::littlehorse::{
-    ExternalEvent, ExternalEventDef, ExternalEventId, PutExternalEventRequest,
+    ExternalEvent, ExternalEventDef, ExternalEventId, PutExternalEventRequest, VariableValue,
 };
 use halter_api::names::{check_guid, check_name};
 use halter_api::values;
@@ -43,13 +43,19 @@ pub fn get(ctx: &Ctx, id: &ExternalEventId) -> HResult<Option<StoredExternalEven
     Ok(codec::get(&ctx.tables.external_events, key(id))?)
 }
 
-fn next_seq(ctx: &mut Ctx) -> HResult<u64> {
-    let seq = ctx
+/// The sequence number the next stored event gets.
+pub fn peek_seq(ctx: &Ctx) -> HResult<u64> {
+    Ok(ctx
         .tables
         .meta
         .get(meta::EVENT_SEQ)?
         .map(|g| g.value())
-        .unwrap_or(0);
+        .unwrap_or(0))
+}
+
+/// Takes the next event sequence number.
+pub fn next_seq(ctx: &mut Ctx) -> HResult<u64> {
+    let seq = peek_seq(ctx)?;
     ctx.tables.meta.insert(meta::EVENT_SEQ, seq + 1)?;
     Ok(seq)
 }
@@ -90,10 +96,8 @@ fn check(ctx: &Ctx, req: &PutExternalEventRequest) -> Result<ExternalEventDef, R
     Ok(def)
 }
 
-fn check_content(def: &ExternalEventDef, req: &PutExternalEventRequest) -> Result<(), Rejection> {
-    let Some(content) = &req.content else {
-        return Ok(());
-    };
+/// Content fits the def's size limit, supported kinds and declared type (unset = null).
+pub fn check_content(def: &ExternalEventDef, content: &VariableValue) -> Result<(), Rejection> {
     if content.encoded_len() > MAX_VALUE_BYTES {
         return Err(Rejection::ResourceExhausted(format!(
             "event content is {} bytes, more than the limit of {MAX_VALUE_BYTES}",
@@ -150,8 +154,38 @@ pub fn put(ctx: &mut Ctx, req: &PutExternalEventRequest) -> HResult<ExternalEven
             .into())
         };
     }
-    check_content(&def, req)?;
+    if let Some(content) = &req.content {
+        check_content(&def, content)?;
+    }
+    store(ctx, req)?;
+    let (wf, def_name, _) = key(&id);
 
+    // Step 7: a live WfRun is interrupted by the event, or else gets it offered to its waiting
+    // nodes. A missing WfRun keeps it ("pre-emptive"): a WfRun created later with this id
+    // claims it on arrival (an interrupt trigger put before its WfRun never fires).
+    if let Some(mut run) = RunState::load(ctx, wf)? {
+        if !is_terminal(run.wf_run.status()) {
+            let content = req.content.clone().unwrap_or_default();
+            let target = req.thread_run_number;
+            if interpreter::interrupts::trigger(ctx, &mut run, def_name, &id, &content, target)? {
+                claim_for_interrupt(ctx, &id)?;
+                interpreter::advance(ctx, &mut run)?;
+            } else {
+                interpreter::offer_events(ctx, &mut run, def_name)?;
+            }
+        }
+    }
+    Ok(get(ctx, &id)?.and_then(|s| s.event).unwrap_or_default())
+}
+
+/// Steps 5 and 6: stores a checked, new event unclaimed, with its indexes and retention timer.
+pub fn store(ctx: &mut Ctx, req: &PutExternalEventRequest) -> HResult<ExternalEvent> {
+    let id = ExternalEventId {
+        wf_run_id: req.wf_run_id.clone(),
+        external_event_def_id: req.external_event_def_id.clone(),
+        guid: req.guid.clone().unwrap_or_default(),
+    };
+    let def: Option<ExternalEventDef> = codec::get(&ctx.tables.external_event_defs, key(&id).1)?;
     let seq = next_seq(ctx)?;
     let event = ExternalEvent {
         id: Some(id.clone()),
@@ -181,8 +215,9 @@ pub fn put(ctx: &mut Ctx, req: &PutExternalEventRequest) -> HResult<ExternalEven
         .insert((def_name, false, ctx.now_ms, seq), (wf, guid))?;
 
     use halter_api::littlehorse::external_event_retention_policy::ExtEvtGcPolicy;
-    if let Some(ExtEvtGcPolicy::SecondsAfterPut(s)) =
-        def.retention_policy.and_then(|p| p.ext_evt_gc_policy)
+    if let Some(ExtEvtGcPolicy::SecondsAfterPut(s)) = def
+        .and_then(|d| d.retention_policy)
+        .and_then(|p| p.ext_evt_gc_policy)
     {
         timers::arm(
             ctx,
@@ -192,22 +227,7 @@ pub fn put(ctx: &mut Ctx, req: &PutExternalEventRequest) -> HResult<ExternalEven
         )?;
     }
 
-    // Step 7: a live WfRun is interrupted by the event, or else gets it offered to its waiting
-    // nodes. A missing WfRun keeps it ("pre-emptive"): a WfRun created later with this id
-    // claims it on arrival (an interrupt trigger put before its WfRun never fires).
-    if let Some(mut run) = RunState::load(ctx, wf)? {
-        if !is_terminal(run.wf_run.status()) {
-            let content = req.content.clone().unwrap_or_default();
-            let target = req.thread_run_number;
-            if interpreter::interrupts::trigger(ctx, &mut run, def_name, &id, &content, target)? {
-                claim_for_interrupt(ctx, &id)?;
-                interpreter::advance(ctx, &mut run)?;
-            } else {
-                interpreter::offer_events(ctx, &mut run, def_name)?;
-            }
-        }
-    }
-    Ok(get(ctx, &id)?.and_then(|s| s.event).unwrap_or_default())
+    Ok(stored.event.unwrap_or_default())
 }
 
 /// Claims, for the NodeRun at (thread, position), the oldest unclaimed event of `(wf, def)`

@@ -7,9 +7,11 @@
 //! nothing: every handler checks everything before its first write.
 //!
 //! The crate is split by command family: [`external_event_def`], [`external_event`],
+//! [`correlated_event`], [`task`],
 //! [`wf_spec`], [`wf_run`] (with the [`interpreter`] that moves threads), [`timers`], and the
 //! read side in [`query`].
 
+pub mod correlated_event;
 pub mod ctx;
 pub mod error;
 pub mod expr;
@@ -20,13 +22,16 @@ pub mod json_path;
 pub mod mutation;
 pub mod query;
 pub mod run_state;
+pub mod task;
 pub mod time;
 pub mod timers;
 pub mod wf_run;
 pub mod wf_spec;
 
 use halter_api::halter::{command::Kind, timer, Command, FireTimers};
-use halter_api::littlehorse::{ExternalEvent, ExternalEventDef, WfRun, WfSpec};
+use halter_api::littlehorse::{
+    CorrelatedEvent, ExternalEvent, ExternalEventDef, ScheduledTask, TaskDef, WfRun, WfSpec,
+};
 use halter_api::LOG_FORMAT_VERSION;
 use halter_storage::{tables::meta, Tables};
 use redb::ReadableTable;
@@ -43,6 +48,10 @@ pub enum Response {
     ExternalEvent(ExternalEvent),
     WfSpec(WfSpec),
     WfRun(WfRun),
+    CorrelatedEvent(CorrelatedEvent),
+    TaskDef(TaskDef),
+    /// A claim's result: the task handed out, or none left.
+    ScheduledTask(Option<ScheduledTask>),
     Empty,
     /// How many of the listed timers fired.
     TimersFired(usize),
@@ -134,6 +143,21 @@ fn dispatch(ctx: &mut Ctx, cmd: &Command) -> HResult<Response> {
             wf_run::delete(ctx, r)?;
             Response::Empty
         }
+        Kind::PutCorrelatedEvent(r) => Response::CorrelatedEvent(correlated_event::put(ctx, r)?),
+        Kind::DeleteCorrelatedEvent(r) => {
+            correlated_event::delete(ctx, r)?;
+            Response::Empty
+        }
+        Kind::PutTaskDef(r) => Response::TaskDef(task::put_def(ctx, r)?),
+        Kind::DeleteTaskDef(r) => {
+            task::delete_def(ctx, r)?;
+            Response::Empty
+        }
+        Kind::ClaimTask(r) => Response::ScheduledTask(task::claim(ctx, r)?),
+        Kind::ReportTask(r) => {
+            task::report(ctx, r)?;
+            Response::Empty
+        }
         Kind::FireTimers(f) => Response::TimersFired(fire_timers(ctx, f)?),
     })
 }
@@ -158,6 +182,9 @@ fn fire_timers(ctx: &mut Ctx, f: &FireTimers) -> HResult<usize> {
             }
             Some(timer::Kind::EventRetention(id)) => external_event::expire(ctx, &id)?,
             Some(timer::Kind::WfRunRetention(id)) => wf_run::delete_by_id(ctx, &id)?,
+            Some(timer::Kind::CorrelatedEventTtl(id)) => correlated_event::expire(ctx, &id)?,
+            Some(timer::Kind::TaskTimeout(t)) => task::fire_timeout(ctx, &t)?,
+            Some(timer::Kind::TaskRetry(id)) => task::fire_retry(ctx, &id)?,
             None => {}
         }
     }

@@ -368,8 +368,20 @@ pub fn get_node_run(t: &ReadTables, id: &NodeRunId) -> HResult<NodeRun> {
     let wf = wf_run_id(&id.wf_run_id)?;
     let thread = non_negative("thread_run_number", id.thread_run_number)?;
     let pos = non_negative("position", id.position)?;
-    Ok(codec::get(&t.node_runs, (wf, thread, pos))?
-        .ok_or_else(|| not_found(format!("NodeRun {wf}/{thread}/{pos}")))?)
+    let nr: NodeRun = codec::get(&t.node_runs, (wf, thread, pos))?
+        .ok_or_else(|| not_found(format!("NodeRun {wf}/{thread}/{pos}")))?;
+    Ok(masked(nr))
+}
+
+/// A NodeRun as clients see it: a correlation key the spec asked to mask is shown as `*****`
+/// (stored unmasked: the engine matches on it).
+fn masked(mut nr: NodeRun) -> NodeRun {
+    if let Some(node_run::NodeType::ExternalEvent(ee)) = &mut nr.node_type {
+        if ee.mask_correlation_key && ee.correlation_key.is_some() {
+            ee.correlation_key = Some("*****".into());
+        }
+    }
+    nr
 }
 
 pub fn list_node_runs(t: &ReadTables, req: &ListNodeRunsRequest) -> HResult<NodeRunList> {
@@ -398,7 +410,7 @@ pub fn list_node_runs(t: &ReadTables, req: &ListNodeRunsRequest) -> HResult<Node
             out.bookmark = Some(encode_bookmark(&[P::I(th.into()), P::I(pos.into())]));
             break;
         }
-        out.results.push(codec::decode(v.value())?);
+        out.results.push(masked(codec::decode(v.value())?));
     }
     Ok(out)
 }
@@ -432,4 +444,134 @@ pub fn list_variables(t: &ReadTables, req: &ListVariablesRequest) -> HResult<Var
         out.results.push(codec::decode(v.value())?);
     }
     Ok(out)
+}
+
+fn correlated_def(id: Option<&ExternalEventDefId>) -> Result<&str, Rejection> {
+    let def = id
+        .map(|d| d.name.as_str())
+        .ok_or_else(|| invalid("missing external_event_def_id"))?;
+    check_name("ExternalEventDef name", def)?;
+    Ok(def)
+}
+
+pub fn get_correlated_event(t: &ReadTables, id: &CorrelatedEventId) -> HResult<CorrelatedEvent> {
+    let def = correlated_def(id.external_event_def_id.as_ref())?;
+    crate::correlated_event::check_key(&id.key)?;
+    Ok(codec::get(&t.correlated_events, (def, id.key.as_str()))?
+        .ok_or_else(|| not_found(format!("CorrelatedEvent '{}' of '{def}'", id.key)))?)
+}
+
+/// CorrelatedEvents of a def, oldest first (then by key), optionally only those that did or did
+/// not make ExternalEvents yet.
+pub fn search_correlated_events(
+    t: &ReadTables,
+    req: &SearchCorrelatedEventRequest,
+) -> HResult<CorrelatedEventIdList> {
+    let def = correlated_def(req.external_event_def_id.as_ref())?;
+    let limit = page_limit(req.limit)?;
+    let earliest = req.earliest_start.as_ref().map(ms).unwrap_or(i64::MIN);
+    let latest = req.latest_start.as_ref().map(ms).unwrap_or(i64::MAX);
+    let bm = decode_bookmark(&req.bookmark)?;
+    let (from_t, from_k) = match &bm {
+        Some(p) => (n(p, 0)?, s(p, 1)?.to_string()),
+        None => (earliest, String::new()),
+    };
+    let mut out = CorrelatedEventIdList::default();
+    for row in t
+        .correlated_by_time
+        .range((def, from_t, from_k.as_str())..=(def, latest, "\u{10FFFF}"))?
+    {
+        let (k, _) = row?;
+        let (_, created, key) = k.value();
+        if let Some(want) = req.has_external_events {
+            let ev: Option<CorrelatedEvent> = codec::get(&t.correlated_events, (def, key))?;
+            if ev.is_some_and(|e| !e.external_events.is_empty()) != want {
+                continue;
+            }
+        }
+        if out.results.len() == limit {
+            out.bookmark = Some(encode_bookmark(&[P::I(created), P::S(key.into())]));
+            break;
+        }
+        out.results.push(CorrelatedEventId {
+            key: key.to_string(),
+            external_event_def_id: Some(ExternalEventDefId {
+                name: def.to_string(),
+            }),
+        });
+    }
+    Ok(out)
+}
+
+pub fn get_task_def(t: &ReadTables, id: &TaskDefId) -> HResult<TaskDef> {
+    check_name("TaskDef name", &id.name)?;
+    Ok(codec::get(&t.task_defs, id.name.as_str())?
+        .ok_or_else(|| not_found(format!("TaskDef '{}'", id.name)))?)
+}
+
+pub fn search_task_defs(t: &ReadTables, req: &SearchTaskDefRequest) -> HResult<TaskDefIdList> {
+    let limit = page_limit(req.limit)?;
+    let prefix = req.prefix.clone().unwrap_or_default();
+    let start = match decode_bookmark(&req.bookmark)? {
+        Some(p) => s(&p, 0)?.to_string(),
+        None => prefix.clone(),
+    };
+    let mut out = TaskDefIdList::default();
+    for row in t.task_defs.range(start.as_str()..)? {
+        let (k, _) = row?;
+        let name = k.value();
+        if !name.starts_with(&prefix) {
+            break;
+        }
+        if out.results.len() == limit {
+            out.bookmark = Some(encode_bookmark(&[P::S(name.to_string())]));
+            break;
+        }
+        out.results.push(TaskDefId {
+            name: name.to_string(),
+        });
+    }
+    Ok(out)
+}
+
+pub fn get_task_run(t: &ReadTables, id: &TaskRunId) -> HResult<TaskRun> {
+    let wf = wf_run_id(&id.wf_run_id)?;
+    if id.task_guid.is_empty() || id.task_guid.len() > halter_api::limits::MAX_GUID_LEN {
+        return Err(invalid("task_guid must be 1 to 128 characters").into());
+    }
+    Ok(codec::get(&t.task_runs, (wf, id.task_guid.as_str()))?
+        .ok_or_else(|| not_found(format!("TaskRun {wf}/{}", id.task_guid)))?)
+}
+
+/// A WfRun's TaskRuns in guid order.
+pub fn list_task_runs(t: &ReadTables, req: &ListTaskRunsRequest) -> HResult<TaskRunList> {
+    let wf = wf_run_id(&req.wf_run_id)?;
+    let limit = page_limit(req.limit)?;
+    let start = match decode_bookmark(&req.bookmark)? {
+        Some(p) => s(&p, 0)?.to_string(),
+        None => String::new(),
+    };
+    let mut out = TaskRunList::default();
+    for row in t
+        .task_runs
+        .range((wf, start.as_str())..=(wf, "\u{10FFFF}"))?
+    {
+        let (k, v) = row?;
+        let (_, guid) = k.value();
+        if out.results.len() == limit {
+            out.bookmark = Some(encode_bookmark(&[P::S(guid.to_string())]));
+            break;
+        }
+        out.results.push(codec::decode(v.value())?);
+    }
+    Ok(out)
+}
+
+/// Whether an attempt of the TaskDef waits for a worker (what a held poll checks before it
+/// proposes a claim).
+pub fn task_queued(t: &ReadTables, def: &str) -> HResult<bool> {
+    Ok(t.task_queue
+        .range((def, i64::MIN, "", "")..=(def, i64::MAX, "\u{10FFFF}", "\u{10FFFF}"))?
+        .next()
+        .is_some())
 }

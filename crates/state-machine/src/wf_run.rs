@@ -188,8 +188,8 @@ pub fn resume(ctx: &mut Ctx, req: &ResumeWfRunRequest) -> HResult<()> {
     interpreter::resume(ctx, &mut run, req.thread_run_number)
 }
 
-/// Deleting is idempotent. It removes the WfRun, its threads, NodeRuns, Variables, every
-/// ExternalEvent put for its id, and their timers.
+/// Deleting is idempotent. It removes the WfRun, its threads, NodeRuns, Variables, TaskRuns,
+/// every ExternalEvent put for its id, and their timers.
 pub fn delete(ctx: &mut Ctx, req: &DeleteWfRunRequest) -> HResult<()> {
     let id = req.id.as_ref().ok_or_else(|| invalid("missing id"))?;
     check_name("WfRun id", &id.id)?;
@@ -219,6 +219,17 @@ pub fn delete_by_id(ctx: &mut Ctx, wf: &str) -> HResult<()> {
         node_keys.push((t, p));
     }
     for (t, p) in node_keys {
+        if let Some(nr) = crate::run_state::get_node(ctx, wf, t as i32, p as i32)? {
+            if let Some(halter_api::littlehorse::node_run::NodeType::ExternalEvent(ee)) =
+                &nr.node_type
+            {
+                if let (Some(key), Some(def)) = (&ee.correlation_key, &ee.external_event_def_id) {
+                    crate::correlated_event::forget_waiter(
+                        ctx, wf, &def.name, key, t as i32, p as i32,
+                    )?;
+                }
+            }
+        }
         ctx.tables.node_runs.remove((wf, t, p))?;
         timers::cancel(ctx, &timers::node_run_timer_id(wf, t as i32, p as i32))?;
     }
@@ -226,6 +237,7 @@ pub fn delete_by_id(ctx: &mut Ctx, wf: &str) -> HResult<()> {
         .variables
         .retain_in((wf, 0u32, "")..(wf, u32::MAX, ""), |_, _| false)?;
     external_event::delete_all_of(ctx, wf)?;
+    crate::task::delete_all_of(ctx, wf)?;
     timers::cancel(ctx, &timers::wf_run_retention_timer_id(wf))?;
     Ok(())
 }

@@ -274,11 +274,8 @@ impl Checker<'_, '_, '_> {
                 {
                     return Err(self.err(Some(name), format!("No ExternalEventDef named '{def}'")));
                 }
-                if ee.correlation_key.is_some() {
-                    return Err(self.err(
-                        Some(name),
-                        "correlation_key (correlated events) is not supported yet",
-                    ));
+                if let Some(k) = &ee.correlation_key {
+                    self.assignment(name, k, 0)?;
                 }
                 if let Some(t) = &ee.timeout_seconds {
                     self.assignment(name, t, 0)?;
@@ -297,8 +294,55 @@ impl Checker<'_, '_, '_> {
                 }
                 false
             }
-            Some(N::Task(_)) => {
-                return Err(self.err(Some(name), "TASK nodes are not supported yet"))
+            Some(N::Task(t)) => {
+                use halter_api::littlehorse::task_node::TaskToExecute;
+                match &t.task_to_execute {
+                    Some(TaskToExecute::TaskDefId(id)) => {
+                        let def: Option<halter_api::littlehorse::TaskDef> =
+                            codec::get(&self.ctx.tables.task_defs, id.name.as_str())
+                                .map_err(|e| invalid(e.to_string()))?;
+                        let Some(def) = def else {
+                            return Err(self.err(
+                                Some(name),
+                                format!("refers to nonexistent TaskDef '{}'", id.name),
+                            ));
+                        };
+                        if def.input_vars.len() != t.variables.len() {
+                            return Err(self.err(
+                                Some(name),
+                                format!(
+                                    "TaskDef '{}' takes {} input variables, the node gives {}",
+                                    id.name,
+                                    def.input_vars.len(),
+                                    t.variables.len()
+                                ),
+                            ));
+                        }
+                    }
+                    Some(TaskToExecute::DynamicTask(a)) => self.assignment(name, a, 0)?,
+                    None => return Err(self.err(Some(name), "a TASK node without a task")),
+                }
+                for a in &t.variables {
+                    self.assignment(name, a, 0)?;
+                }
+                if t.retries < 0 {
+                    return Err(self.err(Some(name), "retries must not be negative"));
+                }
+                if t.timeout_seconds < 0 {
+                    return Err(self.err(Some(name), "timeout_seconds must not be negative"));
+                }
+                if let Some(b) = &t.exponential_backoff {
+                    if b.base_interval_ms <= 0
+                        || b.multiplier < 1.0
+                        || b.max_delay_ms < i64::from(b.base_interval_ms)
+                    {
+                        return Err(self.err(
+                            Some(name),
+                            "exponential_backoff needs base_interval_ms > 0, multiplier >= 1 and max_delay_ms >= base_interval_ms",
+                        ));
+                    }
+                }
+                false
             }
             Some(N::StartThread(st)) => {
                 let Some(child) = self.all.get(&st.thread_spec_name) else {

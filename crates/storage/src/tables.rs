@@ -41,6 +41,21 @@ pub const EVENTS_BY_DEF: TableDefinition<(&str, bool, i64, u64), (&str, &str)> =
 /// `CorrelatedEvent` by (def, key).
 pub const CORRELATED_EVENTS: TableDefinition<(&str, &str), &[u8]> =
     TableDefinition::new("correlated_events");
+/// EXTERNAL_EVENT NodeRuns waiting for a CorrelatedEvent: (def, key, WfRun id, thread,
+/// position). A NodeRun is in it from its arrival until it claims, times out or is deleted.
+pub const CORRELATION_WAITERS: TableDefinition<(&str, &str, &str, u32, u32), ()> =
+    TableDefinition::new("correlation_waiters");
+/// Index for SearchCorrelatedEvent: (def, created ms, key).
+pub const CORRELATED_BY_TIME: TableDefinition<(&str, i64, &str), ()> =
+    TableDefinition::new("correlated_by_time");
+/// `TaskDef` by name.
+pub const TASK_DEFS: TableDefinition<&str, &[u8]> = TableDefinition::new("task_defs");
+/// `TaskRun` by (WfRun id, task guid).
+pub const TASK_RUNS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("task_runs");
+/// Task attempts scheduled and not yet handed to a worker: (TaskDef name, scheduled ms, WfRun
+/// id, task guid). A claim takes the first row of its TaskDef: the oldest.
+pub const TASK_QUEUE: TableDefinition<(&str, i64, &str, &str), ()> =
+    TableDefinition::new("task_queue");
 /// Every timer (event timeouts, sleeps, retention): (due ms, timer id) -> `halter.Timer`.
 pub const TIMERS: TableDefinition<(i64, &str), &[u8]> = TableDefinition::new("timers");
 /// Timer id -> due ms, to cancel a timer by id.
@@ -74,6 +89,11 @@ macro_rules! for_each_table {
         $m!(UNCLAIMED_EVENTS);
         $m!(EVENTS_BY_DEF);
         $m!(CORRELATED_EVENTS);
+        $m!(CORRELATION_WAITERS);
+        $m!(CORRELATED_BY_TIME);
+        $m!(TASK_DEFS);
+        $m!(TASK_RUNS);
+        $m!(TASK_QUEUE);
         $m!(TIMERS);
         $m!(TIMER_DUE);
         $m!(META);
@@ -96,6 +116,12 @@ macro_rules! tables_struct {
             pub events_by_def:
                 $table<$($lt,)? (&'static str, bool, i64, u64), (&'static str, &'static str)>,
             pub correlated_events: $table<$($lt,)? (&'static str, &'static str), &'static [u8]>,
+            pub correlation_waiters:
+                $table<$($lt,)? (&'static str, &'static str, &'static str, u32, u32), ()>,
+            pub correlated_by_time: $table<$($lt,)? (&'static str, i64, &'static str), ()>,
+            pub task_defs: $table<$($lt,)? &'static str, &'static [u8]>,
+            pub task_runs: $table<$($lt,)? (&'static str, &'static str), &'static [u8]>,
+            pub task_queue: $table<$($lt,)? (&'static str, i64, &'static str, &'static str), ()>,
             pub timers: $table<$($lt,)? (i64, &'static str), &'static [u8]>,
             pub timer_due: $table<$($lt,)? &'static str, i64>,
             pub meta: $table<$($lt,)? &'static str, u64>,
@@ -116,6 +142,11 @@ macro_rules! tables_struct {
                     unclaimed_events: txn.open_table(UNCLAIMED_EVENTS)?,
                     events_by_def: txn.open_table(EVENTS_BY_DEF)?,
                     correlated_events: txn.open_table(CORRELATED_EVENTS)?,
+                    correlation_waiters: txn.open_table(CORRELATION_WAITERS)?,
+                    correlated_by_time: txn.open_table(CORRELATED_BY_TIME)?,
+                    task_defs: txn.open_table(TASK_DEFS)?,
+                    task_runs: txn.open_table(TASK_RUNS)?,
+                    task_queue: txn.open_table(TASK_QUEUE)?,
                     timers: txn.open_table(TIMERS)?,
                     timer_due: txn.open_table(TIMER_DUE)?,
                     meta: txn.open_table(META)?,

@@ -23,7 +23,7 @@ use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{Entry, EntryPayload, RaftSnapshotBuilder, SnapshotMeta, StorageError};
 use prost::Message;
 use redb::{ReadableTable, TableDefinition};
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 
 use super::snapshot_data::SnapshotData;
 
@@ -56,6 +56,9 @@ pub struct StateMachineStore {
     current: Arc<std::sync::Mutex<Option<Current>>>,
     /// Woken when an applied entry armed a timer, so the leader's timer service re-plans.
     pub timers_changed: Arc<Notify>,
+    /// Bumped when an applied entry queued a task attempt (or a snapshot was installed), so
+    /// the polls this node holds look for work again.
+    pub tasks_queued: Arc<watch::Sender<u64>>,
     /// Apply transactions committed without fsync since the last durable one.
     unsynced_applies: u32,
 }
@@ -84,6 +87,7 @@ impl StateMachineStore {
             snapshot_path,
             current: Arc::new(std::sync::Mutex::new(current)),
             timers_changed: Arc::new(Notify::new()),
+            tasks_queued: Arc::new(watch::channel(0).0),
             unsynced_applies: 0,
         })
     }
@@ -267,6 +271,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     {
         let mut out = Vec::new();
         let mut timers_armed = false;
+        let mut tasks_queued = false;
         let mut txn = self.store.begin_write().map_err(io_write)?;
         self.unsynced_applies += 1;
         if self.unsynced_applies < SYNC_EVERY_APPLIES {
@@ -312,6 +317,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                                         .effects
                                         .iter()
                                         .any(|e| matches!(e, Effect::TimerArmed { .. }));
+                                    tasks_queued |= applied
+                                        .effects
+                                        .iter()
+                                        .any(|e| matches!(e, Effect::TaskQueued { .. }));
                                     applied.response
                                 }
                             };
@@ -331,6 +340,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         txn.commit().map_err(io_write)?;
         if timers_armed {
             self.timers_changed.notify_one();
+        }
+        if tasks_queued {
+            self.tasks_queued.send_modify(|n| *n += 1);
         }
         Ok(out)
     }
@@ -402,6 +414,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             file,
         )?;
         self.timers_changed.notify_one();
+        self.tasks_queued.send_modify(|n| *n += 1);
         tracing::info!(snapshot = %meta.snapshot_id, "installed snapshot");
         Ok(())
     }

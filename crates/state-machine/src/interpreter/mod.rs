@@ -114,11 +114,16 @@ impl Scope for ThreadScope<'_, '_, '_> {
 }
 
 /// What a completed NodeRun produced: an EXTERNAL_EVENT's event content, a START_THREAD's child
-/// thread number; null for the rest.
+/// thread number, a TASK's output; null for the rest.
 pub fn output_of(ctx: &Ctx, nr: &NodeRun) -> HResult<VariableValue> {
     if let Some(NodeType::StartThread(s)) = &nr.node_type {
         if let Some(n) = s.child_thread_id {
             return Ok(values::int(n as i64));
+        }
+    }
+    if let Some(NodeType::Task(t)) = &nr.node_type {
+        if let Some(id) = &t.task_run_id {
+            return Ok(crate::task::output(ctx, id)?.unwrap_or_default());
         }
     }
     if let Some(NodeType::ExternalEvent(e)) = &nr.node_type {
@@ -306,6 +311,41 @@ fn arrive(
                     }
                 }
             }
+            if let Some(a) = &ee.correlation_key {
+                let mut scope = ThreadScope::new(ctx, run, thread);
+                let key = match expr::eval(a, &mut scope) {
+                    Ok(VariableValue {
+                        value: Some(Value::Str(k)),
+                    }) => k,
+                    Ok(other) => {
+                        let msg = format!(
+                            "Resulting correlation key was of type {}, not STR",
+                            values::type_name(values::type_of(&other))
+                        );
+                        return fail_node(ctx, &mut nr, LhErrorType::VarError.as_str_name(), msg);
+                    }
+                    Err(e) => {
+                        return fail_node(ctx, &mut nr, LhErrorType::VarError.as_str_name(), e)
+                    }
+                };
+                if let Err(e) = crate::correlated_event::check_key(&key) {
+                    return fail_node(
+                        ctx,
+                        &mut nr,
+                        LhErrorType::VarError.as_str_name(),
+                        e.to_string(),
+                    );
+                }
+                let def = ee
+                    .external_event_def_id
+                    .as_ref()
+                    .map(|d| d.name.clone())
+                    .unwrap_or_default();
+                if let Some(NodeType::ExternalEvent(r)) = &mut nr.node_type {
+                    r.correlation_key = Some(key.clone());
+                }
+                crate::correlated_event::on_arrival(ctx, run.id(), &def, &key, thread, position)?;
+            }
             if !try_claim(ctx, run.id(), thread, &mut nr)? {
                 if let Some(due) = due {
                     arm_node_timer(ctx, run.id(), thread, position, due)?;
@@ -358,6 +398,12 @@ fn arrive(
         Some(node::Node::StartThread(st)) => {
             return child_threads::start(ctx, run, thread, &st, nr);
         }
+        Some(node::Node::Task(t)) => {
+            // The NodeRun waits RUNNING for its TaskRun (see `task`).
+            if let Err((ty, msg)) = crate::task::schedule(ctx, run, thread, &t, &mut nr)? {
+                return fail_node(ctx, &mut nr, ty.as_str_name(), msg);
+            }
+        }
         Some(node::Node::WaitForThreads(w)) => {
             return child_threads::enter(ctx, run, thread, &w, nr);
         }
@@ -401,6 +447,9 @@ pub(crate) fn try_claim(ctx: &mut Ctx, wf: &str, thread: i32, nr: &mut NodeRun) 
     };
     ee.external_event_id = event.id.clone();
     ee.event_time = event.created_at;
+    if let Some(key) = ee.correlation_key.clone() {
+        crate::correlated_event::forget_waiter(ctx, wf, &def, &key, thread, position)?;
+    }
     complete_node(ctx, nr);
     timers::cancel(ctx, &timers::node_run_timer_id(wf, thread, position))?;
     Ok(true)
@@ -458,6 +507,9 @@ pub fn fire_node_timer(
                 return Ok(());
             }
             ee.timed_out = true;
+            if let (Some(key), Some(def)) = (&ee.correlation_key, &ee.external_event_def_id) {
+                crate::correlated_event::forget_waiter(ctx, &wf, &def.name, key, thread, position)?;
+            }
             let name = LhErrorType::Timeout.as_str_name();
             let msg = "ExternalEvent did not arrive in time".to_string();
             nr.status = LhStatus::Error as i32;

@@ -1,0 +1,161 @@
+//! Serving task workers: which hosts to poll, and the held polls themselves.
+//!
+//! A `PollTask` stream may reach any node. For each request the node looks at its own replica's
+//! task queue and, when a task of the TaskDef waits, proposes `ClaimTask`; the committed claim
+//! hands the oldest waiting attempt to exactly one worker, whichever node its poll is on. With
+//! nothing queued the request is held (a long poll): it wakes when this node applies an entry
+//! that queued a task, and re-checks every second in case a wake-up was missed. Only the held
+//! polls are in memory; what was claimed, and when it times out, is replicated.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use halter_api::halter::{command::Kind, ClaimTask};
+use halter_api::littlehorse::{
+    LhHostInfo, PollTaskRequest, PollTaskResponse, RegisterTaskWorkerRequest,
+    RegisterTaskWorkerResponse, ScheduledTask,
+};
+use halter_api::names::check_name;
+use halter_state_machine::{query, Response as Out};
+use tokio::sync::mpsc;
+use tonic::{Code, Status, Streaming};
+
+use crate::proposer::NodeCtx;
+
+/// How often a held poll looks at the queue without being woken.
+const RECHECK: Duration = Duration::from_secs(1);
+/// How long a poll waits before proposing again after the cluster had no leader.
+const UNAVAILABLE_BACKOFF: Duration = Duration::from_millis(200);
+
+/// The stream type tonic's generated service expects.
+pub type PollStream = tonic::codegen::BoxStream<PollTaskResponse>;
+
+/// The client address of every member, as `host:port` a worker can dial. A member listening on
+/// an unspecified address (0.0.0.0) is given the address this request arrived on.
+pub fn hosts(ctx: &NodeCtx, local: Option<SocketAddr>) -> Vec<LhHostInfo> {
+    let metrics = ctx.raft.metrics().borrow().clone();
+    let mut out = Vec::new();
+    for (_, node) in metrics.membership_config.membership().nodes() {
+        let Ok(addr) = node.client_addr.parse::<SocketAddr>() else {
+            // A name rather than an IP: pass it on as it is.
+            if let Some((host, port)) = node.client_addr.rsplit_once(':') {
+                if let Ok(port) = port.parse::<i32>() {
+                    out.push(LhHostInfo {
+                        host: host.to_string(),
+                        port,
+                    });
+                }
+            }
+            continue;
+        };
+        let ip = match (addr.ip().is_unspecified(), local) {
+            (true, Some(l)) => l.ip(),
+            _ => addr.ip(),
+        };
+        out.push(LhHostInfo {
+            host: ip.to_string(),
+            port: i32::from(addr.port()),
+        });
+    }
+    out
+}
+
+/// RegisterTaskWorker: the hosts to poll, never empty (a worker with no hosts never polls).
+pub fn register(
+    ctx: &NodeCtx,
+    req: &RegisterTaskWorkerRequest,
+    local: Option<SocketAddr>,
+) -> Result<RegisterTaskWorkerResponse, Status> {
+    let def = req
+        .task_def_id
+        .as_ref()
+        .ok_or_else(|| Status::invalid_argument("missing task_def_id"))?;
+    check_name("TaskDef name", &def.name).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    if req.task_worker_id.is_empty() {
+        return Err(Status::invalid_argument("missing task_worker_id"));
+    }
+    let mut your_hosts = hosts(ctx, local);
+    if your_hosts.is_empty() {
+        // No membership known yet: at least this node, where the worker just got an answer.
+        if let Some(l) = local {
+            your_hosts.push(LhHostInfo {
+                host: l.ip().to_string(),
+                port: i32::from(l.port()),
+            });
+        }
+    }
+    if your_hosts.is_empty() {
+        return Err(Status::unavailable(
+            "this node does not know its cluster yet",
+        ));
+    }
+    Ok(RegisterTaskWorkerResponse {
+        your_hosts,
+        is_cluster_healthy: None,
+    })
+}
+
+/// Serves one PollTask stream: each request is answered with one task, when there is one.
+pub fn serve(ctx: Arc<NodeCtx>, mut inbound: Streaming<PollTaskRequest>) -> PollStream {
+    let (tx, rx) = mpsc::channel::<Result<PollTaskResponse, Status>>(2);
+    tokio::spawn(async move {
+        loop {
+            let req = match inbound.message().await {
+                Ok(Some(r)) => r,
+                // The worker closed its side, or the connection broke.
+                Ok(None) | Err(_) => return,
+            };
+            let answer = tokio::select! {
+                a = next_task(&ctx, &req) => a,
+                _ = tx.closed() => return,
+            };
+            let msg = answer.map(|t| PollTaskResponse { result: Some(t) });
+            let failed = msg.is_err();
+            if tx.send(msg).await.is_err() || failed {
+                // An error ends the stream (the worker reconnects); a stream is never ended
+                // with OK, which the Python worker would take as "still connected".
+                return;
+            }
+        }
+    });
+    Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|m| (m, rx))
+    }))
+}
+
+/// Waits until a task of the requested TaskDef is claimed for this worker.
+async fn next_task(ctx: &NodeCtx, req: &PollTaskRequest) -> Result<ScheduledTask, Status> {
+    let def = req
+        .task_def_id
+        .as_ref()
+        .map(|d| d.name.clone())
+        .ok_or_else(|| Status::invalid_argument("missing task_def_id"))?;
+    check_name("TaskDef name", &def).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let mut woken = ctx.sm.tasks_queued.subscribe();
+    loop {
+        let queued = ctx.read(|t| query::task_queued(t, &def))?;
+        if queued {
+            let claim = Kind::ClaimTask(ClaimTask {
+                task_def_name: def.clone(),
+                worker_id: req.client_id.clone(),
+                worker_version: req.task_worker_version.clone(),
+            });
+            match ctx.propose(claim).await {
+                Ok(Out::ScheduledTask(Some(t))) => return Ok(t),
+                // Another worker got it first; look again.
+                Ok(Out::ScheduledTask(None)) => continue,
+                Ok(other) => return Err(Status::internal(format!("unexpected {other:?}"))),
+                Err(s) if s.code() == Code::Unavailable => {
+                    tokio::time::sleep(UNAVAILABLE_BACKOFF).await;
+                    continue;
+                }
+                Err(s) => return Err(s),
+            }
+        }
+        tokio::select! {
+            _ = woken.changed() => {}
+            _ = tokio::time::sleep(RECHECK) => {}
+        }
+    }
+}

@@ -1,0 +1,659 @@
+//! TaskDefs, TaskRuns and their dispatch state (issue 4; LittleHorse's task semantics).
+//!
+//! Everything a new leader needs is replicated: a scheduled attempt waits in `TASK_QUEUE`; a
+//! `ClaimTask` command (proposed by whichever node holds a worker's poll) takes the oldest one
+//! of its TaskDef, marks the attempt running and arms its timeout; a report or the timeout ends
+//! the attempt, schedules a retry if one is left, or ends the TaskRun and moves its NodeRun. Only
+//! the held polls themselves live in memory, on the node that holds them.
+
+use std::collections::BTreeSet;
+
+use halter_api::halter::{timer, ClaimTask, TaskAttemptTimer};
+use halter_api::littlehorse::{
+    node_run::NodeType, report_task_run, task_attempt, task_node::TaskToExecute, task_run_source,
+    type_definition::DefinedType, variable_value::Value, DeleteTaskDefRequest, Failure,
+    LhErrorType, LhStatus, LhTaskError, NodeRun, NodeRunId, PutTaskDefRequest, ReportTaskRun,
+    ScheduledTask, TaskAttempt, TaskDef, TaskDefId, TaskNode, TaskNodeReference, TaskNodeRun,
+    TaskRun, TaskRunId, TaskRunSource, TaskStatus, TypeDefinition, VarNameAndVal, VariableDef,
+    VariableValue, WfRunId,
+};
+use halter_api::names::{check_local_name, check_name};
+use halter_api::values;
+use halter_storage::codec;
+use redb::ReadableTable;
+
+use crate::ctx::{Ctx, Effect};
+use crate::error::{invalid, HResult, Rejection};
+use crate::expr;
+use crate::interpreter::{self, ThreadScope};
+use crate::run_state::{get_node, put_node, status, RunState};
+use crate::time::{ms, ts};
+use crate::timers;
+use crate::wf_run::is_terminal;
+
+/// LittleHorse's default when a TASK node gives no timeout.
+pub const DEFAULT_TIMEOUT_SECONDS: i32 = 60;
+
+/// A TaskRun's guid is its NodeRun's place: one TaskRun per TASK NodeRun.
+pub fn task_guid(thread: i32, position: i32) -> String {
+    format!("{thread}-{position}")
+}
+
+pub fn timeout_timer_id(wf: &str, guid: &str, attempt: i32) -> String {
+    format!("t/{wf}/{guid}/{attempt}")
+}
+
+pub fn retry_timer_id(wf: &str, guid: &str) -> String {
+    format!("r/{wf}/{guid}")
+}
+
+fn run_key(id: &TaskRunId) -> (&str, &str) {
+    (
+        id.wf_run_id
+            .as_ref()
+            .map(|w| w.id.as_str())
+            .unwrap_or_default(),
+        id.task_guid.as_str(),
+    )
+}
+
+pub fn get_run(ctx: &Ctx, id: &TaskRunId) -> HResult<Option<TaskRun>> {
+    Ok(codec::get(&ctx.tables.task_runs, run_key(id))?)
+}
+
+fn save_run(ctx: &mut Ctx, tr: &TaskRun) -> HResult<()> {
+    let id = tr.id.clone().unwrap_or_default();
+    codec::put(&mut ctx.tables.task_runs, run_key(&id), tr)?;
+    Ok(())
+}
+
+// ---- TaskDefs ----
+
+/// Input variables with their type in `type_def` (what task workers read), legacy `type` gone.
+fn normalise_inputs(req: &PutTaskDefRequest) -> Result<Vec<VariableDef>, Rejection> {
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for v in &req.input_vars {
+        check_local_name("input variable name", &v.name)
+            .map_err(|e| invalid(format!("TaskDef '{}': {e}", req.name)))?;
+        if !seen.insert(v.name.as_str()) {
+            return Err(invalid(format!(
+                "TaskDef '{}': input variable '{}' declared twice",
+                req.name, v.name
+            )));
+        }
+        let ty = values::declared_type(v).map_err(|w| {
+            invalid(format!(
+                "TaskDef '{}', input variable '{}': {w} is not supported",
+                req.name, v.name
+            ))
+        })?;
+        let masked =
+            v.masked_value.unwrap_or(false) || v.type_def.as_ref().is_some_and(|t| t.masked);
+        out.push(VariableDef {
+            r#type: None,
+            name: v.name.clone(),
+            default_value: v.default_value.clone(),
+            masked_value: None,
+            type_def: Some(TypeDefinition {
+                defined_type: Some(DefinedType::PrimitiveType(ty as i32)),
+                masked,
+            }),
+        });
+    }
+    Ok(out)
+}
+
+/// PutTaskDef: a TaskDef is immutable. The same definition again returns the stored one; a
+/// different one under an existing name is ALREADY_EXISTS.
+pub fn put_def(ctx: &mut Ctx, req: &PutTaskDefRequest) -> HResult<TaskDef> {
+    check_name("TaskDef name", &req.name)?;
+    let input_vars = normalise_inputs(req)?;
+    if let Some(td) = req
+        .return_type
+        .as_ref()
+        .and_then(|r| r.return_type.as_ref())
+    {
+        values::primitive_of(td).map_err(|w| {
+            invalid(format!(
+                "TaskDef '{}': return type uses {w}, which Halter does not support",
+                req.name
+            ))
+        })?;
+    }
+    let def = TaskDef {
+        id: Some(TaskDefId {
+            name: req.name.clone(),
+        }),
+        input_vars,
+        created_at: Some(ts(ctx.now_ms)),
+        return_type: req.return_type.clone(),
+        description: req.description.clone(),
+    };
+    if let Some(existing) = codec::get::<_, TaskDef, _>(&ctx.tables.task_defs, req.name.as_str())? {
+        let same = TaskDef {
+            created_at: existing.created_at,
+            ..def.clone()
+        } == existing;
+        if same {
+            return Ok(existing);
+        }
+        return Err(Rejection::AlreadyExists(format!(
+            "TaskDef '{}' already exists and is immutable",
+            req.name
+        ))
+        .into());
+    }
+    codec::put(&mut ctx.tables.task_defs, req.name.as_str(), &def)?;
+    Ok(def)
+}
+
+/// DeleteTaskDef: NOT_FOUND for a missing one (as LittleHorse). WfSpecs that use it fail their
+/// TASK nodes with TASK_ERROR from then on.
+pub fn delete_def(ctx: &mut Ctx, req: &DeleteTaskDefRequest) -> HResult<()> {
+    let name = req
+        .id
+        .as_ref()
+        .map(|i| i.name.as_str())
+        .ok_or_else(|| invalid("missing id"))?;
+    check_name("TaskDef name", name)?;
+    if ctx.tables.task_defs.remove(name)?.is_none() {
+        return Err(Rejection::NotFound(format!("TaskDef '{name}' not found")).into());
+    }
+    Ok(())
+}
+
+// ---- scheduling ----
+
+/// Enters a TASK node: finds the TaskDef, computes the inputs (by position), creates the
+/// TaskRun with its first attempt scheduled. A missing TaskDef or bad inputs fail the NodeRun
+/// before any TaskRun exists.
+pub fn schedule(
+    ctx: &mut Ctx,
+    run: &RunState,
+    thread: i32,
+    node: &TaskNode,
+    nr: &mut NodeRun,
+) -> HResult<Result<(), (LhErrorType, String)>> {
+    let mut scope = ThreadScope::new(ctx, run, thread);
+    let def_name = match &node.task_to_execute {
+        Some(TaskToExecute::TaskDefId(id)) => id.name.clone(),
+        Some(TaskToExecute::DynamicTask(a)) => match expr::eval(a, &mut scope) {
+            Ok(VariableValue {
+                value: Some(Value::Str(s)),
+            }) => s,
+            Ok(other) => {
+                return Ok(Err((
+                    LhErrorType::VarSubError,
+                    format!(
+                        "Failed calculating dynamic task: got {}, not a STR",
+                        values::type_name(values::type_of(&other))
+                    ),
+                )))
+            }
+            Err(e) => {
+                return Ok(Err((
+                    LhErrorType::VarSubError,
+                    format!("Failed calculating dynamic task: {e}"),
+                )))
+            }
+        },
+        None => {
+            return Ok(Err((
+                LhErrorType::TaskError,
+                "TASK node without a task".into(),
+            )))
+        }
+    };
+    let Some(def) = codec::get::<_, TaskDef, _>(&ctx.tables.task_defs, def_name.as_str())? else {
+        return Ok(Err((
+            LhErrorType::TaskError,
+            format!("TaskDef '{def_name}' does not exist (deleted?)"),
+        )));
+    };
+    if node.variables.len() != def.input_vars.len() {
+        return Ok(Err((
+            LhErrorType::VarSubError,
+            format!(
+                "Failed calculating TaskRun Input Vars: TaskDef '{def_name}' takes {} inputs, the node gives {}",
+                def.input_vars.len(),
+                node.variables.len()
+            ),
+        )));
+    }
+    let mut inputs = Vec::new();
+    for (a, var) in node.variables.iter().zip(&def.input_vars) {
+        let value = match expr::eval(a, &mut scope) {
+            Ok(v) => v,
+            Err(e) => {
+                return Ok(Err((
+                    LhErrorType::VarSubError,
+                    format!("Failed calculating TaskRun Input Vars: '{}': {e}", var.name),
+                )))
+            }
+        };
+        let ty =
+            values::declared_type(var).unwrap_or(halter_api::littlehorse::VariableType::JsonObj);
+        if !values::admits(ty, &value) {
+            return Ok(Err((
+                LhErrorType::VarSubError,
+                format!(
+                    "Failed calculating TaskRun Input Vars: '{}' must be {}, got {}",
+                    var.name,
+                    ty.as_str_name(),
+                    values::type_name(values::type_of(&value))
+                ),
+            )));
+        }
+        inputs.push(VarNameAndVal {
+            var_name: var.name.clone(),
+            value: Some(value),
+            masked: var.type_def.as_ref().is_some_and(|t| t.masked),
+        });
+    }
+    let node_run_id = nr.id.clone().unwrap_or_default();
+    let wf = run.id().to_string();
+    let guid = task_guid(thread, node_run_id.position);
+    let id = TaskRunId {
+        wf_run_id: Some(WfRunId {
+            id: wf.clone(),
+            parent_wf_run_id: None,
+        }),
+        task_guid: guid.clone(),
+    };
+    let timeout = if node.timeout_seconds > 0 {
+        node.timeout_seconds
+    } else {
+        DEFAULT_TIMEOUT_SECONDS
+    };
+    let mut tr = TaskRun {
+        id: Some(id.clone()),
+        task_def_id: def.id.clone(),
+        attempts: vec![],
+        input_variables: inputs,
+        source: Some(TaskRunSource {
+            task_run_source: Some(task_run_source::TaskRunSource::TaskNode(
+                TaskNodeReference {
+                    node_run_id: Some(node_run_id),
+                },
+            )),
+            wf_spec_id: run.wf_run.wf_spec_id.clone(),
+        }),
+        scheduled_at: Some(ts(ctx.now_ms)),
+        status: TaskStatus::TaskScheduled as i32,
+        timeout_seconds: timeout,
+        total_attempts: 1 + node.retries.max(0),
+        exponential_backoff: node.exponential_backoff,
+        total_checkpoints: 0,
+    };
+    enqueue_attempt(ctx, &mut tr)?;
+    save_run(ctx, &tr)?;
+    nr.node_type = Some(NodeType::Task(TaskNodeRun {
+        task_run_id: Some(id),
+    }));
+    Ok(Ok(()))
+}
+
+/// Appends a scheduled attempt and puts it in the queue.
+fn enqueue_attempt(ctx: &mut Ctx, tr: &mut TaskRun) -> HResult<()> {
+    tr.attempts.push(TaskAttempt {
+        schedule_time: Some(ts(ctx.now_ms)),
+        status: TaskStatus::TaskScheduled as i32,
+        ..Default::default()
+    });
+    tr.status = TaskStatus::TaskScheduled as i32;
+    queue(ctx, tr, ctx.now_ms)
+}
+
+fn queue(ctx: &mut Ctx, tr: &TaskRun, at_ms: i64) -> HResult<()> {
+    let id = tr.id.clone().unwrap_or_default();
+    let def = tr.task_def_id.clone().unwrap_or_default().name;
+    let (wf, guid) = run_key(&id);
+    ctx.tables
+        .task_queue
+        .insert((def.as_str(), at_ms, wf, guid), ())?;
+    ctx.effects.push(Effect::TaskQueued { task_def: def });
+    Ok(())
+}
+
+/// ClaimTask: hands the oldest scheduled attempt of the TaskDef to the worker, or None.
+pub fn claim(ctx: &mut Ctx, req: &ClaimTask) -> HResult<Option<ScheduledTask>> {
+    check_name("TaskDef name", &req.task_def_name)?;
+    let def = req.task_def_name.as_str();
+    let first = ctx
+        .tables
+        .task_queue
+        .range((def, i64::MIN, "", "")..=(def, i64::MAX, "\u{10FFFF}", "\u{10FFFF}"))?
+        .next()
+        .transpose()?
+        .map(|(k, _)| {
+            let (_, at, wf, guid) = k.value();
+            (at, wf.to_string(), guid.to_string())
+        });
+    let Some((at, wf, guid)) = first else {
+        return Ok(None);
+    };
+    ctx.tables
+        .task_queue
+        .remove((def, at, wf.as_str(), guid.as_str()))?;
+    let id = TaskRunId {
+        wf_run_id: Some(WfRunId {
+            id: wf.clone(),
+            parent_wf_run_id: None,
+        }),
+        task_guid: guid.clone(),
+    };
+    let Some(mut tr) = get_run(ctx, &id)? else {
+        return Ok(None);
+    };
+    let n = tr.attempts.len() as i32 - 1;
+    let Some(attempt) = tr.attempts.last_mut() else {
+        return Ok(None);
+    };
+    attempt.status = TaskStatus::TaskRunning as i32;
+    attempt.start_time = Some(ts(ctx.now_ms));
+    attempt.task_worker_id = req.worker_id.clone();
+    attempt.task_worker_version = req.worker_version.clone();
+    let created_at = attempt.schedule_time;
+    tr.status = TaskStatus::TaskRunning as i32;
+    timers::arm(
+        ctx,
+        &timeout_timer_id(&wf, &guid, n),
+        ctx.now_ms + i64::from(tr.timeout_seconds) * 1000,
+        timer::Kind::TaskTimeout(TaskAttemptTimer {
+            task_run_id: Some(id.clone()),
+            attempt_number: n,
+        }),
+    )?;
+    save_run(ctx, &tr)?;
+    Ok(Some(ScheduledTask {
+        task_run_id: Some(id),
+        task_def_id: tr.task_def_id.clone(),
+        attempt_number: n,
+        variables: tr.input_variables.clone(),
+        created_at,
+        source: tr.source.clone(),
+        total_observed_checkpoints: 0,
+    }))
+}
+
+// ---- results ----
+
+fn result_of(r: &ReportTaskRun) -> Option<task_attempt::Result> {
+    r.result.as_ref().map(|x| match x {
+        report_task_run::Result::Output(v) => task_attempt::Result::Output(v.clone()),
+        report_task_run::Result::Error(e) => task_attempt::Result::Error(e.clone()),
+        report_task_run::Result::Exception(e) => task_attempt::Result::Exception(e.clone()),
+    })
+}
+
+/// ReportTask. A report for an unknown TaskRun is NOT_FOUND; for an attempt that is no longer
+/// running it is FAILED_PRECONDITION, unless it repeats the outcome already recorded (a
+/// worker's retry), which is answered OK and changes nothing.
+pub fn report(ctx: &mut Ctx, r: &ReportTaskRun) -> HResult<()> {
+    let id = r
+        .task_run_id
+        .as_ref()
+        .ok_or_else(|| invalid("missing task_run_id"))?;
+    let (wf, guid) = run_key(id);
+    check_name("WfRun id", wf)?;
+    let mut tr = get_run(ctx, id)?
+        .ok_or_else(|| Rejection::NotFound(format!("TaskRun {wf}/{guid} not found")))?;
+    let n = r.attempt_number;
+    let Some(attempt) = usize::try_from(n).ok().and_then(|i| tr.attempts.get(i)) else {
+        return Err(invalid(format!(
+            "TaskRun {wf}/{guid} has no attempt {n} ({} attempts)",
+            tr.attempts.len()
+        ))
+        .into());
+    };
+    let reported = TaskStatus::try_from(r.status)
+        .map_err(|_| invalid(format!("unknown task status {}", r.status)))?;
+    if !matches!(
+        reported,
+        TaskStatus::TaskSuccess
+            | TaskStatus::TaskFailed
+            | TaskStatus::TaskException
+            | TaskStatus::TaskOutputSerdeError
+    ) {
+        return Err(invalid(format!(
+            "a worker reports TASK_SUCCESS, TASK_FAILED, TASK_EXCEPTION or TASK_OUTPUT_SERDE_ERROR, not {}",
+            reported.as_str_name()
+        ))
+        .into());
+    }
+    if attempt.status != TaskStatus::TaskRunning as i32 {
+        if attempt.status == r.status && attempt.result == result_of(r) {
+            return Ok(());
+        }
+        return Err(Rejection::FailedPrecondition(format!(
+            "attempt {n} of TaskRun {wf}/{guid} is {}, no longer running",
+            TaskStatus::try_from(attempt.status)
+                .map(|s| s.as_str_name())
+                .unwrap_or("finished")
+        ))
+        .into());
+    }
+    finish_attempt(
+        ctx,
+        &mut tr,
+        n as usize,
+        reported,
+        result_of(r),
+        r.log_output.clone(),
+    )
+}
+
+/// A running attempt's timeout fired.
+pub fn fire_timeout(ctx: &mut Ctx, t: &TaskAttemptTimer) -> HResult<()> {
+    let Some(id) = &t.task_run_id else {
+        return Ok(());
+    };
+    let Some(mut tr) = get_run(ctx, id)? else {
+        return Ok(());
+    };
+    let n = t.attempt_number as usize;
+    if tr
+        .attempts
+        .get(n)
+        .is_none_or(|a| a.status != TaskStatus::TaskRunning as i32)
+    {
+        return Ok(());
+    }
+    finish_attempt(ctx, &mut tr, n, TaskStatus::TaskTimeout, None, None)
+}
+
+/// A retry's backoff is over: its pending attempt is scheduled.
+pub fn fire_retry(ctx: &mut Ctx, id: &TaskRunId) -> HResult<()> {
+    let Some(mut tr) = get_run(ctx, id)? else {
+        return Ok(());
+    };
+    let Some(a) = tr.attempts.last_mut() else {
+        return Ok(());
+    };
+    if a.status != TaskStatus::TaskPending as i32 {
+        return Ok(());
+    }
+    a.status = TaskStatus::TaskScheduled as i32;
+    a.schedule_time = Some(ts(ctx.now_ms));
+    tr.status = TaskStatus::TaskScheduled as i32;
+    queue(ctx, &tr, ctx.now_ms)?;
+    save_run(ctx, &tr)
+}
+
+/// Whether a value fits the TaskDef's return type (unset return type: anything, i.e. void).
+fn fits_return_type(ctx: &Ctx, tr: &TaskRun, v: &VariableValue) -> HResult<bool> {
+    let def_name = tr.task_def_id.clone().unwrap_or_default().name;
+    let def: Option<TaskDef> = codec::get(&ctx.tables.task_defs, def_name.as_str())?;
+    let Some(td) = def.and_then(|d| d.return_type).and_then(|r| r.return_type) else {
+        return Ok(true);
+    };
+    Ok(values::primitive_of(&td).is_ok_and(|ty| values::admits(ty, v)))
+}
+
+fn finish_attempt(
+    ctx: &mut Ctx,
+    tr: &mut TaskRun,
+    n: usize,
+    mut st: TaskStatus,
+    mut result: Option<task_attempt::Result>,
+    log_output: Option<VariableValue>,
+) -> HResult<()> {
+    let id = tr.id.clone().unwrap_or_default();
+    let (wf, guid) = run_key(&id);
+    let (wf, guid) = (wf.to_string(), guid.to_string());
+    timers::cancel(ctx, &timeout_timer_id(&wf, &guid, n as i32))?;
+    if st == TaskStatus::TaskSuccess {
+        let out = match &result {
+            Some(task_attempt::Result::Output(v)) => v.clone(),
+            _ => VariableValue::default(),
+        };
+        if !fits_return_type(ctx, tr, &out)? {
+            st = TaskStatus::TaskOutputSerdeError;
+            result = Some(task_attempt::Result::Error(LhTaskError {
+                r#type: LhErrorType::VarSubError as i32,
+                message: "Task output incompatible with the TaskDef's return type".into(),
+            }));
+        }
+    }
+    if let Some(a) = tr.attempts.get_mut(n) {
+        a.status = st as i32;
+        a.end_time = Some(ts(ctx.now_ms));
+        a.result = result.clone();
+        a.log_output = log_output;
+    }
+    let retry = matches!(st, TaskStatus::TaskFailed | TaskStatus::TaskTimeout)
+        && (tr.attempts.len() as i32) < tr.total_attempts;
+    if retry {
+        match tr.exponential_backoff {
+            Some(b) => {
+                let k = tr.attempts.len() as i32 - 1;
+                let delay = (f64::from(b.base_interval_ms) * f64::from(b.multiplier).powi(k))
+                    .min(b.max_delay_ms as f64)
+                    .max(0.0) as i64;
+                tr.attempts.push(TaskAttempt {
+                    status: TaskStatus::TaskPending as i32,
+                    ..Default::default()
+                });
+                tr.status = TaskStatus::TaskPending as i32;
+                timers::arm(
+                    ctx,
+                    &retry_timer_id(&wf, &guid),
+                    ctx.now_ms + delay,
+                    timer::Kind::TaskRetry(id.clone()),
+                )?;
+            }
+            None => enqueue_attempt(ctx, tr)?,
+        }
+        return save_run(ctx, tr);
+    }
+    tr.status = st as i32;
+    save_run(ctx, tr)?;
+    node_outcome(ctx, tr, st, result)
+}
+
+/// The TaskRun ended: its NodeRun completes with the output, or fails.
+fn node_outcome(
+    ctx: &mut Ctx,
+    tr: &TaskRun,
+    st: TaskStatus,
+    result: Option<task_attempt::Result>,
+) -> HResult<()> {
+    let Some(task_run_source::TaskRunSource::TaskNode(TaskNodeReference {
+        node_run_id:
+            Some(NodeRunId {
+                wf_run_id: Some(wf),
+                thread_run_number,
+                position,
+            }),
+    })) = tr.source.as_ref().and_then(|s| s.task_run_source.clone())
+    else {
+        return Ok(());
+    };
+    let Some(mut run) = RunState::load(ctx, &wf.id)? else {
+        return Ok(());
+    };
+    let Some(mut nr) = get_node(ctx, &wf.id, thread_run_number, position)? else {
+        return Ok(());
+    };
+    if !matches!(status(nr.status), LhStatus::Running | LhStatus::Halted) {
+        return Ok(());
+    }
+    let failure = match (st, result) {
+        (TaskStatus::TaskSuccess, _) => None,
+        (TaskStatus::TaskException, Some(task_attempt::Result::Exception(e))) => Some(Failure {
+            failure_name: e.name,
+            message: e.message,
+            content: e.content,
+            ..Default::default()
+        }),
+        (TaskStatus::TaskTimeout, _) => Some(failure(LhErrorType::Timeout, "Task timed out")),
+        (TaskStatus::TaskOutputSerdeError, _) => Some(failure(
+            LhErrorType::VarMutationError,
+            "Failed serializing or deserializing Task Output",
+        )),
+        _ => Some(failure(LhErrorType::TaskFailure, "Task execution failed")),
+    };
+    nr.end_time = Some(ts(ctx.now_ms));
+    match failure {
+        None => nr.status = LhStatus::Completed as i32,
+        Some(f) => {
+            nr.status = interpreter::failure_status(&f.failure_name) as i32;
+            nr.error_message = Some(f.message.clone());
+            nr.failures.push(f);
+        }
+    }
+    put_node(ctx, &nr)?;
+    if !is_terminal(run.wf_run.status()) {
+        interpreter::advance(ctx, &mut run)?;
+    }
+    Ok(())
+}
+
+fn failure(t: LhErrorType, message: &str) -> Failure {
+    Failure {
+        failure_name: t.as_str_name().to_string(),
+        message: message.to_string(),
+        ..Default::default()
+    }
+}
+
+/// What a TASK NodeRun produced: its last attempt's output.
+pub fn output(ctx: &Ctx, id: &TaskRunId) -> HResult<Option<VariableValue>> {
+    Ok(get_run(ctx, id)?.and_then(|tr| {
+        tr.attempts.last().and_then(|a| match &a.result {
+            Some(task_attempt::Result::Output(v)) => Some(v.clone()),
+            _ => None,
+        })
+    }))
+}
+
+/// Removes a WfRun's TaskRuns, their queue rows and timers.
+pub fn delete_all_of(ctx: &mut Ctx, wf: &str) -> HResult<()> {
+    let mut runs = Vec::new();
+    for row in ctx.tables.task_runs.range((wf, "")..=(wf, "\u{10FFFF}"))? {
+        let (_, v) = row?;
+        runs.push(codec::decode::<TaskRun>(v.value())?);
+    }
+    for tr in runs {
+        let id = tr.id.clone().unwrap_or_default();
+        let guid = id.task_guid.clone();
+        let def = tr.task_def_id.clone().unwrap_or_default().name;
+        if let Some(at) = tr
+            .attempts
+            .last()
+            .filter(|a| a.status == TaskStatus::TaskScheduled as i32)
+            .and_then(|a| a.schedule_time.as_ref())
+        {
+            ctx.tables
+                .task_queue
+                .remove((def.as_str(), ms(at), wf, guid.as_str()))?;
+        }
+        for n in 0..tr.attempts.len() {
+            timers::cancel(ctx, &timeout_timer_id(wf, &guid, n as i32))?;
+        }
+        timers::cancel(ctx, &retry_timer_id(wf, &guid))?;
+        ctx.tables.task_runs.remove((wf, guid.as_str()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,427 @@
+#![allow(clippy::unwrap_used)]
+//! Scenarios for TaskDefs, TaskRuns and their dispatch (claim, report, timeout, retry). Every
+//! rejection is also checked to change nothing (`Harness::rejected`).
+
+mod support;
+
+use halter_api::halter::{command::Kind, ClaimTask};
+use halter_api::littlehorse::{
+    failure_handler_def::FailureToCatch, node_run::NodeType, report_task_run,
+    type_definition::DefinedType, variable_mutation::RhsValue, *,
+};
+use halter_api::values;
+use halter_state_machine::{query, Rejection, Response};
+use support::*;
+
+const TASK: &str = "1-charge-TASK";
+
+fn typed(name: &str, ty: VariableType) -> VariableDef {
+    VariableDef {
+        name: name.into(),
+        type_def: Some(TypeDefinition {
+            defined_type: Some(DefinedType::PrimitiveType(ty as i32)),
+            masked: false,
+        }),
+        ..Default::default()
+    }
+}
+
+fn task_def_req(name: &str, ret: Option<VariableType>) -> PutTaskDefRequest {
+    PutTaskDefRequest {
+        name: name.into(),
+        input_vars: vec![typed("amount", VariableType::Int)],
+        return_type: Some(ReturnType {
+            return_type: ret.map(|t| TypeDefinition {
+                defined_type: Some(DefinedType::PrimitiveType(t as i32)),
+                masked: false,
+            }),
+        }),
+        description: None,
+    }
+}
+
+fn put_task_def(h: &mut Harness, name: &str, ret: Option<VariableType>) -> TaskDef {
+    match h.ok(Kind::PutTaskDef(task_def_req(name, ret))) {
+        Response::TaskDef(d) => d,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// entry -> TASK `charge(amount)` (result into "receipt") -> exit.
+fn task_spec(name: &str, task: TaskNode, handlers: Vec<FailureHandlerDef>) -> PutWfSpecRequest {
+    let mut e = edge("2-exit-EXIT");
+    e.variable_mutations = vec![VariableMutation {
+        lhs_name: "receipt".into(),
+        operation: VariableMutationType::Assign as i32,
+        rhs_value: Some(RhsValue::NodeOutput(Default::default())),
+        ..Default::default()
+    }];
+    let mut n = node(node::Node::Task(task), vec![e]);
+    n.failure_handlers = handlers;
+    let mut req = spec(
+        name,
+        vec![
+            ("0-entrypoint-ENTRYPOINT", entry(TASK)),
+            (TASK, n),
+            ("2-exit-EXIT", exit()),
+        ],
+        vec![
+            var_def("amount", VariableType::Int, false),
+            var_def("receipt", VariableType::Str, false),
+        ],
+    );
+    req.thread_specs.insert(
+        "handler".into(),
+        thread(
+            vec![
+                ("0-entrypoint-ENTRYPOINT", entry("1-exit-EXIT")),
+                ("1-exit-EXIT", exit()),
+            ],
+            vec![],
+        ),
+    );
+    req
+}
+
+fn charge(retries: i32, timeout: i32) -> TaskNode {
+    TaskNode {
+        task_to_execute: Some(task_node::TaskToExecute::TaskDefId(TaskDefId {
+            name: "charge".into(),
+        })),
+        timeout_seconds: timeout,
+        retries,
+        exponential_backoff: None,
+        variables: vec![var("amount")],
+    }
+}
+
+fn start(h: &mut Harness, task: TaskNode, handlers: Vec<FailureHandlerDef>) {
+    put_task_def(h, "charge", Some(VariableType::Str));
+    h.put_spec(task_spec("pay", task, handlers));
+    h.run_with("pay", "r", [("amount".to_string(), values::int(30))].into());
+}
+
+fn claim(h: &mut Harness, worker: &str) -> Option<ScheduledTask> {
+    match h.ok(Kind::ClaimTask(ClaimTask {
+        task_def_name: "charge".into(),
+        worker_id: worker.into(),
+        worker_version: None,
+    })) {
+        Response::ScheduledTask(t) => t,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+fn report(
+    t: &ScheduledTask,
+    status: TaskStatus,
+    result: Option<report_task_run::Result>,
+) -> ReportTaskRun {
+    ReportTaskRun {
+        task_run_id: t.task_run_id.clone(),
+        time: None,
+        status: status as i32,
+        result,
+        log_output: None,
+        attempt_number: t.attempt_number,
+        total_checkpoints: 0,
+    }
+}
+
+fn output(v: VariableValue) -> Option<report_task_run::Result> {
+    Some(report_task_run::Result::Output(v))
+}
+
+fn task_run(h: &Harness) -> TaskRun {
+    h.read(|t| {
+        query::get_task_run(
+            t,
+            &TaskRunId {
+                wf_run_id: Some(wf_id("r")),
+                task_guid: "0-1".into(),
+            },
+        )
+        .unwrap()
+    })
+}
+
+#[test]
+fn a_task_def_is_immutable_and_checked() {
+    let mut h = Harness::new();
+    let d = put_task_def(&mut h, "charge", Some(VariableType::Str));
+    assert_eq!(d.input_vars[0].name, "amount");
+    assert_eq!(
+        put_task_def(&mut h, "charge", Some(VariableType::Str)),
+        d,
+        "identical again"
+    );
+    match h.rejected(Kind::PutTaskDef(task_def_req(
+        "charge",
+        Some(VariableType::Int),
+    ))) {
+        Rejection::AlreadyExists(m) => assert!(m.contains("immutable"), "{m}"),
+        other => panic!("expected ALREADY_EXISTS, got {other:?}"),
+    }
+    assert!(matches!(
+        h.rejected(Kind::PutTaskDef(task_def_req("bad name", None))),
+        Rejection::InvalidArgument(_)
+    ));
+    // A legacy `type` comes back as `type_def`, which task workers read.
+    let mut legacy = task_def_req("legacy", None);
+    legacy.input_vars = vec![VariableDef {
+        name: "x".into(),
+        r#type: Some(VariableType::Double as i32),
+        ..Default::default()
+    }];
+    match h.ok(Kind::PutTaskDef(legacy)) {
+        Response::TaskDef(d) => assert_eq!(
+            d.input_vars[0].type_def.as_ref().unwrap().defined_type,
+            Some(DefinedType::PrimitiveType(VariableType::Double as i32))
+        ),
+        other => panic!("unexpected {other:?}"),
+    }
+    h.ok(Kind::DeleteTaskDef(DeleteTaskDefRequest {
+        id: Some(TaskDefId {
+            name: "legacy".into(),
+        }),
+    }));
+    assert!(matches!(
+        h.rejected(Kind::DeleteTaskDef(DeleteTaskDefRequest {
+            id: Some(TaskDefId {
+                name: "legacy".into()
+            }),
+        })),
+        Rejection::NotFound(_)
+    ));
+}
+
+#[test]
+fn a_spec_whose_task_node_names_a_missing_def_or_the_wrong_inputs_is_invalid() {
+    let mut h = Harness::new();
+    let r = h.rejected(Kind::PutWfSpec(task_spec("pay", charge(0, 0), vec![])));
+    match r {
+        Rejection::InvalidArgument(m) => {
+            assert!(
+                m.contains("thread 'entrypoint'") && m.contains(TASK) && m.contains("'charge'"),
+                "{m}"
+            )
+        }
+        other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
+    }
+    put_task_def(&mut h, "charge", None);
+    let mut two = charge(0, 0);
+    two.variables.push(var("amount"));
+    match h.rejected(Kind::PutWfSpec(task_spec("pay", two, vec![]))) {
+        Rejection::InvalidArgument(m) => assert!(m.contains("takes 1 input"), "{m}"),
+        other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_claimed_task_reported_done_completes_its_node_with_the_output() {
+    let mut h = Harness::new();
+    start(&mut h, charge(0, 0), vec![]);
+    let tr = task_run(&h);
+    assert_eq!(tr.status(), TaskStatus::TaskScheduled);
+    assert_eq!(tr.timeout_seconds, 60, "0 means LittleHorse's default");
+    assert_eq!(tr.input_variables[0].value, Some(values::int(30)));
+    match h.node_run("r", 0, 1).node_type {
+        Some(NodeType::Task(t)) => assert_eq!(t.task_run_id, tr.id),
+        other => panic!("unexpected {other:?}"),
+    }
+    let t = claim(&mut h, "w1").expect("a task");
+    assert!(claim(&mut h, "w2").is_none(), "one task, one worker");
+    assert_eq!(t.attempt_number, 0);
+    assert_eq!(t.variables[0].var_name, "amount");
+    assert!(matches!(
+        t.source.as_ref().and_then(|s| s.task_run_source.as_ref()),
+        Some(task_run_source::TaskRunSource::TaskNode(_))
+    ));
+    assert_eq!(task_run(&h).attempts[0].task_worker_id, "w1");
+    h.ok(Kind::ReportTask(report(
+        &t,
+        TaskStatus::TaskSuccess,
+        output(values::str("ok-30")),
+    )));
+    assert_eq!(h.status("r"), LhStatus::Completed);
+    assert_eq!(h.variable("r", "receipt"), values::str("ok-30"));
+    assert_eq!(task_run(&h).status(), TaskStatus::TaskSuccess);
+    // The worker's retry of its report is answered OK and changes nothing.
+    let before = h.digest();
+    h.ok(Kind::ReportTask(report(
+        &t,
+        TaskStatus::TaskSuccess,
+        output(values::str("ok-30")),
+    )));
+    assert_eq!(before, h.digest());
+    // A different report for the finished attempt is refused.
+    assert!(matches!(
+        h.rejected(Kind::ReportTask(report(&t, TaskStatus::TaskFailed, None))),
+        Rejection::FailedPrecondition(_)
+    ));
+}
+
+#[test]
+fn a_timed_out_attempt_is_handed_out_again_while_retries_last() {
+    let mut h = Harness::new();
+    start(&mut h, charge(1, 5), vec![]);
+    let first = claim(&mut h, "slow").unwrap();
+    h.advance_ms(5_000);
+    assert_eq!(h.fire_due(), 1);
+    let tr = task_run(&h);
+    assert_eq!(tr.attempts[0].status(), TaskStatus::TaskTimeout);
+    assert_eq!(tr.attempts[1].status(), TaskStatus::TaskScheduled);
+    // The slow worker's late report is refused and changes nothing.
+    assert!(matches!(
+        h.rejected(Kind::ReportTask(report(
+            &first,
+            TaskStatus::TaskSuccess,
+            output(values::str("late"))
+        ))),
+        Rejection::FailedPrecondition(_)
+    ));
+    let second = claim(&mut h, "fast").unwrap();
+    assert_eq!(second.attempt_number, 1);
+    h.advance_ms(5_000);
+    h.fire_due();
+    assert_eq!(h.status("r"), LhStatus::Error, "no retry left");
+    let nr = h.node_run("r", 0, 1);
+    assert_eq!(nr.failures[0].failure_name, "TIMEOUT");
+    assert_eq!(task_run(&h).status(), TaskStatus::TaskTimeout);
+}
+
+#[test]
+fn failures_exceptions_and_bad_output_fail_the_node_by_their_kind() {
+    // Exhausted TASK_FAILED: TASK_FAILURE (ERROR).
+    let mut h = Harness::new();
+    start(&mut h, charge(0, 0), vec![]);
+    let t = claim(&mut h, "w").unwrap();
+    let err = Some(report_task_run::Result::Error(LhTaskError {
+        r#type: LhErrorType::TaskError as i32,
+        message: "stack trace".into(),
+    }));
+    h.ok(Kind::ReportTask(report(&t, TaskStatus::TaskFailed, err)));
+    assert_eq!(h.status("r"), LhStatus::Error);
+    assert_eq!(
+        h.node_run("r", 0, 1).failures[0].failure_name,
+        "TASK_FAILURE"
+    );
+    // Output of the wrong type: VAR_MUTATION_ERROR.
+    let mut h = Harness::new();
+    start(&mut h, charge(3, 0), vec![]);
+    let t = claim(&mut h, "w").unwrap();
+    h.ok(Kind::ReportTask(report(
+        &t,
+        TaskStatus::TaskSuccess,
+        output(values::int(1)),
+    )));
+    assert_eq!(task_run(&h).attempts.len(), 1, "not retried");
+    assert_eq!(task_run(&h).status(), TaskStatus::TaskOutputSerdeError);
+    assert_eq!(
+        h.node_run("r", 0, 1).failures[0].failure_name,
+        "VAR_MUTATION_ERROR"
+    );
+    // A business exception: EXCEPTION with its name and content, caught by its handler.
+    let mut h = Harness::new();
+    start(
+        &mut h,
+        charge(3, 0),
+        vec![FailureHandlerDef {
+            handler_spec_name: "handler".into(),
+            failure_to_catch: Some(FailureToCatch::SpecificFailure("card-declined".into())),
+        }],
+    );
+    let t = claim(&mut h, "w").unwrap();
+    let exc = Some(report_task_run::Result::Exception(LhTaskException {
+        name: "card-declined".into(),
+        message: "insufficient funds".into(),
+        content: Some(values::int(30)),
+    }));
+    h.ok(Kind::ReportTask(report(&t, TaskStatus::TaskException, exc)));
+    assert_eq!(task_run(&h).attempts.len(), 1, "exceptions are not retried");
+    let nr = h.node_run("r", 0, 1);
+    assert_eq!(nr.status(), LhStatus::Exception);
+    assert_eq!(nr.failures[0].failure_name, "card-declined");
+    assert_eq!(nr.failures[0].content, Some(values::int(30)));
+    assert!(nr.failures[0].was_properly_handled);
+    assert_eq!(h.status("r"), LhStatus::Completed);
+}
+
+#[test]
+fn a_retry_with_backoff_waits_before_it_is_handed_out() {
+    let mut h = Harness::new();
+    let mut task = charge(2, 0);
+    task.exponential_backoff = Some(ExponentialBackoffRetryPolicy {
+        base_interval_ms: 1_000,
+        max_delay_ms: 10_000,
+        multiplier: 2.0,
+    });
+    start(&mut h, task, vec![]);
+    let t = claim(&mut h, "w").unwrap();
+    h.ok(Kind::ReportTask(report(&t, TaskStatus::TaskFailed, None)));
+    assert_eq!(task_run(&h).status(), TaskStatus::TaskPending);
+    assert!(claim(&mut h, "w").is_none(), "still backing off");
+    h.advance_ms(999);
+    h.fire_due();
+    assert!(claim(&mut h, "w").is_none());
+    h.advance_ms(1);
+    h.fire_due();
+    let t = claim(&mut h, "w").unwrap();
+    assert_eq!(t.attempt_number, 1);
+    h.ok(Kind::ReportTask(report(&t, TaskStatus::TaskFailed, None)));
+    // The second retry waits 2 s.
+    h.advance_ms(1_999);
+    h.fire_due();
+    assert!(claim(&mut h, "w").is_none());
+    h.advance_ms(1);
+    h.fire_due();
+    assert_eq!(claim(&mut h, "w").unwrap().attempt_number, 2);
+}
+
+#[test]
+fn reports_for_unknown_task_runs_or_attempts_are_refused() {
+    let mut h = Harness::new();
+    start(&mut h, charge(0, 0), vec![]);
+    let t = claim(&mut h, "w").unwrap();
+    let mut unknown = report(&t, TaskStatus::TaskSuccess, output(values::str("x")));
+    unknown.task_run_id = Some(TaskRunId {
+        wf_run_id: Some(wf_id("nope")),
+        task_guid: "0-1".into(),
+    });
+    assert!(matches!(
+        h.rejected(Kind::ReportTask(unknown)),
+        Rejection::NotFound(_)
+    ));
+    let mut bad_attempt = report(&t, TaskStatus::TaskSuccess, output(values::str("x")));
+    bad_attempt.attempt_number = 7;
+    assert!(matches!(
+        h.rejected(Kind::ReportTask(bad_attempt)),
+        Rejection::InvalidArgument(_)
+    ));
+    assert!(matches!(
+        h.rejected(Kind::ReportTask(report(&t, TaskStatus::TaskTimeout, None))),
+        Rejection::InvalidArgument(_)
+    ));
+}
+
+#[test]
+fn deleting_a_wf_run_removes_its_task_runs_and_queue() {
+    let mut h = Harness::new();
+    start(&mut h, charge(0, 0), vec![]);
+    h.ok(Kind::DeleteWfRun(DeleteWfRunRequest {
+        id: Some(wf_id("r")),
+    }));
+    assert!(claim(&mut h, "w").is_none());
+    assert_eq!(h.pending_timers(), 0);
+    let missing = h.read(|t| {
+        query::get_task_run(
+            t,
+            &TaskRunId {
+                wf_run_id: Some(wf_id("r")),
+                task_guid: "0-1".into(),
+            },
+        )
+        .is_err()
+    });
+    assert!(missing);
+}
