@@ -63,6 +63,44 @@ check "halted" "HALTED" "${CTL[@]}" wf-run get r2
 check "resume" "resumed" "${CTL[@]}" wf-run resume r2
 check "search runs" "r2" "${CTL[@]}" wf-run search approval --status RUNNING
 check "delete run" "deleted" "${CTL[@]}" wf-run delete r2
+cat > "$DIR/task-spec.json" <<'JSON'
+{"name": "billing", "entrypointThreadName": "entrypoint", "threadSpecs": {"entrypoint": {
+  "variableDefs": [{"varDef": {"name": "amount", "typeDef": {"primitiveType": "INT"}}}],
+  "nodes": {
+    "0-entry": {"entrypoint": {}, "outgoingEdges": [{"sinkNodeName": "1-charge"}]},
+    "1-charge": {"task": {"taskDefId": {"name": "charge"}, "variables": [{"variableName": "amount"}]},
+                 "outgoingEdges": [{"sinkNodeName": "2-exit"}]},
+    "2-exit": {"exit": {}}}}}}
+JSON
+cat > "$DIR/corr-spec.json" <<'JSON'
+{"name": "await-paid", "entrypointThreadName": "entrypoint", "threadSpecs": {"entrypoint": {
+  "variableDefs": [{"varDef": {"name": "order", "typeDef": {"primitiveType": "STR"}}}],
+  "nodes": {
+    "0-entry": {"entrypoint": {}, "outgoingEdges": [{"sinkNodeName": "1-wait"}]},
+    "1-wait": {"externalEvent": {"externalEventDefId": {"name": "paid"},
+                                 "correlationKey": {"variableName": "order"}},
+               "outgoingEdges": [{"sinkNodeName": "2-exit"}]},
+    "2-exit": {"exit": {}}}}}}
+JSON
+check "task-def put" "charge" "${CTL[@]}" task-def put charge --input amount:INT --returns STR
+check "task-def get" "INT" "${CTL[@]}" -o json task-def get charge
+check "task-def immutable" "ALREADY_EXISTS" "${CTL[@]}" task-def put charge --input amount:STR
+check "task-def search" "charge" "${CTL[@]}" task-def search --prefix ch
+check "task spec put" "billing" "${CTL[@]}" wf-spec put "$DIR/task-spec.json"
+check "task run" "RUNNING" "${CTL[@]}" wf-run run billing --id b1 --var amount:int=7
+check "task-run get" "scheduleTime" "${CTL[@]}" task-run get b1 0-1
+check "task-run list" "charge" "${CTL[@]}" task-run list b1
+check "task-run missing" "NOT_FOUND" "${CTL[@]}" task-run get b1 9-9
+check "correlated def" "correlatedEventConfig" "${CTL[@]}" -o json external-event-def put paid --correlated --delete-after-first
+check "correlated spec" "await-paid" "${CTL[@]}" wf-spec put "$DIR/corr-spec.json"
+check "correlated run" "RUNNING" "${CTL[@]}" wf-run run await-paid --id p1 --var order:str=o-42
+check "correlated put" "p1" "${CTL[@]}" -o json correlated-event put o-42 paid --int 100
+check "correlated completed" "COMPLETED" "${CTL[@]}" wf-run get p1
+check "correlated gone" "NOT_FOUND" "${CTL[@]}" correlated-event get o-42 paid
+check "correlated put 2" "o-43" "${CTL[@]}" correlated-event put o-43 paid --int 1
+check "correlated search" "o-43" "${CTL[@]}" correlated-event search paid --has-events false
+check "correlated delete" "deleted" "${CTL[@]}" correlated-event delete o-43 paid
+check "correlated bad key" "INVALID_ARGUMENT" "${CTL[@]}" correlated-event put a/b paid --int 1
 check "cluster status" "Leader" "${CTL[@]}" cluster status
 check "def delete" "deleted" "${CTL[@]}" external-event-def delete signed
 echo "$passed passed, $failed failed"

@@ -3,7 +3,9 @@
 //! Tables for people by default, `-o json` for scripts. Errors print the gRPC code and the
 //! server's reason, and the exit code is non-zero.
 
+mod correlated;
 mod output;
+mod tasks;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -74,6 +76,15 @@ enum Cmd {
     /// Variables of a WfRun.
     #[command(subcommand, name = "variable")]
     Variable(ListCmd),
+    /// TaskDefs: what task workers can execute.
+    #[command(subcommand, name = "task-def")]
+    TaskDef(tasks::TaskDefCmd),
+    /// TaskRuns: task executions of a WfRun.
+    #[command(subcommand, name = "task-run")]
+    TaskRun(tasks::TaskRunCmd),
+    /// CorrelatedEvents: events put by key for every WfRun waiting for it.
+    #[command(subcommand, name = "correlated-event")]
+    Correlated(correlated::CorrelatedCmd),
     /// Cluster membership and leadership (talks to --peer-addr).
     #[command(subcommand)]
     Cluster(ClusterCmd),
@@ -89,6 +100,15 @@ enum DefCmd {
         /// Require event content of this type (STR, INT, DOUBLE, BOOL, JSON_OBJ, JSON_ARR, BYTES).
         #[arg(long = "type")]
         content_type: Option<String>,
+        /// Accept correlated events (put by key) for this def.
+        #[arg(long)]
+        correlated: bool,
+        /// Correlated events expire this many seconds after they are put.
+        #[arg(long, requires = "correlated")]
+        ttl_seconds: Option<i64>,
+        /// A correlated event is deleted once it reached the WfRuns waiting for it.
+        #[arg(long, requires = "correlated")]
+        delete_after_first: bool,
     },
     Get {
         name: String,
@@ -340,6 +360,9 @@ async fn run(cli: Cli) -> anyhow::Result<Shown> {
                 name,
                 retention_seconds,
                 content_type,
+                correlated,
+                ttl_seconds,
+                delete_after_first,
             } => {
                 let req = PutExternalEventDefRequest {
                     name,
@@ -355,7 +378,10 @@ async fn run(cli: Cli) -> anyhow::Result<Shown> {
                             })
                         })
                         .transpose()?,
-                    correlated_event_config: None,
+                    correlated_event_config: correlated.then_some(CorrelatedEventConfig {
+                        ttl_seconds,
+                        delete_after_first_correlation: delete_after_first,
+                    }),
                 };
                 one(
                     "littlehorse.ExternalEventDef",
@@ -573,6 +599,9 @@ async fn run(cli: Cli) -> anyhow::Result<Shown> {
             .await?
             .into_inner(),
         )?,
+        Cmd::TaskDef(c) => tasks::task_def(&mut lh, c).await?,
+        Cmd::TaskRun(c) => tasks::task_run(&mut lh, c).await?,
+        Cmd::Correlated(c) => correlated::run(&mut lh, c).await?,
         Cmd::Cluster(c) => {
             let mut admin = ClusterClient::new(channel(&cli.peer_addr, timeout)?);
             let status = match c {
