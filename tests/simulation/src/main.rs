@@ -15,6 +15,8 @@ mod oracle;
 #[cfg(madsim)]
 mod scenario;
 #[cfg(madsim)]
+mod task_worker;
+#[cfg(madsim)]
 mod workload;
 
 #[cfg(not(madsim))]
@@ -58,7 +60,7 @@ fn main() {
             Ok(Ok(report)) => {
                 passed += 1;
                 println!(
-                    "seed={seed} digest={} ok ({} nodes, {} acked events, {} runs, {} faults, {} purged, {} interrupts, {} handlers, {:.1}s wall)",
+                    "seed={seed} digest={} ok ({} nodes, {} acked events, {} runs, {} faults, {} purged, {} interrupts, {} handlers, {} tasks done, {} correlated, {:.1}s wall)",
                     report.digest,
                     report.nodes,
                     report.acked_events,
@@ -67,6 +69,8 @@ fn main() {
                     report.purged_nodes,
                     report.coverage.interrupts,
                     report.coverage.failure_handlers,
+                    report.coverage.tasks_succeeded,
+                    report.coverage.correlated_events,
                     wall.as_secs_f64()
                 );
             }

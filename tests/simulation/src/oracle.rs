@@ -31,6 +31,12 @@ pub struct Oracle {
     pub leaders: BTreeMap<u64, u64>,
     pub violations: Vec<String>,
     pub faults: usize,
+    /// Contents sent in PutCorrelatedEvent, by key (the WfRun id the key stands for).
+    pub correlated_sent: BTreeSet<(String, i64)>,
+    /// Task attempts handed to workers: (WfRun id, task guid, attempt) -> worker.
+    pub handed: BTreeMap<(String, String, i32), usize>,
+    /// Task reports acknowledged.
+    pub reports: usize,
 }
 
 #[derive(Clone, Default)]

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::cluster::{status, within, Cluster, ClusterView};
 use crate::oracle::Shared;
-use crate::{invariants, workload};
+use crate::{invariants, task_worker, workload};
 
 pub struct Report {
     pub nodes: usize,
@@ -32,6 +32,7 @@ pub struct Report {
 const WORKLOAD: Duration = Duration::from_secs(20);
 const LIVENESS_WINDOW: Duration = Duration::from_secs(15);
 const CLIENTS: usize = 3;
+const WORKERS: usize = 2;
 
 pub fn run_seed(seed: u64) -> Result<Report, String> {
     let mut config = madsim::Config::default();
@@ -58,9 +59,13 @@ fn node(kind: node::Node, to: Option<&str>) -> Node {
 }
 
 fn wait(to: &str, secs: i64) -> Node {
+    wait_for("go", to, secs)
+}
+
+fn wait_for(def: &str, to: &str, secs: i64) -> Node {
     node(
         node::Node::ExternalEvent(ExternalEventNode {
-            external_event_def_id: Some(ExternalEventDefId { name: "go".into() }),
+            external_event_def_id: Some(ExternalEventDefId { name: def.into() }),
             timeout_seconds: Some(VariableAssignment {
                 source: Some(variable_assignment::Source::LiteralValue(values::int(secs))),
                 ..Default::default()
@@ -80,27 +85,42 @@ fn thread(nodes: Vec<(&str, Node)>, vars: Vec<ThreadVarDef>) -> ThreadSpec {
     }
 }
 
-fn int_var(name: &str) -> ThreadVarDef {
-    ThreadVarDef {
-        var_def: Some(VariableDef {
-            name: name.into(),
-            type_def: Some(TypeDefinition {
-                defined_type: Some(type_definition::DefinedType::PrimitiveType(
-                    VariableType::Int as i32,
-                )),
-                masked: false,
-            }),
-            ..Default::default()
+fn typed_var(name: &str, ty: VariableType) -> VariableDef {
+    VariableDef {
+        name: name.into(),
+        type_def: Some(TypeDefinition {
+            defined_type: Some(type_definition::DefinedType::PrimitiveType(ty as i32)),
+            masked: false,
         }),
         ..Default::default()
     }
 }
 
-/// The spec every WfRun runs. Thread 0 starts a child that waits for `go` (5 s), waits for
-/// `go` (4 s; a TIMEOUT is caught by a handler that waits for `go` 2 s more), waits for `go`
-/// again (3 s), then waits for the child. A `poke` interrupts thread 0 with a handler that
-/// waits for `go` (2 s; its timeout fails thread 0). Every path ends within seconds, in
-/// COMPLETED or ERROR; `go` events race between thread 0, the child and the handlers.
+fn int_var(name: &str) -> ThreadVarDef {
+    ThreadVarDef {
+        var_def: Some(typed_var(name, VariableType::Int)),
+        ..Default::default()
+    }
+}
+
+fn var_ref(name: &str) -> VariableAssignment {
+    VariableAssignment {
+        source: Some(variable_assignment::Source::VariableName(name.into())),
+        ..Default::default()
+    }
+}
+
+/// The TaskDef the simulation's workers execute.
+pub const TASK: &str = "sim-task";
+/// The correlated def: the key is the WfRun's id (its `order` variable).
+pub const PAID: &str = "paid";
+
+/// The spec every WfRun runs (with `order` = its id). Thread 0 starts a child that waits for
+/// the correlated event `paid` keyed by `order` (5 s), waits for `rare` (2 s; a TIMEOUT is
+/// caught by a handler that waits for `go` 2 s more), waits for `go` (3 s), runs the task
+/// `sim-task` (1 s per attempt, one retry), then waits for the child. A `poke` interrupts
+/// thread 0 with a handler that waits for `go` (2 s; its timeout fails thread 0). Every path
+/// ends within seconds, in COMPLETED or ERROR.
 fn sim_spec() -> PutWfSpecRequest {
     let entry = node(node::Node::Entrypoint(EntrypointNode {}), Some("1-child"));
     let mut start = node(
@@ -116,56 +136,74 @@ fn sim_spec() -> PutWfSpecRequest {
         rhs_value: Some(variable_mutation::RhsValue::NodeOutput(Default::default())),
         ..Default::default()
     }];
-    let mut first = wait("3-second", 4);
+    let mut first = wait_for("rare", "3-second", 2);
     first.failure_handlers = vec![FailureHandlerDef {
         handler_spec_name: "late".into(),
         failure_to_catch: Some(failure_handler_def::FailureToCatch::SpecificFailure(
             "TIMEOUT".into(),
         )),
     }];
+    let task = node(
+        node::Node::Task(TaskNode {
+            task_to_execute: Some(task_node::TaskToExecute::TaskDefId(TaskDefId {
+                name: TASK.into(),
+            })),
+            timeout_seconds: 1,
+            retries: 1,
+            exponential_backoff: None,
+            variables: vec![var_ref("child-number")],
+        }),
+        Some("5-join"),
+    );
     let join = node(
         node::Node::WaitForThreads(WaitForThreadsNode {
             threads_to_wait_for: Some(wait_for_threads_node::ThreadsToWaitForOneOf::Threads(
                 wait_for_threads_node::ThreadsToWaitFor {
                     threads: vec![wait_for_threads_node::ThreadToWaitFor {
-                        thread_run_number: Some(VariableAssignment {
-                            source: Some(variable_assignment::Source::VariableName(
-                                "child-number".into(),
-                            )),
-                            ..Default::default()
-                        }),
+                        thread_run_number: Some(var_ref("child-number")),
                     }],
                 },
             )),
             per_thread_failure_handlers: vec![],
             strategy: WaitForThreadsStrategy::WaitForAll as i32,
         }),
-        Some("5-exit"),
+        Some("6-exit"),
     );
     let exit = || node(node::Node::Exit(ExitNode { result: None }), None);
-    let waiter = |secs: i64| {
+    let waiter = |first: Node| {
         thread(
             vec![
                 (
                     "0-entry",
                     node(node::Node::Entrypoint(EntrypointNode {}), Some("1-wait")),
                 ),
-                ("1-wait", wait("2-exit", secs)),
+                ("1-wait", first),
                 ("2-exit", exit()),
             ],
             vec![],
         )
     };
+    let mut paid = wait_for(PAID, "2-exit", 5);
+    if let Some(node::Node::ExternalEvent(ee)) = &mut paid.node {
+        ee.correlation_key = Some(var_ref("order"));
+    }
     let mut main = thread(
         vec![
             ("0-entry", entry),
             ("1-child", start),
             ("2-first", first),
-            ("3-second", wait("4-join", 3)),
-            ("4-join", join),
-            ("5-exit", exit()),
+            ("3-second", wait("4-task", 3)),
+            ("4-task", task),
+            ("5-join", join),
+            ("6-exit", exit()),
         ],
-        vec![int_var("child-number")],
+        vec![
+            int_var("child-number"),
+            ThreadVarDef {
+                var_def: Some(typed_var("order", VariableType::Str)),
+                ..Default::default()
+            },
+        ],
     );
     main.interrupt_defs = vec![InterruptDef {
         external_event_def_id: Some(ExternalEventDefId {
@@ -173,14 +211,14 @@ fn sim_spec() -> PutWfSpecRequest {
         }),
         handler_spec_name: "on-poke".into(),
     }];
-    let mut on_poke = waiter(2);
+    let mut on_poke = waiter(wait("2-exit", 2));
     on_poke.variable_defs = vec![int_var("INPUT")];
     PutWfSpecRequest {
         name: "sim".into(),
         thread_specs: BTreeMap::from([
             ("entrypoint".to_string(), main),
-            ("child".to_string(), waiter(5)),
-            ("late".to_string(), waiter(2)),
+            ("child".to_string(), waiter(paid)),
+            ("late".to_string(), waiter(wait("2-exit", 2))),
             ("on-poke".to_string(), on_poke),
         ]),
         entrypoint_thread_name: "entrypoint".into(),
@@ -207,26 +245,50 @@ async fn setup(c: &ClusterView) -> Result<(), String> {
     let end = Instant::now() + Duration::from_secs(30);
     let mut lh = c.lh(0);
     loop {
-        let mut def = None;
-        for name in ["go", "poke"] {
-            def = within(
+        let mut failed = None;
+        for name in ["go", "poke", "rare", PAID] {
+            let r = within(
                 4000,
                 lh.put_external_event_def(PutExternalEventDefRequest {
                     name: name.into(),
+                    correlated_event_config: (name == PAID).then_some(CorrelatedEventConfig {
+                        ttl_seconds: Some(3),
+                        delete_after_first_correlation: false,
+                    }),
                     ..Default::default()
                 }),
             )
             .await;
-            if !matches!(def, Some(Ok(_))) {
-                break;
+            if !matches!(r, Some(Ok(_))) {
+                failed = Some(format!("def {name}: {r:?}"));
             }
         }
-        let spec = within(4000, lh.put_wf_spec(sim_spec())).await;
-        if matches!(def, Some(Ok(_))) && matches!(spec, Some(Ok(_))) {
-            return Ok(());
+        let r = within(
+            4000,
+            lh.put_task_def(PutTaskDefRequest {
+                name: TASK.into(),
+                input_vars: vec![typed_var("n", VariableType::Int)],
+                return_type: Some(ReturnType {
+                    return_type: typed_var("", VariableType::Int).type_def,
+                }),
+                description: None,
+            }),
+        )
+        .await;
+        if !matches!(r, Some(Ok(_))) {
+            failed = Some(format!("task def: {r:?}"));
         }
+        if failed.is_none() {
+            let r = within(4000, lh.put_wf_spec(sim_spec())).await;
+            if !matches!(r, Some(Ok(_))) {
+                failed = Some(format!("spec: {r:?}"));
+            }
+        }
+        let Some(why) = failed else {
+            return Ok(());
+        };
         if Instant::now() > end {
-            return Err(format!("setup failed: {def:?} {spec:?}"));
+            return Err(format!("setup failed: {why}"));
         }
         madsim::time::sleep(Duration::from_millis(200)).await;
     }
@@ -481,6 +543,22 @@ async fn run() -> Result<Report, String> {
             .build();
         clients.push(node.spawn(workload::client(k, ips.clone(), oracle.clone(), until)));
     }
+    // Task workers keep polling through the liveness window: an attempt is only timed from
+    // its claim, so a task queued when the workers stopped would wait for ever.
+    let mut workers = Vec::new();
+    for k in 0..WORKERS {
+        let node = handle
+            .create_node()
+            .name(format!("worker-{k}"))
+            .ip([10, 0, 4, k as u8 + 1].into())
+            .build();
+        workers.push(node.spawn(task_worker::worker(
+            k,
+            ips.clone(),
+            oracle.clone(),
+            until + LIVENESS_WINDOW - Duration::from_secs(1),
+        )));
+    }
     let mon = handle
         .create_node()
         .name("monitor")
@@ -505,6 +583,9 @@ async fn run() -> Result<Report, String> {
     }
     madsim::time::sleep(LIVENESS_WINDOW).await;
     monitor.await.map_err(|e| format!("monitor task: {e}"))?;
+    for w in workers {
+        w.await.map_err(|e| format!("task worker: {e}"))?;
+    }
 
     let view = cluster.view();
     let v = view.clone();

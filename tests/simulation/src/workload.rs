@@ -50,6 +50,7 @@ pub async fn client(id: usize, nodes: Vec<std::net::IpAddr>, oracle: Shared, unt
             let req = RunWfRequest {
                 wf_spec_name: "sim".into(),
                 id: Some(wf.clone()),
+                variables: [("order".to_string(), values::str(wf.clone()))].into(),
                 ..Default::default()
             };
             let out = within(4000, lh.run_wf(req)).await;
@@ -76,7 +77,11 @@ pub async fn client(id: usize, nodes: Vec<std::net::IpAddr>, oracle: Shared, unt
                 } else {
                     orphan_name(rng.gen_range(0..PRE_POOL))
                 };
-                let def = if rng.gen_bool(0.1) { "poke" } else { "go" };
+                let def = match rng.gen_range(0..100) {
+                    0..10 => "poke",
+                    10..15 => "rare",
+                    _ => "go",
+                };
                 let e = (
                     wf,
                     def,
@@ -157,6 +162,24 @@ pub async fn client(id: usize, nodes: Vec<std::net::IpAddr>, oracle: Shared, unt
                     _ => {}
                 }
             }
+        } else if roll < 70 {
+            // A correlated event keyed by a WfRun's id: it reaches that run's child.
+            let key = wf_name(rng.gen_range(0..WF_POOL));
+            let content = (id as i64) * 1_000_000 + n as i64;
+            oracle.lock().correlated_sent.insert((key.clone(), content));
+            let req = PutCorrelatedEventRequest {
+                key: key.clone(),
+                external_event_def_id: Some(ExternalEventDefId {
+                    name: crate::scenario::PAID.into(),
+                }),
+                content: Some(values::int(content)),
+            };
+            let out = match within(4000, lh.put_correlated_event(req)).await {
+                Some(Ok(r)) => format!("ok events={}", r.get_ref().external_events.len()),
+                Some(Err(s)) => format!("{:?}", s.code()),
+                None => "timeout".into(),
+            };
+            oracle.trace(format!("c{id} correlate {key} {out}@{node}"));
         } else {
             let wf = wf_name(rng.gen_range(0..WF_POOL));
             let started = Instant::now();

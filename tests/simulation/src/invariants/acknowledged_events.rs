@@ -1,7 +1,9 @@
 //! Every acknowledged event is present, once, with the content that was sent, on every node.
 //! An acknowledgement is sent only after commit (a quorum fsynced it) and apply, so no crash,
 //! partition or leader change may lose it; a retried guid never makes a second event; and an
-//! event whose put timed out, if it exists, has exactly the content sent with its guid.
+//! event whose put timed out, if it exists, has exactly the content sent with its guid. An event
+//! made by a correlation (guid `ce...`) carries the content of a PutCorrelatedEvent for its
+//! WfRun's key.
 
 use std::collections::BTreeMap;
 
@@ -22,6 +24,14 @@ pub fn check(o: &Oracle, obs: &Observed) -> Result<(), String> {
             };
             if seen.insert(guid.clone(), v).is_some() {
                 return Err(format!("event {wf}/{guid} appears twice on node {node}"));
+            }
+            if guid.starts_with("ce") {
+                if !o.correlated_sent.contains(&(wf.clone(), v)) {
+                    return Err(format!(
+                        "correlated event {wf}/{guid} on node {node} has content {v}, never put for key {wf}"
+                    ));
+                }
+                continue;
             }
             match o.sent.get(&(wf.clone(), guid.clone())) {
                 Some(sent) if *sent == v => {}

@@ -7,6 +7,7 @@ mod liveness;
 mod monotonic_reads;
 mod one_leader_per_term;
 mod replica_digests;
+mod tasks_once;
 mod timeout_xor_complete;
 
 use std::collections::BTreeMap;
@@ -26,6 +27,8 @@ pub struct Observed {
     pub node_runs: BTreeMap<String, Vec<NodeRun>>,
     /// (node index, WfRun id) -> that node's events of the WfRun.
     pub events: BTreeMap<(usize, String), Vec<ExternalEvent>>,
+    /// WfRun id -> its TaskRuns.
+    pub task_runs: BTreeMap<String, Vec<TaskRun>>,
 }
 
 async fn retry<T, F, Fut>(mut f: F) -> Result<T, String>
@@ -50,6 +53,7 @@ async fn observe(c: &ClusterView) -> Result<Observed, String> {
         runs: BTreeMap::new(),
         node_runs: BTreeMap::new(),
         events: BTreeMap::new(),
+        task_runs: BTreeMap::new(),
     };
     let ids: Vec<String> = (0..WF_POOL)
         .map(wf_name)
@@ -90,6 +94,21 @@ async fn observe(c: &ClusterView) -> Result<Observed, String> {
             .await
             .map_err(|e| format!("listing NodeRuns of {id}: {e}"))?;
             obs.node_runs.insert(id.clone(), nrs.into_inner().results);
+            let trs = retry(|| {
+                let mut lh = lh.clone();
+                let wf = wf.clone();
+                async move {
+                    lh.list_task_runs(ListTaskRunsRequest {
+                        wf_run_id: Some(wf),
+                        bookmark: None,
+                        limit: Some(1000),
+                    })
+                    .await
+                }
+            })
+            .await
+            .map_err(|e| format!("listing TaskRuns of {id}: {e}"))?;
+            obs.task_runs.insert(id.clone(), trs.into_inner().results);
         }
         obs.runs.insert(id.clone(), run);
         for node in 0..c.len() {
@@ -120,6 +139,9 @@ async fn observe(c: &ClusterView) -> Result<Observed, String> {
 pub struct Coverage {
     pub interrupts: usize,
     pub failure_handlers: usize,
+    pub tasks_succeeded: usize,
+    /// ExternalEvents made by correlations (on node 0).
+    pub correlated_events: usize,
 }
 
 /// Checks everything; returns the cluster's final state digest and the coverage.
@@ -133,7 +155,23 @@ pub async fn check_all(c: &ClusterView, oracle: &Shared) -> Result<(String, Cove
     liveness::check(&o, &obs)?;
     monotonic_reads::check(&o)?;
     one_leader_per_term::check(&o)?;
-    let mut cov = Coverage::default();
+    tasks_once::check(&o, &obs)?;
+    let mut cov = Coverage {
+        tasks_succeeded: obs
+            .task_runs
+            .values()
+            .flatten()
+            .filter(|t| t.status() == TaskStatus::TaskSuccess)
+            .count(),
+        correlated_events: obs
+            .events
+            .iter()
+            .filter(|((node, _), _)| *node == 0)
+            .flat_map(|(_, evs)| evs)
+            .filter(|e| e.id.as_ref().is_some_and(|i| i.guid.starts_with("ce")))
+            .count(),
+        ..Default::default()
+    };
     for t in obs.runs.values().flatten().flat_map(|r| &r.thread_runs) {
         match t.r#type() {
             ThreadType::Interrupt => cov.interrupts += 1,
