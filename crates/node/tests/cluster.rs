@@ -690,3 +690,168 @@ async fn concurrent_writes_sharing_log_entries_each_get_their_own_outcome() {
         "replicas disagree: {digests:?}"
     );
 }
+
+/// entry -> TASK `charge(amount)` (5 s per attempt) -> exit.
+fn task_spec() -> PutWfSpecRequest {
+    let edge = |to: &str| Edge {
+        sink_node_name: to.into(),
+        ..Default::default()
+    };
+    let nodes = BTreeMap::from([
+        (
+            "0-entry".to_string(),
+            Node {
+                outgoing_edges: vec![edge("1-charge")],
+                node: Some(node::Node::Entrypoint(EntrypointNode {})),
+                ..Default::default()
+            },
+        ),
+        (
+            "1-charge".to_string(),
+            Node {
+                outgoing_edges: vec![edge("2-exit")],
+                node: Some(node::Node::Task(TaskNode {
+                    task_to_execute: Some(task_node::TaskToExecute::TaskDefId(TaskDefId {
+                        name: "charge".into(),
+                    })),
+                    timeout_seconds: 5,
+                    retries: 0,
+                    exponential_backoff: None,
+                    variables: vec![VariableAssignment {
+                        source: Some(variable_assignment::Source::LiteralValue(values::int(7))),
+                        ..Default::default()
+                    }],
+                })),
+                ..Default::default()
+            },
+        ),
+        (
+            "2-exit".to_string(),
+            Node {
+                node: Some(node::Node::Exit(ExitNode { result: None })),
+                ..Default::default()
+            },
+        ),
+    ]);
+    PutWfSpecRequest {
+        name: "billing".into(),
+        thread_specs: BTreeMap::from([(
+            "entrypoint".to_string(),
+            ThreadSpec {
+                nodes,
+                ..Default::default()
+            },
+        )]),
+        entrypoint_thread_name: "entrypoint".into(),
+        ..Default::default()
+    }
+}
+
+/// Opens a PollTask stream to node `i` and asks for one `charge` task.
+async fn poll_once(c: &Cluster, i: usize, worker: &str) -> Option<ScheduledTask> {
+    let mut lh = c.client(i).await;
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(PollTaskRequest {
+        task_def_id: Some(TaskDefId {
+            name: "charge".into(),
+        }),
+        client_id: worker.into(),
+        task_worker_version: None,
+    })
+    .await
+    .unwrap();
+    let outbound =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) });
+    let mut inbound = lh.poll_task(outbound).await.unwrap().into_inner();
+    let got = tokio::time::timeout(T, inbound.message()).await;
+    drop(tx);
+    got.ok()?.ok()?.and_then(|r| r.result)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_queued_before_the_leader_dies_is_handed_out_once_through_a_follower() {
+    let mut c = Cluster::start(3, &[]);
+    let leader = c.wait_leader(T).await;
+    let mut cl = c.client(leader).await;
+    cl.put_task_def(PutTaskDefRequest {
+        name: "charge".into(),
+        input_vars: vec![VariableDef {
+            name: "amount".into(),
+            r#type: Some(VariableType::Int as i32),
+            ..Default::default()
+        }],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // Every member's client address, so a worker can poll them all.
+    let hosts = cl
+        .register_task_worker(RegisterTaskWorkerRequest {
+            task_worker_id: "w".into(),
+            task_def_id: Some(TaskDefId {
+                name: "charge".into(),
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .your_hosts;
+    let mut got: Vec<String> = hosts
+        .iter()
+        .map(|h| format!("{}:{}", h.host, h.port))
+        .collect();
+    let mut want: Vec<String> = c.nodes.iter().map(|n| n.client_addr.clone()).collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+    cl.put_wf_spec(task_spec()).await.unwrap();
+    cl.run_wf(RunWfRequest {
+        wf_spec_name: "billing".into(),
+        id: Some("b1".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // The queue is replicated: after the leader dies, a poll on a survivor gets the task.
+    c.kill(leader);
+    let new_leader = c.wait_leader(T).await;
+    let follower = (0..3).find(|i| *i != leader && *i != new_leader).unwrap();
+    let task = poll_once(&c, follower, "w1")
+        .await
+        .expect("the queued task");
+    assert_eq!(task.attempt_number, 0);
+    assert_eq!(
+        task.variables[0].value,
+        Some(values::int(7)),
+        "inputs travel with it"
+    );
+    // Handed out once: another poll gets nothing while it runs (its timeout is 5 s).
+    let again = tokio::time::timeout(Duration::from_secs(2), poll_once(&c, new_leader, "w2")).await;
+    assert!(
+        again.is_err() || again.unwrap().is_none(),
+        "handed out twice"
+    );
+    let mut cl = c.client(new_leader).await;
+    let report = ReportTaskRun {
+        task_run_id: task.task_run_id.clone(),
+        status: TaskStatus::TaskSuccess as i32,
+        result: Some(report_task_run::Result::Output(values::int(70))),
+        attempt_number: 0,
+        ..Default::default()
+    };
+    cl.report_task(report.clone()).await.unwrap();
+    // A worker's retry of the same report is fine.
+    cl.report_task(report).await.unwrap();
+    let start = Instant::now();
+    while cl.get_wf_run(wf("b1")).await.unwrap().into_inner().status() != LhStatus::Completed {
+        assert!(start.elapsed() < T, "the run never completed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let tr = cl
+        .get_task_run(task.task_run_id.unwrap())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(tr.status(), TaskStatus::TaskSuccess);
+    assert_eq!(tr.attempts[0].task_worker_id, "w1");
+}
