@@ -31,12 +31,13 @@ const UNAVAILABLE_BACKOFF: Duration = Duration::from_millis(200);
 /// The stream type tonic's generated service expects.
 pub type PollStream = tonic::codegen::BoxStream<PollTaskResponse>;
 
-/// The client address of every member, as `host:port` a worker can dial. A member listening on
-/// an unspecified address (0.0.0.0) is given the address this request arrived on.
+/// The client address of every member, as `host:port` a worker can dial. This node, listening
+/// on an unspecified address (0.0.0.0), is given the address the request arrived on; another
+/// member listening so, the IP of its peer address.
 pub fn hosts(ctx: &NodeCtx, local: Option<SocketAddr>) -> Vec<LhHostInfo> {
     let metrics = ctx.raft.metrics().borrow().clone();
     let mut out = Vec::new();
-    for (_, node) in metrics.membership_config.membership().nodes() {
+    for (id, node) in metrics.membership_config.membership().nodes() {
         let Ok(addr) = node.client_addr.parse::<SocketAddr>() else {
             // A name rather than an IP: pass it on as it is.
             if let Some((host, port)) = node.client_addr.rsplit_once(':') {
@@ -49,9 +50,16 @@ pub fn hosts(ctx: &NodeCtx, local: Option<SocketAddr>) -> Vec<LhHostInfo> {
             }
             continue;
         };
-        let ip = match (addr.ip().is_unspecified(), local) {
-            (true, Some(l)) => l.ip(),
-            _ => addr.ip(),
+        let peer_ip = node
+            .peer_addr
+            .parse::<SocketAddr>()
+            .ok()
+            .map(|p| p.ip())
+            .filter(|ip| !ip.is_unspecified());
+        let ip = match (addr.ip().is_unspecified(), *id == ctx.id) {
+            (false, _) => addr.ip(),
+            (true, true) => local.map_or(addr.ip(), |l| l.ip()),
+            (true, false) => peer_ip.unwrap_or(addr.ip()),
         };
         out.push(LhHostInfo {
             host: ip.to_string(),
@@ -103,8 +111,13 @@ pub fn serve(ctx: Arc<NodeCtx>, mut inbound: Streaming<PollTaskRequest>) -> Poll
         loop {
             let req = match inbound.message().await {
                 Ok(Some(r)) => r,
-                // The worker closed its side, or the connection broke.
-                Ok(None) | Err(_) => return,
+                // The worker closed its side.
+                Ok(None) => return,
+                // A broken or undecodable request: end with an error, never with OK.
+                Err(s) => {
+                    let _ = tx.send(Err(s)).await;
+                    return;
+                }
             };
             let answer = tokio::select! {
                 a = next_task(&ctx, &req) => a,
@@ -143,8 +156,10 @@ async fn next_task(ctx: &NodeCtx, req: &PollTaskRequest) -> Result<ScheduledTask
             });
             match ctx.propose(claim).await {
                 Ok(Out::ScheduledTask(Some(t))) => return Ok(t),
-                // Another worker got it first; look again.
-                Ok(Out::ScheduledTask(None)) => continue,
+                // Another worker got it first, and the claim found the queue empty: wait for
+                // the next task (this replica may not have applied the winning claim yet, so
+                // looking again at once would propose in vain).
+                Ok(Out::ScheduledTask(None)) => {}
                 Ok(other) => return Err(Status::internal(format!("unexpected {other:?}"))),
                 Err(s) if s.code() == Code::Unavailable => {
                     tokio::time::sleep(UNAVAILABLE_BACKOFF).await;
@@ -154,7 +169,12 @@ async fn next_task(ctx: &NodeCtx, req: &PollTaskRequest) -> Result<ScheduledTask
             }
         }
         tokio::select! {
-            _ = woken.changed() => {}
+            changed = woken.changed() => {
+                if changed.is_err() {
+                    // The node is shutting down: no more wake-ups, only the recheck.
+                    tokio::time::sleep(RECHECK).await;
+                }
+            }
             _ = tokio::time::sleep(RECHECK) => {}
         }
     }

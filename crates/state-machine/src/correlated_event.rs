@@ -183,6 +183,9 @@ fn deliver(
     if is_terminal(run.wf_run.status()) {
         return Ok(None);
     }
+    if crate::interpreter::threads::halted_for_good(&run, thread) {
+        return Ok(None);
+    }
     let Some(nr) = get_node(ctx, wf, thread, position)? else {
         return Ok(None);
     };
@@ -210,25 +213,7 @@ fn create_event(
     thread: i32,
     position: i32,
 ) -> HResult<ExternalEventId> {
-    let guid = loop {
-        let seq = external_event::peek_seq(ctx)?;
-        let guid = format!("ce{seq:030x}");
-        let id = ExternalEventId {
-            wf_run_id: Some(halter_api::littlehorse::WfRunId {
-                id: wf.to_string(),
-                parent_wf_run_id: None,
-            }),
-            external_event_def_id: Some(ExternalEventDefId {
-                name: def.to_string(),
-            }),
-            guid: guid.clone(),
-        };
-        if external_event::get(ctx, &id)?.is_none() {
-            break guid;
-        }
-        external_event::next_seq(ctx)?;
-    };
-    let req = PutExternalEventRequest {
+    let mut id = ExternalEventId {
         wf_run_id: Some(halter_api::littlehorse::WfRunId {
             id: wf.to_string(),
             parent_wf_run_id: None,
@@ -236,7 +221,19 @@ fn create_event(
         external_event_def_id: Some(ExternalEventDefId {
             name: def.to_string(),
         }),
-        guid: Some(guid),
+        guid: String::new(),
+    };
+    loop {
+        id.guid = format!("ce{:030x}", external_event::peek_seq(ctx)?);
+        if external_event::get(ctx, &id)?.is_none() {
+            break;
+        }
+        external_event::next_seq(ctx)?;
+    }
+    let req = PutExternalEventRequest {
+        wf_run_id: id.wf_run_id,
+        external_event_def_id: id.external_event_def_id,
+        guid: Some(id.guid),
         content,
         thread_run_number: Some(thread),
         node_run_position: Some(position),

@@ -99,28 +99,50 @@ pub fn search_external_event_defs(
     t: &ReadTables,
     req: &SearchExternalEventDefRequest,
 ) -> HResult<ExternalEventDefIdList> {
-    let limit = page_limit(req.limit)?;
-    let prefix = req.prefix.clone().unwrap_or_default();
-    let start = match decode_bookmark(&req.bookmark)? {
+    let (names, bookmark) = names_by_prefix(
+        &t.external_event_defs,
+        &req.prefix,
+        &req.bookmark,
+        req.limit,
+    )?;
+    Ok(ExternalEventDefIdList {
+        results: names
+            .into_iter()
+            .map(|name| ExternalEventDefId { name })
+            .collect(),
+        bookmark,
+    })
+}
+
+/// A page of the names in a table keyed by name that start with `prefix`, in name order.
+fn names_by_prefix<T>(
+    table: &T,
+    prefix: &Option<String>,
+    bookmark: &Option<Vec<u8>>,
+    limit: Option<i32>,
+) -> HResult<(Vec<String>, Option<Vec<u8>>)>
+where
+    T: redb::ReadableTable<&'static str, &'static [u8]>,
+{
+    let limit = page_limit(limit)?;
+    let prefix = prefix.clone().unwrap_or_default();
+    let start = match decode_bookmark(bookmark)? {
         Some(p) => s(&p, 0)?.to_string(),
         None => prefix.clone(),
     };
-    let mut out = ExternalEventDefIdList::default();
-    for row in t.external_event_defs.range(start.as_str()..)? {
+    let mut names = Vec::new();
+    for row in table.range(start.as_str()..)? {
         let (k, _) = row?;
         let name = k.value();
         if !name.starts_with(&prefix) {
             break;
         }
-        if out.results.len() == limit {
-            out.bookmark = Some(encode_bookmark(&[P::S(name.to_string())]));
-            break;
+        if names.len() == limit {
+            return Ok((names, Some(encode_bookmark(&[P::S(name.to_string())]))));
         }
-        out.results.push(ExternalEventDefId {
-            name: name.to_string(),
-        });
+        names.push(name.to_string());
     }
-    Ok(out)
+    Ok((names, None))
 }
 
 fn event_key(id: &ExternalEventId) -> Result<(&str, &str, &str), Rejection> {
@@ -510,28 +532,11 @@ pub fn get_task_def(t: &ReadTables, id: &TaskDefId) -> HResult<TaskDef> {
 }
 
 pub fn search_task_defs(t: &ReadTables, req: &SearchTaskDefRequest) -> HResult<TaskDefIdList> {
-    let limit = page_limit(req.limit)?;
-    let prefix = req.prefix.clone().unwrap_or_default();
-    let start = match decode_bookmark(&req.bookmark)? {
-        Some(p) => s(&p, 0)?.to_string(),
-        None => prefix.clone(),
-    };
-    let mut out = TaskDefIdList::default();
-    for row in t.task_defs.range(start.as_str()..)? {
-        let (k, _) = row?;
-        let name = k.value();
-        if !name.starts_with(&prefix) {
-            break;
-        }
-        if out.results.len() == limit {
-            out.bookmark = Some(encode_bookmark(&[P::S(name.to_string())]));
-            break;
-        }
-        out.results.push(TaskDefId {
-            name: name.to_string(),
-        });
-    }
-    Ok(out)
+    let (names, bookmark) = names_by_prefix(&t.task_defs, &req.prefix, &req.bookmark, req.limit)?;
+    Ok(TaskDefIdList {
+        results: names.into_iter().map(|name| TaskDefId { name }).collect(),
+        bookmark,
+    })
 }
 
 pub fn get_task_run(t: &ReadTables, id: &TaskRunId) -> HResult<TaskRun> {

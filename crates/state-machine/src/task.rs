@@ -33,6 +33,26 @@ use crate::wf_run::is_terminal;
 
 /// LittleHorse's default when a TASK node gives no timeout.
 pub const DEFAULT_TIMEOUT_SECONDS: i32 = 60;
+/// Most retries a TASK node may ask for (PutWfSpec refuses more).
+pub const MAX_RETRIES: i32 = 1000;
+
+/// The wait before retry `n` (1 for the first): `base * multiplier^(n-1)`, at most `max`. In
+/// integer milliseconds with the multiplier rounded to thousandths, so every replica computes
+/// the same timer (no platform-dependent float power).
+pub fn backoff_ms(b: &halter_api::littlehorse::ExponentialBackoffRetryPolicy, n: u32) -> i64 {
+    let max = b.max_delay_ms.max(0);
+    let milli = (f64::from(b.multiplier) * 1000.0)
+        .round()
+        .clamp(1000.0, 1e9) as i64;
+    let mut delay = i64::from(b.base_interval_ms.max(0)).min(max);
+    for _ in 1..n {
+        if delay >= max {
+            break;
+        }
+        delay = (delay.saturating_mul(milli) / 1000).min(max);
+    }
+    delay
+}
 
 /// A TaskRun's guid is its NodeRun's place: one TaskRun per TASK NodeRun.
 pub fn task_guid(thread: i32, position: i32) -> String {
@@ -282,7 +302,7 @@ pub fn schedule(
         scheduled_at: Some(ts(ctx.now_ms)),
         status: TaskStatus::TaskScheduled as i32,
         timeout_seconds: timeout,
-        total_attempts: 1 + node.retries.max(0),
+        total_attempts: node.retries.clamp(0, MAX_RETRIES) + 1,
         exponential_backoff: node.exponential_backoff,
         total_checkpoints: 0,
     };
@@ -359,7 +379,8 @@ pub fn claim(ctx: &mut Ctx, req: &ClaimTask) -> HResult<Option<ScheduledTask>> {
     timers::arm(
         ctx,
         &timeout_timer_id(&wf, &guid, n),
-        ctx.now_ms + i64::from(tr.timeout_seconds) * 1000,
+        ctx.now_ms
+            .saturating_add(i64::from(tr.timeout_seconds).saturating_mul(1000)),
         timer::Kind::TaskTimeout(TaskAttemptTimer {
             task_run_id: Some(id.clone()),
             attempt_number: n,
@@ -527,10 +548,7 @@ fn finish_attempt(
     if retry {
         match tr.exponential_backoff {
             Some(b) => {
-                let k = tr.attempts.len() as i32 - 1;
-                let delay = (f64::from(b.base_interval_ms) * f64::from(b.multiplier).powi(k))
-                    .min(b.max_delay_ms as f64)
-                    .max(0.0) as i64;
+                let delay = backoff_ms(&b, tr.attempts.len() as u32);
                 tr.attempts.push(TaskAttempt {
                     status: TaskStatus::TaskPending as i32,
                     ..Default::default()
@@ -539,7 +557,7 @@ fn finish_attempt(
                 timers::arm(
                     ctx,
                     &retry_timer_id(&wf, &guid),
-                    ctx.now_ms + delay,
+                    ctx.now_ms.saturating_add(delay),
                     timer::Kind::TaskRetry(id.clone()),
                 )?;
             }

@@ -325,15 +325,18 @@ impl Checker<'_, '_, '_> {
                 for a in &t.variables {
                     self.assignment(name, a, 0)?;
                 }
-                if t.retries < 0 {
-                    return Err(self.err(Some(name), "retries must not be negative"));
+                if !(0..=crate::task::MAX_RETRIES).contains(&t.retries) {
+                    return Err(self.err(
+                        Some(name),
+                        format!("retries must be 0 to {}", crate::task::MAX_RETRIES),
+                    ));
                 }
                 if t.timeout_seconds < 0 {
                     return Err(self.err(Some(name), "timeout_seconds must not be negative"));
                 }
                 if let Some(b) = &t.exponential_backoff {
                     if b.base_interval_ms <= 0
-                        || b.multiplier < 1.0
+                        || !(b.multiplier.is_finite() && b.multiplier >= 1.0)
                         || b.max_delay_ms < i64::from(b.base_interval_ms)
                     {
                         return Err(self.err(

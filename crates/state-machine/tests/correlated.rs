@@ -296,3 +296,20 @@ fn s7_search_pages_by_creation_and_filters_on_matches() {
     assert_eq!(keys(&search(Some(true), 10, None)), ["k2"]);
     assert_eq!(keys(&search(Some(false), 10, None)), ["k1", "k3"]);
 }
+
+#[test]
+fn s7_an_event_already_put_for_the_run_is_claimed_before_a_correlation_is_made() {
+    let mut h = Harness::new();
+    put_def(&mut h, "paid", None, true);
+    h.put_spec(keyed_spec("pay", "paid", None, false));
+    put_correlated(&mut h, "paid", "k", values::int(1));
+    // Pre-emptive plain event for the run id, put before the run exists.
+    h.post("a", "paid", values::int(2));
+    run_keyed(&mut h, "pay", "a", values::str("k"));
+    assert_eq!(h.status("a"), LhStatus::Completed);
+    assert_eq!(claimed_event(&h, "a").content, Some(values::int(2)));
+    // The correlated event was not spent on a run that did not need it.
+    let kept = correlated(&h, "paid", "k").unwrap();
+    assert!(kept.external_events.is_empty());
+    assert_eq!(h.events_of("a").len(), 1);
+}

@@ -425,3 +425,43 @@ fn deleting_a_wf_run_removes_its_task_runs_and_queue() {
     });
     assert!(missing);
 }
+
+#[test]
+fn backoff_grows_by_the_multiplier_up_to_the_maximum_and_never_overflows() {
+    use halter_state_machine::task::backoff_ms;
+    let b = ExponentialBackoffRetryPolicy {
+        base_interval_ms: 1_000,
+        max_delay_ms: 10_000,
+        multiplier: 2.0,
+    };
+    let got: Vec<i64> = (1..=6).map(|n| backoff_ms(&b, n)).collect();
+    assert_eq!(got, [1_000, 2_000, 4_000, 8_000, 10_000, 10_000]);
+    let huge = ExponentialBackoffRetryPolicy {
+        base_interval_ms: i32::MAX,
+        max_delay_ms: i64::MAX,
+        multiplier: f32::MAX,
+    };
+    assert!(backoff_ms(&huge, 1000) > 0);
+}
+
+#[test]
+fn a_spec_asking_for_absurd_retries_or_backoff_is_invalid() {
+    let mut h = Harness::new();
+    put_task_def(&mut h, "charge", Some(VariableType::Str));
+    let mut many = charge(0, 0);
+    many.retries = i32::MAX;
+    assert!(matches!(
+        h.rejected(Kind::PutWfSpec(task_spec("pay", many, vec![]))),
+        Rejection::InvalidArgument(_)
+    ));
+    let mut nan = charge(1, 0);
+    nan.exponential_backoff = Some(ExponentialBackoffRetryPolicy {
+        base_interval_ms: 10,
+        max_delay_ms: 100,
+        multiplier: f32::NAN,
+    });
+    assert!(matches!(
+        h.rejected(Kind::PutWfSpec(task_spec("pay", nan, vec![]))),
+        Rejection::InvalidArgument(_)
+    ));
+}

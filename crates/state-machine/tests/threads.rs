@@ -544,13 +544,16 @@ fn fan_out(h: &mut Harness, req: PutWfSpecRequest) {
     h.run("fan", "r");
 }
 
+/// A harness with the fan-out spec (no handlers) running as "r".
+fn fanned(strategy: WaitForThreadsStrategy) -> Harness {
+    let mut h = Harness::new();
+    fan_out(&mut h, fan_out_spec(strategy, vec![], vec![]));
+    h
+}
+
 #[test]
 fn s8_start_thread_outputs_the_child_number_and_wait_for_all_completes_when_both_do() {
-    let mut h = Harness::new();
-    fan_out(
-        &mut h,
-        fan_out_spec(WaitForThreadsStrategy::WaitForAll, vec![], vec![]),
-    );
+    let mut h = fanned(WaitForThreadsStrategy::WaitForAll);
     assert_eq!(h.variable("r", "a-thread"), values::int(1));
     assert_eq!(h.variable("r", "b-thread"), values::int(2));
     let c1 = h.thread_run("r", 1);
@@ -578,11 +581,7 @@ fn s8_start_thread_outputs_the_child_number_and_wait_for_all_completes_when_both
 
 #[test]
 fn s8_a_child_that_times_out_fails_wait_for_all_with_child_failure() {
-    let mut h = Harness::new();
-    fan_out(
-        &mut h,
-        fan_out_spec(WaitForThreadsStrategy::WaitForAll, vec![], vec![]),
-    );
+    let mut h = fanned(WaitForThreadsStrategy::WaitForAll);
     h.advance_ms(10_000);
     h.fire_due();
     assert_eq!(h.thread_run("r", 1).status(), LhStatus::Error);
@@ -601,11 +600,7 @@ fn s8_a_child_that_times_out_fails_wait_for_all_with_child_failure() {
 #[test]
 fn s8_wait_for_first_of_several_events_each_with_its_own_timeout() {
     // The first event to arrive wins; the other waiter halts.
-    let mut h = Harness::new();
-    fan_out(
-        &mut h,
-        fan_out_spec(WaitForThreadsStrategy::WaitForFirst, vec![], vec![]),
-    );
+    let mut h = fanned(WaitForThreadsStrategy::WaitForFirst);
     h.post("r", "b", values::str("b first"));
     assert_eq!(h.status("r"), LhStatus::Completed);
     let a = h.thread_run("r", 1);
@@ -619,11 +614,7 @@ fn s8_wait_for_first_of_several_events_each_with_its_own_timeout() {
     h.fire_due();
     assert_eq!(h.status("r"), LhStatus::Completed);
     // And a timeout first is a failure under WAIT_FOR_FIRST.
-    let mut h = Harness::new();
-    fan_out(
-        &mut h,
-        fan_out_spec(WaitForThreadsStrategy::WaitForFirst, vec![], vec![]),
-    );
+    let mut h = fanned(WaitForThreadsStrategy::WaitForFirst);
     h.advance_ms(10_000);
     h.fire_due();
     assert_eq!(h.status("r"), LhStatus::Error);
@@ -631,11 +622,7 @@ fn s8_wait_for_first_of_several_events_each_with_its_own_timeout() {
 
 #[test]
 fn s8_wait_for_any_succeeds_with_one_success_and_fails_only_when_all_fail() {
-    let mut h = Harness::new();
-    fan_out(
-        &mut h,
-        fan_out_spec(WaitForThreadsStrategy::WaitForAny, vec![], vec![]),
-    );
+    let mut h = fanned(WaitForThreadsStrategy::WaitForAny);
     h.advance_ms(10_000);
     h.fire_due();
     assert_eq!(
@@ -645,11 +632,7 @@ fn s8_wait_for_any_succeeds_with_one_success_and_fails_only_when_all_fail() {
     );
     h.post("r", "b", values::null());
     assert_eq!(h.status("r"), LhStatus::Completed);
-    let mut h = Harness::new();
-    fan_out(
-        &mut h,
-        fan_out_spec(WaitForThreadsStrategy::WaitForAny, vec![], vec![]),
-    );
+    let mut h = fanned(WaitForThreadsStrategy::WaitForAny);
     h.advance_ms(20_000);
     h.fire_due();
     assert_eq!(h.status("r"), LhStatus::Error);
@@ -909,6 +892,41 @@ fn s6_an_interrupt_during_a_failure_handler_halts_it_and_gives_it_back_afterward
     // The interrupt is over: thread 0 still handles its failure, and its handler runs again
     // (and claims the waiting `fixed`).
     assert_eq!(h.thread_run("r", 2).status(), LhStatus::Completed);
+    assert_eq!(h.thread_run("r", 1).status(), LhStatus::Completed);
+    assert_eq!(h.status("r"), LhStatus::Completed);
+}
+
+#[test]
+fn s8_exit_waits_for_a_child_halted_for_a_while_but_not_for_one_halted_for_good() {
+    let mut h = Harness::new();
+    h.put_def("a");
+    let mut req = spec(
+        "bg",
+        vec![
+            ("0-entrypoint-ENTRYPOINT", entry("1-a-START_THREAD")),
+            ("1-a-START_THREAD", start("child", "2-exit-EXIT", "n")),
+            ("2-exit-EXIT", exit()),
+        ],
+        vec![var_def("n", VariableType::Int, false)],
+    );
+    req.thread_specs
+        .insert("child".into(), waiting_thread("a", None, vec![]));
+    h.put_spec(req);
+    h.run("bg", "r");
+    // The child is stopped by hand: the parent's EXIT still waits for it.
+    h.ok(Kind::StopWfRun(StopWfRunRequest {
+        wf_run_id: Some(wf_id("r")),
+        thread_run_number: 1,
+    }));
+    assert_eq!(h.thread_run("r", 1).status(), LhStatus::Halted);
+    // An event moves the run (advance looks at the EXIT again) but the halted child cannot
+    // claim it, and the parent must not end without it.
+    h.post("r", "a", values::null());
+    assert_eq!(h.status("r"), LhStatus::Running);
+    h.ok(Kind::ResumeWfRun(ResumeWfRunRequest {
+        wf_run_id: Some(wf_id("r")),
+        thread_run_number: 1,
+    }));
     assert_eq!(h.thread_run("r", 1).status(), LhStatus::Completed);
     assert_eq!(h.status("r"), LhStatus::Completed);
 }

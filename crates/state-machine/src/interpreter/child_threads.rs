@@ -396,7 +396,7 @@ pub fn check(ctx: &mut Ctx, run: &mut RunState, t: i32, mut nr: NodeRun) -> HRes
 }
 
 /// The RUNNING EXIT NodeRun `nr` of thread `t` ends the thread once every child has ended or
-/// halted. A child that failed without its failure being handled fails the EXIT with
+/// is halted for good. A child that failed without its failure being handled fails the EXIT with
 /// CHILD_FAILURE. Returns whether anything changed.
 pub fn check_exit(ctx: &mut Ctx, run: &mut RunState, t: i32, mut nr: NodeRun) -> HResult<bool> {
     let th = &run.threads[&t];
@@ -406,7 +406,10 @@ pub fn check_exit(ctx: &mut Ctx, run: &mut RunState, t: i32, mut nr: NodeRun) ->
             continue;
         };
         match status(child.status) {
-            LhStatus::Completed | LhStatus::Halted => {}
+            LhStatus::Completed => {}
+            // Halted for a while (a handler, an interrupt, a stop): wait for it.
+            LhStatus::Halted if !threads::halted_for_good(run, *c) => return Ok(false),
+            LhStatus::Halted => {}
             LhStatus::Error | LhStatus::Exception => {
                 if !th.handled_failed_children.contains(c) && !failed.contains(c) {
                     failed.push(*c);

@@ -21,7 +21,7 @@ use super::threads::{self, Origin};
 fn targets(run: &RunState, def: &str, target: Option<i32>) -> Vec<(i32, String)> {
     run.threads
         .values()
-        .filter(|t| !is_terminal(status(t.status)))
+        .filter(|t| !is_terminal(status(t.status)) && !threads::halted_for_good(run, t.number))
         .filter(|t| target.is_none_or(|n| n == t.number))
         .filter_map(|t| {
             let spec = run.spec.thread_specs.get(&t.thread_spec_name)?;
@@ -47,8 +47,11 @@ pub fn trigger(
 ) -> HResult<bool> {
     let found = targets(run, def, target);
     for (t, handler) in &found {
-        // An earlier interrupt of this event may have ended this thread (a failing handler
-        // fails its parent).
+        // An earlier interrupt of this event may have ended this thread (a handler that could
+        // not start fails its parent), or the whole WfRun.
+        if is_terminal(run.wf_run.status()) {
+            break;
+        }
         if is_terminal(status(run.threads[t].status)) {
             continue;
         }

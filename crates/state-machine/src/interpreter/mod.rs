@@ -286,67 +286,33 @@ fn arrive(
                 mask_correlation_key: ee.mask_correlation_key,
                 ..Default::default()
             }));
-            let mut due = None;
-            if let Some(a) = &ee.timeout_seconds {
+            let evaluated = {
                 let mut scope = ThreadScope::new(ctx, run, thread);
-                match expr::eval(a, &mut scope) {
-                    Ok(VariableValue {
-                        value: Some(Value::Int(s)),
-                    }) => {
-                        // Zero or a negative timeout means "wait forever", as the SDKs' -1 does.
-                        if s > 0 {
-                            due = Some(after_seconds(ctx.now_ms, s));
-                        }
-                    }
-                    Ok(VariableValue { value: None }) => {}
-                    Ok(other) => {
-                        let msg = format!(
-                            "timeout_seconds must be an INT, got {}",
-                            values::type_name(values::type_of(&other))
-                        );
-                        return fail_node(ctx, &mut nr, LhErrorType::VarError.as_str_name(), msg);
-                    }
-                    Err(e) => {
-                        return fail_node(ctx, &mut nr, LhErrorType::VarError.as_str_name(), e)
-                    }
+                timeout_due(&ee, ctx.now_ms, &mut scope)
+                    .and_then(|due| Ok((due, correlation_key(&ee, &mut scope)?)))
+            };
+            let (due, key) = match evaluated {
+                Ok(v) => v,
+                Err(e) => return fail_node(ctx, &mut nr, LhErrorType::VarError.as_str_name(), e),
+            };
+            if let Some(key) = &key {
+                if let Some(NodeType::ExternalEvent(r)) = &mut nr.node_type {
+                    r.correlation_key = Some(key.clone());
                 }
             }
-            if let Some(a) = &ee.correlation_key {
-                let mut scope = ThreadScope::new(ctx, run, thread);
-                let key = match expr::eval(a, &mut scope) {
-                    Ok(VariableValue {
-                        value: Some(Value::Str(k)),
-                    }) => k,
-                    Ok(other) => {
-                        let msg = format!(
-                            "Resulting correlation key was of type {}, not STR",
-                            values::type_name(values::type_of(&other))
-                        );
-                        return fail_node(ctx, &mut nr, LhErrorType::VarError.as_str_name(), msg);
-                    }
-                    Err(e) => {
-                        return fail_node(ctx, &mut nr, LhErrorType::VarError.as_str_name(), e)
-                    }
-                };
-                if let Err(e) = crate::correlated_event::check_key(&key) {
-                    return fail_node(
-                        ctx,
-                        &mut nr,
-                        LhErrorType::VarError.as_str_name(),
-                        e.to_string(),
-                    );
-                }
+            // An event already put for this WfRun is claimed first; only a NodeRun still
+            // waiting meets (or waits for) its correlated event, so none is made in vain.
+            let mut claimed = try_claim(ctx, run.id(), thread, &mut nr)?;
+            if let (false, Some(key)) = (claimed, &key) {
                 let def = ee
                     .external_event_def_id
                     .as_ref()
                     .map(|d| d.name.clone())
                     .unwrap_or_default();
-                if let Some(NodeType::ExternalEvent(r)) = &mut nr.node_type {
-                    r.correlation_key = Some(key.clone());
-                }
-                crate::correlated_event::on_arrival(ctx, run.id(), &def, &key, thread, position)?;
+                crate::correlated_event::on_arrival(ctx, run.id(), &def, key, thread, position)?;
+                claimed = try_claim(ctx, run.id(), thread, &mut nr)?;
             }
-            if !try_claim(ctx, run.id(), thread, &mut nr)? {
+            if !claimed {
                 if let Some(due) = due {
                     arm_node_timer(ctx, run.id(), thread, position, due)?;
                 }
@@ -418,6 +384,50 @@ fn arrive(
         }
     }
     put_node(ctx, &nr)
+}
+
+/// When an EXTERNAL_EVENT node's timeout falls due, if it has one: an INT number of seconds
+/// (zero or less means "wait forever", as the SDKs' -1 does).
+fn timeout_due(
+    ee: &halter_api::littlehorse::ExternalEventNode,
+    now_ms: i64,
+    scope: &mut dyn Scope,
+) -> Result<Option<i64>, String> {
+    let Some(a) = &ee.timeout_seconds else {
+        return Ok(None);
+    };
+    match expr::eval(a, scope)? {
+        VariableValue {
+            value: Some(Value::Int(s)),
+        } => Ok((s > 0).then(|| after_seconds(now_ms, s))),
+        VariableValue { value: None } => Ok(None),
+        other => Err(format!(
+            "timeout_seconds must be an INT, got {}",
+            values::type_name(values::type_of(&other))
+        )),
+    }
+}
+
+/// An EXTERNAL_EVENT node's correlation key, if it has one: a STR that is a valid key.
+fn correlation_key(
+    ee: &halter_api::littlehorse::ExternalEventNode,
+    scope: &mut dyn Scope,
+) -> Result<Option<String>, String> {
+    let Some(a) = &ee.correlation_key else {
+        return Ok(None);
+    };
+    match expr::eval(a, scope)? {
+        VariableValue {
+            value: Some(Value::Str(k)),
+        } => {
+            crate::correlated_event::check_key(&k).map_err(|e| e.to_string())?;
+            Ok(Some(k))
+        }
+        other => Err(format!(
+            "Resulting correlation key was of type {}, not STR",
+            values::type_name(values::type_of(&other))
+        )),
+    }
 }
 
 fn arm_node_timer(ctx: &mut Ctx, wf: &str, thread: i32, position: i32, due: i64) -> HResult<()> {

@@ -9,8 +9,8 @@
 use std::collections::BTreeMap;
 
 use halter_api::littlehorse::{
-    thread_halt_reason::Reason, Failure, FailureBeingHandled, LhStatus, ParentHalted,
-    ThreadHaltReason, ThreadType, Variable, VariableId, VariableValue, WfRunId,
+    thread_halt_reason::Reason, FailureBeingHandled, LhStatus, ParentHalted, ThreadHaltReason,
+    ThreadType, Variable, VariableId, VariableValue, WfRunId,
 };
 use halter_api::values;
 
@@ -110,12 +110,44 @@ pub fn spawn(
     Ok(Ok(number))
 }
 
+/// The live threads under `t` that halting or resuming `t` reaches: its live children, and,
+/// through a child that has ended, that child's live descendants (a handler started under a
+/// failed child by WAIT_FOR_THREADS).
 fn children(run: &RunState, t: i32) -> Vec<i32> {
-    run.threads
-        .values()
-        .filter(|c| c.parent_thread_id == Some(t) && !is_terminal(status(c.status)))
-        .map(|c| c.number)
-        .collect()
+    let mut out = Vec::new();
+    let mut ended = vec![t];
+    while let Some(p) = ended.pop() {
+        for c in run
+            .threads
+            .values()
+            .filter(|c| c.parent_thread_id == Some(p))
+        {
+            if is_terminal(status(c.status)) {
+                ended.push(c.number);
+            } else {
+                out.push(c.number);
+            }
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+/// Whether thread `n` is halted and will never run again: stopped by a WAIT_FOR_ANY/FIRST that
+/// decided without it, or under a parent that has ended.
+pub fn halted_for_good(run: &RunState, n: i32) -> bool {
+    let Some(th) = run.threads.get(&n) else {
+        return false;
+    };
+    status(th.status) == LhStatus::Halted
+        && th.halt_reasons.iter().any(|r| match &r.reason {
+            Some(Reason::HaltedByParent(_)) => true,
+            Some(Reason::ParentHalted(p)) => run
+                .threads
+                .get(&p.parent_thread_id)
+                .is_some_and(|pt| is_terminal(status(pt.status))),
+            _ => false,
+        })
 }
 
 /// The children thread `t` waits for while halted: the handlers its halt reasons name. When a
@@ -367,15 +399,7 @@ pub fn fail_thread(
             let wf = run.id().to_string();
             let pos = run.threads[&parent].current_node_position;
             if let Some(mut nr) = get_node(ctx, &wf, parent, pos)? {
-                nr.status = st as i32;
-                nr.end_time = Some(ts(ctx.now_ms));
-                nr.error_message = Some(message.clone());
-                nr.failures.push(Failure {
-                    failure_name: name.to_string(),
-                    message: message.clone(),
-                    ..Default::default()
-                });
-                put_node(ctx, &nr)?;
+                super::fail_node(ctx, &mut nr, name, message.clone())?;
             }
         }
         fail_thread(ctx, run, parent, name, message)?;
