@@ -444,7 +444,12 @@ pub fn report(ctx: &mut Ctx, r: &ReportTaskRun) -> HResult<()> {
         .into());
     }
     if attempt.status != TaskStatus::TaskRunning as i32 {
-        if attempt.status == r.status && attempt.result == result_of(r) {
+        // The same report again (a worker's retry) is answered OK. A success whose output did
+        // not fit the return type was recorded as TASK_OUTPUT_SERDE_ERROR: its repeat too.
+        let repeat = (attempt.status == r.status && attempt.result == result_of(r))
+            || (attempt.status == TaskStatus::TaskOutputSerdeError as i32
+                && reported == TaskStatus::TaskSuccess);
+        if repeat {
             return Ok(());
         }
         return Err(Rejection::FailedPrecondition(format!(

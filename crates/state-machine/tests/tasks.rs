@@ -321,6 +321,17 @@ fn failures_exceptions_and_bad_output_fail_the_node_by_their_kind() {
         h.node_run("r", 0, 1).failures[0].failure_name,
         "VAR_MUTATION_ERROR"
     );
+    let before = h.digest();
+    h.ok(Kind::ReportTask(report(
+        &t,
+        TaskStatus::TaskSuccess,
+        output(values::int(1)),
+    )));
+    assert_eq!(
+        before,
+        h.digest(),
+        "the worker's repeat is OK and changes nothing"
+    );
     // A business exception: EXCEPTION with its name and content, caught by its handler.
     let mut h = Harness::new();
     start(

@@ -930,3 +930,53 @@ fn s8_exit_waits_for_a_child_halted_for_a_while_but_not_for_one_halted_for_good(
     assert_eq!(h.thread_run("r", 1).status(), LhStatus::Completed);
     assert_eq!(h.status("r"), LhStatus::Completed);
 }
+
+#[test]
+fn s5_a_failing_edge_mutation_fails_its_node_changes_no_variable_and_can_be_handled() {
+    let build = |handlers: Vec<FailureHandlerDef>| {
+        let mut out_edge = edge("2-exit-EXIT");
+        out_edge.variable_mutations = vec![
+            assign("after", values::str("mutated")),
+            // The event's content is a STR: it does not fit the INT variable.
+            assign_output("count"),
+        ];
+        let mut w = wait("e", None, vec![out_edge]);
+        w.failure_handlers = handlers;
+        let mut req = spec(
+            "m",
+            vec![
+                ("0-entrypoint-ENTRYPOINT", entry(WAIT)),
+                (WAIT, w),
+                ("2-exit-EXIT", exit()),
+            ],
+            vec![
+                var_def("after", VariableType::Str, false),
+                var_def("count", VariableType::Int, false),
+            ],
+        );
+        req.thread_specs.insert("fix".into(), done_thread());
+        req
+    };
+    let mut h = Harness::new();
+    h.put_def("e");
+    h.put_spec(build(vec![]));
+    h.run("m", "plain");
+    h.post("plain", "e", values::str("not a number"));
+    assert_eq!(h.status("plain"), LhStatus::Error);
+    let nr = h.node_run("plain", 0, 1);
+    assert_eq!(nr.status(), LhStatus::Error);
+    assert_eq!(nr.failures[0].failure_name, "VAR_MUTATION_ERROR");
+    assert_eq!(
+        h.variable("plain", "after"),
+        VariableValue::default(),
+        "the edge's first mutation was put back"
+    );
+    // VAR_ERROR names VAR_MUTATION_ERROR too: the handler catches it and the thread goes on
+    // without the edge's mutations.
+    h.put_spec(build(vec![handler("fix", specific("VAR_ERROR"))]));
+    h.run("m", "handled");
+    h.post("handled", "e", values::str("not a number"));
+    assert_eq!(h.status("handled"), LhStatus::Completed);
+    assert!(h.node_run("handled", 0, 1).failures[0].was_properly_handled);
+    assert_eq!(h.variable("handled", "after"), VariableValue::default());
+}

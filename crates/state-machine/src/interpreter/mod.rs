@@ -649,13 +649,9 @@ pub(crate) fn take_edge(
                 }
                 Ok(false) => {}
                 Err(e) => {
-                    return threads::fail_thread(
-                        ctx,
-                        run,
-                        thread,
-                        LhErrorType::VarSubError.as_str_name(),
-                        format!("node '{}': {e}", nr.node_name),
-                    );
+                    let msg = format!("node '{}': {e}", nr.node_name);
+                    let name = LhErrorType::VarSubError.as_str_name();
+                    return edge_failed(ctx, run, thread, nr, mutations, name, msg);
                 }
             }
         }
@@ -669,14 +665,21 @@ pub(crate) fn take_edge(
             format!("no outgoing edge of node '{}' matched", nr.node_name),
         );
     };
-    // Compute every mutation first, then write them all: a failing mutation changes nothing.
+    // Each mutation is written at once (later ones see earlier ones); a failing one puts the
+    // earlier ones back, so a failed edge changes no variable.
     let output = output_of(ctx, nr)?;
     let mut writes = Vec::new();
+    let mut originals = Vec::new();
     if mutations {
         let scope = ThreadScope::new(ctx, run, thread);
         let mut scope = scope;
         for m in &edge.variable_mutations {
-            let result = (|| -> Result<(i32, halter_api::littlehorse::Variable), String> {
+            type Write = (
+                i32,
+                halter_api::littlehorse::Variable,
+                halter_api::littlehorse::Variable,
+            );
+            let result = (|| -> Result<Write, String> {
                 let (owner, var) = scope
                     .owner(&m.lhs_name)
                     .map_err(|e| e.to_string())?
@@ -699,19 +702,22 @@ pub(crate) fn take_edge(
                 let new =
                     crate::mutation::mutate(ty, &current, m.lhs_json_path.as_deref(), op, &rhs)?;
                 let mut var = var;
+                let original = var.clone();
                 var.value = Some(new);
-                Ok((owner, var))
+                Ok((owner, var, original))
             })();
             match result {
-                Ok(w) => writes.push(w),
+                Ok((owner, var, original)) => {
+                    writes.push((owner, var));
+                    originals.push(original);
+                }
                 Err(e) => {
-                    return threads::fail_thread(
-                        ctx,
-                        run,
-                        thread,
-                        LhErrorType::VarMutationError.as_str_name(),
-                        format!("mutating '{}': {e}", m.lhs_name),
-                    )
+                    for v in originals.iter().rev() {
+                        put_variable(ctx, v)?;
+                    }
+                    let msg = format!("mutating '{}': {e}", m.lhs_name);
+                    let name = LhErrorType::VarMutationError.as_str_name();
+                    return edge_failed(ctx, run, thread, nr, mutations, name, msg);
                 }
             }
             // Later mutations of the same edge see earlier ones.
@@ -723,6 +729,26 @@ pub(crate) fn take_edge(
     }
     let next = nr.id.as_ref().map(|i| i.position).unwrap_or_default() + 1;
     arrive(ctx, run, thread, &edge.sink_node_name, next)
+}
+
+/// Leaving `nr` failed (a condition or mutation error). On the normal path the NodeRun takes the
+/// failure, so its failure handlers may catch it; on the way out of an already handled failure
+/// (edges without mutations) the thread fails.
+fn edge_failed(
+    ctx: &mut Ctx,
+    run: &mut RunState,
+    thread: i32,
+    nr: &NodeRun,
+    normal_path: bool,
+    name: &str,
+    message: String,
+) -> HResult<()> {
+    if normal_path {
+        let mut failed = nr.clone();
+        fail_node(ctx, &mut failed, name, message)
+    } else {
+        threads::fail_thread(ctx, run, thread, name, message)
+    }
 }
 
 fn declared_type_of(
