@@ -2,7 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use halter_api::littlehorse::{LhStatus, NodeRun, ThreadRun, Variable, WfRun, WfSpec};
+use halter_api::littlehorse::{
+    LhStatus, NodeRun, ThreadRun, Variable, VariableId, VariableValue, WfRun, WfRunId, WfSpec,
+    WfSpecId,
+};
 use halter_storage::codec;
 use redb::ReadableTable;
 
@@ -119,6 +122,33 @@ pub fn put_variable(ctx: &mut Ctx, v: &Variable) -> HResult<()> {
         (wf.as_str(), id.thread_run_number as u32, id.name.as_str()),
         v,
     )?;
+    Ok(())
+}
+
+/// Creates a new thread's variables: (name, value, masked), stamped with the command's time.
+pub fn create_variables(
+    ctx: &mut Ctx,
+    wf: &WfRunId,
+    wf_spec_id: Option<WfSpecId>,
+    thread: i32,
+    vars: Vec<(String, VariableValue, bool)>,
+) -> HResult<()> {
+    for (name, value, masked) in vars {
+        put_variable(
+            ctx,
+            &Variable {
+                id: Some(VariableId {
+                    wf_run_id: Some(wf.clone()),
+                    thread_run_number: thread,
+                    name,
+                }),
+                value: Some(value),
+                created_at: Some(crate::time::ts(ctx.now_ms)),
+                wf_spec_id: wf_spec_id.clone(),
+                masked,
+            },
+        )?;
+    }
     Ok(())
 }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use halter_api::limits::MAX_VALUE_BYTES;
 use halter_api::littlehorse::{
     DeleteWfRunRequest, LhStatus, ResumeWfRunRequest, RunWfRequest, StopWfRunRequest, ThreadType,
-    Variable, VariableId, WfRun, WfRunId, WfSpec,
+    WfRun, WfRunId, WfSpec,
 };
 use halter_api::names::check_name;
 use halter_api::values;
@@ -17,7 +17,7 @@ use crate::ctx::Ctx;
 use crate::error::{invalid, HResult, Rejection};
 use crate::external_event;
 use crate::interpreter;
-use crate::run_state::{put_variable, RunState};
+use crate::run_state::{create_variables, RunState};
 use crate::time::{ms, ts};
 use crate::timers;
 
@@ -128,22 +128,7 @@ pub fn run(ctx: &mut Ctx, req: &RunWfRequest) -> HResult<WfRun> {
     ctx.tables
         .wf_runs_by_spec
         .insert((spec_name.as_str(), ctx.now_ms, id), ())?;
-    for (name, value, masked) in initial {
-        put_variable(
-            ctx,
-            &Variable {
-                id: Some(VariableId {
-                    wf_run_id: Some(wf_run_id.clone()),
-                    thread_run_number: 0,
-                    name,
-                }),
-                value: Some(value),
-                created_at: Some(ts(ctx.now_ms)),
-                wf_spec_id: spec.id.clone(),
-                masked,
-            },
-        )?;
-    }
+    create_variables(ctx, &wf_run_id, spec.id.clone(), 0, initial)?;
     let entry_name = spec.entrypoint_thread_name.clone();
     let mut run = RunState {
         wf_run,

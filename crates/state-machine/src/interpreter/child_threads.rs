@@ -233,11 +233,11 @@ fn refresh(
                 match failures::find(handlers, &f.failure_name) {
                     Some(h) => {
                         // The handler runs under the failed child, with its failure as INPUT.
-                        let mut input = BTreeMap::new();
-                        if failures::declares_input(run, &h.handler_spec_name) {
-                            input
-                                .insert("INPUT".to_string(), f.content.clone().unwrap_or_default());
-                        }
+                        let input = failures::handler_input(
+                            run,
+                            &h.handler_spec_name,
+                            f.content.clone().unwrap_or_default(),
+                        );
                         let spec = h.handler_spec_name.clone();
                         let ty = ThreadType::FailureHandler;
                         match threads::spawn(ctx, run, &spec, n, ty, &input, Origin::default())? {

@@ -7,7 +7,7 @@ use halter_api::littlehorse::{
     failure_handler_def::{FailureToCatch, LhFailureType},
     thread_halt_reason::Reason,
     FailureBeingHandled, FailureHandlerDef, HandlingFailureHaltReason, LhErrorType, NodeRun,
-    ThreadType,
+    ThreadType, VariableValue,
 };
 
 use crate::ctx::Ctx;
@@ -76,13 +76,11 @@ pub fn on_failed_node(ctx: &mut Ctx, run: &mut RunState, t: i32, mut nr: NodeRun
         return Ok(true);
     };
     let position = nr.id.as_ref().map(|i| i.position).unwrap_or_default();
-    let mut input = BTreeMap::new();
-    if declares_input(run, &handler.handler_spec_name) {
-        input.insert(
-            "INPUT".to_string(),
-            failure.content.clone().unwrap_or_default(),
-        );
-    }
+    let input = handler_input(
+        run,
+        &handler.handler_spec_name,
+        failure.content.clone().unwrap_or_default(),
+    );
     let origin = Origin {
         failure_being_handled: Some(FailureBeingHandled {
             thread_run_number: t,
@@ -128,10 +126,15 @@ pub fn on_failed_node(ctx: &mut Ctx, run: &mut RunState, t: i32, mut nr: NodeRun
     Ok(true)
 }
 
-/// Whether a handler thread declares `INPUT`, the variable a handler receives its trigger in
-/// (the failure's content, the interrupt event's content).
-pub fn declares_input(run: &RunState, thread_spec_name: &str) -> bool {
-    run.spec
+/// The variables a handler thread starts with: `INPUT` = its trigger (the failure's content, the
+/// interrupt event's content) if it declares INPUT, else none.
+pub fn handler_input(
+    run: &RunState,
+    thread_spec_name: &str,
+    trigger: VariableValue,
+) -> BTreeMap<String, VariableValue> {
+    let declares = run
+        .spec
         .thread_specs
         .get(thread_spec_name)
         .is_some_and(|t| {
@@ -139,5 +142,10 @@ pub fn declares_input(run: &RunState, thread_spec_name: &str) -> bool {
                 .iter()
                 .filter_map(|v| v.var_def.as_ref())
                 .any(|d| d.name == "INPUT")
-        })
+        });
+    let mut input = BTreeMap::new();
+    if declares {
+        input.insert("INPUT".to_string(), trigger);
+    }
+    input
 }

@@ -1,8 +1,6 @@
 //! Interrupts (semantics §6): an event whose def is an interrupt trigger halts every live thread
 //! whose ThreadSpec declares it and starts the handler as an INTERRUPT child thread.
 
-use std::collections::BTreeMap;
-
 use halter_api::littlehorse::{
     thread_halt_reason::Reason, ExternalEventId, Interrupted, LhErrorType, ThreadType,
     VariableValue,
@@ -13,7 +11,7 @@ use crate::error::HResult;
 use crate::run_state::{status, RunState};
 use crate::wf_run::is_terminal;
 
-use super::failures::declares_input;
+use super::failures::handler_input;
 use super::threads::{self, Origin};
 
 /// The threads an event of `def` interrupts (all live threads declaring it, or only
@@ -55,10 +53,7 @@ pub fn trigger(
         if is_terminal(status(run.threads[t].status)) {
             continue;
         }
-        let mut input = BTreeMap::new();
-        if declares_input(run, handler) {
-            input.insert("INPUT".to_string(), content.clone());
-        }
+        let input = handler_input(run, handler, content.clone());
         let origin = Origin {
             failure_being_handled: None,
             interrupt_trigger_id: Some(id.clone()),

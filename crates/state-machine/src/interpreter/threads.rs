@@ -10,13 +10,13 @@ use std::collections::BTreeMap;
 
 use halter_api::littlehorse::{
     thread_halt_reason::Reason, FailureBeingHandled, LhStatus, ParentHalted, ThreadHaltReason,
-    ThreadType, Variable, VariableId, VariableValue, WfRunId,
+    ThreadType, VariableValue, WfRunId,
 };
 use halter_api::values;
 
 use crate::ctx::Ctx;
 use crate::error::HResult;
-use crate::run_state::{get_node, put_node, put_variable, status, RunState};
+use crate::run_state::{create_variables, get_node, put_node, status, RunState};
 use crate::time::ts;
 use crate::wf_run::is_terminal;
 
@@ -80,25 +80,11 @@ pub fn spawn(
     }
     let number = run.wf_run.greatest_threadrun_number + 1;
     run.wf_run.greatest_threadrun_number = number;
-    for (name, value, masked) in vars {
-        put_variable(
-            ctx,
-            &Variable {
-                id: Some(VariableId {
-                    wf_run_id: Some(WfRunId {
-                        id: run.id().to_string(),
-                        parent_wf_run_id: None,
-                    }),
-                    thread_run_number: number,
-                    name,
-                }),
-                value: Some(value),
-                created_at: Some(ts(ctx.now_ms)),
-                wf_spec_id: run.spec.id.clone(),
-                masked,
-            },
-        )?;
-    }
+    let wf = WfRunId {
+        id: run.id().to_string(),
+        parent_wf_run_id: None,
+    };
+    create_variables(ctx, &wf, run.spec.id.clone(), number, vars)?;
     if let Some(p) = run.threads.get_mut(&parent) {
         p.child_thread_ids.push(number);
     }
