@@ -6,6 +6,10 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+
+#[cfg(not(madsim))]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use halter_node::config::{Config, Member};
 
 #[derive(Parser)]
@@ -129,10 +133,33 @@ async fn wait_for_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-// More workers than cores: Raft's log append and the apply transaction block their worker
-// thread in fsync, and the gRPC services must keep running meanwhile.
-#[tokio::main(worker_threads = 8)]
+/// Worker threads of the node's runtime unless `HALTER_WORKER_THREADS` says otherwise. More than
+/// cores: Raft's log append and the apply transaction block their worker thread in fsync, and
+/// the gRPC services must keep running meanwhile.
+#[cfg(not(madsim))]
+const DEFAULT_WORKER_THREADS: usize = 8;
+
+#[cfg(not(madsim))]
+fn main() -> anyhow::Result<()> {
+    let workers = std::env::var("HALTER_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(DEFAULT_WORKER_THREADS);
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()?
+        .block_on(run())
+}
+
+#[cfg(madsim)]
+#[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    run().await
+}
+
+async fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -238,7 +238,9 @@ impl NodeCtx {
 
     /// The current leader and its addresses, as this node knows them.
     pub fn leader(&self) -> Option<(NodeId, HalterNode)> {
-        let m = self.raft.metrics().borrow().clone();
+        // Asked on every request: borrow the small server metrics, clone only the leader's node.
+        let rx = self.raft.server_metrics();
+        let m = rx.borrow();
         let id = m.current_leader?;
         let node = m
             .membership_config

@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::lh_service::LhService;
 use crate::proposer::NodeCtx;
 use crate::raft::{
-    log_store::LogStore,
+    log_store::{self, LogStore},
     network::{self, Network},
     state_machine::StateMachineStore,
     Raft,
@@ -57,11 +57,15 @@ impl NodeHandle {
 
 /// Where a node keeps its data.
 pub enum Storage {
-    /// `log.redb`, `state.redb` and `snapshot.bin` in the configured data directory.
+    /// `log.redb`, `log.wal`, `state.redb` and `snapshot.bin` in the configured data directory.
     Files,
     /// Simulated disks that survive a node's restart but lose unsynced writes in a crash
     /// (the current snapshot then lives in memory and is rebuilt after a restart).
-    Sim { log: SimDisk, state: SimDisk },
+    Sim {
+        log: SimDisk,
+        wal: SimDisk,
+        state: SimDisk,
+    },
 }
 
 pub async fn start(cfg: Config) -> anyhow::Result<NodeHandle> {
@@ -83,8 +87,9 @@ pub async fn start_with(cfg: Config, storage: Storage) -> anyhow::Result<NodeHan
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             (log, sm)
         }
-        Storage::Sim { log, state } => {
-            let log = LogStore::with_backend(log).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Storage::Sim { log, wal, state } => {
+            let log = LogStore::with_backends(log, wal, log_store::SIM_WAL_CAPACITY)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             let store = Arc::new(Store::with_backend(state).context("opening state")?);
             let sm = StateMachineStore::new(store, None).map_err(|e| anyhow::anyhow!("{e}"))?;
             (log, sm)

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use halter_api::halter::{command::Kind, FireTimers, TimerKey};
 use halter_state_machine::timers;
-use halter_storage::ReadTables;
+use halter_storage::tables::TIMERS;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -38,13 +38,16 @@ fn plan(
     proposed: &BTreeSet<Key>,
 ) -> anyhow::Result<(Vec<TimerKey>, Option<i64>)> {
     let txn = ctx.sm.store.begin_read()?;
-    let t = ReadTables::open(&txn)?;
+    // Only the timer table: opening every state table costs more than this read.
+    let timers_table = txn.open_table(TIMERS)?;
     // The proposed timers are among the first ones, so this reads at most `proposed.len()`
     // rows more than it returns.
     let limit = BATCH + proposed.len();
     let mut due = Vec::new();
     let mut next = None;
-    for (due_ms, id) in timers::due(&t.timers, now, limit).map_err(|e| anyhow::anyhow!("{e}"))? {
+    for (due_ms, id) in
+        timers::due(&timers_table, now, limit).map_err(|e| anyhow::anyhow!("{e}"))?
+    {
         if due.len() >= BATCH {
             next = Some(due_ms);
             break;
@@ -59,8 +62,7 @@ fn plan(
     }
     if next.is_none() && due.len() < BATCH {
         // The first timer not yet due (or due but beyond `limit`: re-planned at once).
-        next = t
-            .timers
+        next = timers_table
             .range((now.saturating_add(1), "")..)?
             .next()
             .transpose()?
@@ -70,7 +72,9 @@ fn plan(
 }
 
 pub async fn run(ctx: Arc<NodeCtx>, mut shutdown: watch::Receiver<bool>) {
-    let mut metrics = ctx.raft.metrics();
+    // Server metrics change with leadership, not with every appended or applied entry (the
+    // full metrics would wake this loop, and re-plan, once per entry).
+    let mut metrics = ctx.raft.server_metrics();
     // Proposals awaiting their outcome; each sends back the timers it carried when done.
     let mut in_flight: Vec<JoinHandle<()>> = Vec::new();
     let mut pending = 0usize;

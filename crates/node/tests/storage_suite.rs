@@ -40,6 +40,27 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> fo
     }
 }
 
+/// Simulated disks and a WAL so small that most appends fill it: the absorb-and-reset path
+/// (a durable redb commit instead of a WAL append) under the whole suite.
+struct TinyWal;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, ()> for TinyWal {
+    async fn build(&self) -> Result<((), LogStore, StateMachineStore), StorageError<NodeId>> {
+        use halter_storage::sim_disk::SimDisk;
+        let store = Arc::new(Store::in_memory().map_err(io_write)?);
+        Ok((
+            (),
+            LogStore::with_backends(SimDisk::new(), SimDisk::new(), 256)?,
+            StateMachineStore::new(store, None)?,
+        ))
+    }
+}
+
+#[test]
+fn openraft_suite_tiny_wal() {
+    Suite::test_all(TinyWal).expect("openraft storage suite (tiny WAL)");
+}
+
 #[test]
 fn openraft_suite_in_memory() {
     Suite::test_all(InMemory).expect("openraft storage suite (in memory)");

@@ -12,6 +12,7 @@ pub mod sim_disk;
 pub mod snapshot;
 pub mod store;
 pub mod tables;
+pub mod wal;
 
 pub use error::StorageError;
 pub use store::Store;

@@ -19,6 +19,7 @@ pub struct SimNode {
     pub ip: IpAddr,
     pub handle: NodeHandle,
     pub log: SimDisk,
+    pub wal: SimDisk,
     pub state: SimDisk,
     pub alive: bool,
 }
@@ -51,8 +52,8 @@ impl Cluster {
             .collect();
         let nodes = (0..n)
             .map(|i| {
-                let (log, state) = (SimDisk::new(), SimDisk::new());
-                let (l, s, m) = (log.clone(), state.clone(), members.clone());
+                let (log, wal, state) = (SimDisk::new(), SimDisk::new(), SimDisk::new());
+                let (l, w, s, m) = (log.clone(), wal.clone(), state.clone(), members.clone());
                 let node_handle = handle
                     .create_node()
                     .name(format!("node-{}", i + 1))
@@ -72,6 +73,7 @@ impl Cluster {
                         };
                         let storage = Storage::Sim {
                             log: l.clone(),
+                            wal: w.clone(),
                             state: s.clone(),
                         };
                         async move {
@@ -85,6 +87,7 @@ impl Cluster {
                     ip: node_ip(i),
                     handle: node_handle,
                     log,
+                    wal,
                     state,
                     alive: true,
                 }
@@ -104,6 +107,7 @@ impl Cluster {
     /// process flushes on its way out is saved), then the process dies.
     pub fn kill(&mut self, i: usize) {
         self.nodes[i].log.crash();
+        self.nodes[i].wal.crash();
         self.nodes[i].state.crash();
         Handle::current().kill(self.nodes[i].handle.id());
         self.nodes[i].alive = false;
@@ -113,6 +117,7 @@ impl Cluster {
         // Let the killed incarnation's tasks go before the new one opens the disks.
         madsim::time::sleep(Duration::from_millis(100)).await;
         self.nodes[i].log.power_on();
+        self.nodes[i].wal.power_on();
         self.nodes[i].state.power_on();
         Handle::current().restart(self.nodes[i].handle.id());
         self.nodes[i].alive = true;
