@@ -57,7 +57,8 @@ impl NodeHandle {
 
 /// Where a node keeps its data.
 pub enum Storage {
-    /// `log.redb`, `log.wal`, `state.redb` and `snapshot.bin` in the configured data directory.
+    /// `log.redb`, `log.wal` and `state.redb` in the configured data directory (snapshots in
+    /// transit next to them).
     Files,
     /// Simulated disks that survive a node's restart but lose unsynced writes in a crash
     /// (the current snapshot then lives in memory and is rebuilt after a restart).

@@ -2,6 +2,12 @@
 //! or receiving a snapshot never holds the whole state in memory, or a buffer in memory for
 //! simulations and tests that run without a data directory.
 //!
+//! A snapshot to send is [`SnapshotData::Lazy`]: a read transaction of the state, exported
+//! (to an unlinked temporary file, or a buffer) only when openraft first reads it. openraft
+//! asks for the current snapshot at start-up and whenever it builds one, and reads only the
+//! meta then; exporting the whole state each time cost every node seconds of CPU and disk per
+//! `snapshot_after_logs` entries (it made timers fire hundreds of milliseconds late).
+//!
 //! openraft wants tokio's async I/O traits; the file variant does plain blocking reads and
 //! writes inside them. openraft moves snapshots in chunks (a few MiB each) from and to the page
 //! cache, so each call blocks briefly, and this also works under the simulator, which has no
@@ -12,11 +18,22 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use halter_storage::snapshot;
 use tokio::io::{AsyncRead, AsyncSeek, AsyncWrite, ReadBuf};
 
+/// The state to export on first read: one read transaction (so the rows match the meta read
+/// from it) and where to export to (`None`: memory).
+pub struct PendingExport {
+    pub txn: redb::ReadTransaction,
+    pub meta_json: Vec<u8>,
+    pub file: Option<PathBuf>,
+}
+
 pub enum SnapshotData {
+    /// Not exported yet; becomes `Memory` or `File` on first read or seek.
+    Lazy(Option<PendingExport>),
     Memory(Cursor<Vec<u8>>),
-    /// An open snapshot file and where it is (a received snapshot is renamed into place).
+    /// An open snapshot file and where it is (a received one is deleted once installed).
     File {
         file: std::fs::File,
         path: PathBuf,
@@ -33,6 +50,40 @@ impl SnapshotData {
             seek_to: None,
         }
     }
+
+    /// Exports a `Lazy` snapshot, once. Blocks while the state is written out: this runs when
+    /// a peer needs a snapshot, which is rare (it fell behind the purged log, or it is new).
+    pub fn materialize(&mut self) -> io::Result<()> {
+        let Self::Lazy(pending) = self else {
+            return Ok(());
+        };
+        let Some(p) = pending.take() else {
+            return Err(io::Error::other("snapshot export failed earlier"));
+        };
+        *self = match p.file {
+            None => {
+                let mut bytes = Vec::new();
+                snapshot::write(&p.txn, &p.meta_json, &mut bytes).map_err(io::Error::other)?;
+                Self::Memory(Cursor::new(bytes))
+            }
+            Some(path) => {
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&path)?;
+                // Unlinked at once: the open handle keeps it, and nothing is left to clean up.
+                std::fs::remove_file(&path)?;
+                let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+                snapshot::write(&p.txn, &p.meta_json, &mut w).map_err(io::Error::other)?;
+                let mut file = w.into_inner().map_err(|e| e.into_error())?;
+                file.seek(SeekFrom::Start(0))?;
+                Self::file(file, path)
+            }
+        };
+        Ok(())
+    }
 }
 
 impl AsyncRead for SnapshotData {
@@ -41,9 +92,14 @@ impl AsyncRead for SnapshotData {
         _: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let r = match self.get_mut() {
+        let this = self.get_mut();
+        if let Err(e) = this.materialize() {
+            return Poll::Ready(Err(e));
+        }
+        let r = match this {
             Self::Memory(c) => c.read(buf.initialize_unfilled()),
             Self::File { file, .. } => file.read(buf.initialize_unfilled()),
+            Self::Lazy(_) => Err(read_only()),
         };
         Poll::Ready(r.map(|n| buf.advance(n)))
     }
@@ -58,12 +114,13 @@ impl AsyncWrite for SnapshotData {
         Poll::Ready(match self.get_mut() {
             Self::Memory(c) => c.write(data),
             Self::File { file, .. } => file.write(data),
+            Self::Lazy(_) => Err(read_only()),
         })
     }
 
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(match self.get_mut() {
-            Self::Memory(_) => Ok(()),
+            Self::Memory(_) | Self::Lazy(_) => Ok(()),
             Self::File { file, .. } => file.flush(),
         })
     }
@@ -75,24 +132,36 @@ impl AsyncWrite for SnapshotData {
 
 impl AsyncSeek for SnapshotData {
     fn start_seek(self: Pin<&mut Self>, pos: SeekFrom) -> io::Result<()> {
-        match self.get_mut() {
+        let this = self.get_mut();
+        this.materialize()?;
+        match this {
             Self::Memory(c) => c.seek(pos).map(|_| ()),
             Self::File { seek_to, .. } => {
                 *seek_to = Some(pos);
                 Ok(())
             }
+            Self::Lazy(_) => Err(read_only()),
         }
     }
 
     fn poll_complete(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<u64>> {
-        Poll::Ready(match self.get_mut() {
+        let this = self.get_mut();
+        if let Err(e) = this.materialize() {
+            return Poll::Ready(Err(e));
+        }
+        Poll::Ready(match this {
             Self::Memory(c) => Ok(c.position()),
             Self::File { file, seek_to, .. } => match seek_to.take() {
                 Some(pos) => file.seek(pos),
                 None => file.stream_position(),
             },
+            Self::Lazy(_) => Err(read_only()),
         })
     }
+}
+
+fn read_only() -> io::Error {
+    io::Error::other("a snapshot being sent is read-only")
 }
 
 #[cfg(all(test, not(madsim)))]

@@ -25,7 +25,7 @@ use prost::Message;
 use redb::{ReadableTable, TableDefinition};
 use tokio::sync::{watch, Notify};
 
-use super::snapshot_data::SnapshotData;
+use super::snapshot_data::{PendingExport, SnapshotData};
 
 use super::{
     io_read, io_write, CommandOutcome, HalterNode, LogCommand, LogId, NodeId, StoredMembership,
@@ -35,25 +35,19 @@ use super::{
 const RAFT_SM: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_sm");
 const LAST_APPLIED: &str = "last_applied";
 const MEMBERSHIP: &str = "membership";
+/// `(last log id, snapshot id)` of the last snapshot installed here.
+const SNAPSHOT_ID: &str = "snapshot_id";
 
 /// One apply transaction in this many is fsynced (see the module comment).
 pub const SYNC_EVERY_APPLIES: u32 = 64;
 
-/// The snapshot openraft sees as current: its meta, and its bytes when there is no file.
-#[derive(Clone)]
-struct Current {
-    meta: SnapshotMeta<NodeId, HalterNode>,
-    /// `None`: the bytes are in the snapshot file.
-    memory: Option<Arc<Vec<u8>>>,
-}
-
 #[derive(Clone)]
 pub struct StateMachineStore {
     pub store: Arc<Store>,
-    /// Where the current snapshot is kept (`None`: in memory only). Snapshots being built and
-    /// received are written next to it and renamed into place.
+    /// Where snapshots are exported to when sent and written to when received, under other
+    /// extensions (`None`: in memory). No snapshot is kept: the state tables are one, made
+    /// durable when openraft builds a snapshot and exported when a peer needs it.
     snapshot_path: Option<PathBuf>,
-    current: Arc<std::sync::Mutex<Option<Current>>>,
     /// Woken when an applied entry armed a timer, so the leader's timer service re-plans.
     pub timers_changed: Arc<Notify>,
     /// Bumped when an applied entry queued a task attempt (or a snapshot was installed), so
@@ -71,21 +65,15 @@ impl StateMachineStore {
         let txn = store.begin_write().map_err(io_write)?;
         txn.open_table(RAFT_SM).map_err(io_write)?;
         txn.commit().map_err(io_write)?;
-        let current = match &snapshot_path {
-            Some(p) if p.exists() => {
-                let mut f = std::io::BufReader::new(std::fs::File::open(p).map_err(io_read)?);
-                let meta = snapshot::read_meta(&mut f).map_err(io_read)?;
-                Some(Current {
-                    meta: serde_json::from_slice(&meta).map_err(io_read)?,
-                    memory: None,
-                })
+        if let Some(p) = &snapshot_path {
+            // Kept by older versions, which exported a snapshot every `snapshot_after_logs`.
+            for stale in [p.clone(), p.with_extension("tmp")] {
+                let _ = std::fs::remove_file(stale);
             }
-            _ => None,
-        };
+        }
         Ok(Self {
             store,
             snapshot_path,
-            current: Arc::new(std::sync::Mutex::new(current)),
             timers_changed: Arc::new(Notify::new()),
             tasks_queued: Arc::new(watch::channel(0).0),
             unsynced_applies: 0,
@@ -112,57 +100,52 @@ impl StateMachineStore {
         self.snapshot_path.as_ref().map(|p| p.with_extension(ext))
     }
 
-    /// Makes `new` the current snapshot, moving its file (if any) into place, unless the current
-    /// one is newer (a snapshot built from an older state can finish after one was installed).
-    fn set_current(&self, new: Current, file: Option<PathBuf>) -> Result<(), StorageError<NodeId>> {
-        let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        if cur
-            .as_ref()
-            .is_some_and(|c| c.meta.last_log_id > new.meta.last_log_id)
-        {
-            if let Some(f) = file {
-                let _ = std::fs::remove_file(f);
-            }
-            return Ok(());
-        }
-        if let (Some(from), Some(to)) = (file, &self.snapshot_path) {
-            std::fs::rename(&from, to).map_err(io_write)?;
-            sync_dir(to).map_err(io_write)?;
-        }
-        *cur = Some(new);
-        Ok(())
+    /// The state as a snapshot: its meta and the rows, read lazily, from one read transaction.
+    /// `None` before anything was applied.
+    fn current_snapshot(&self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+        let s = self.snapshot_at(self.store.begin_read().map_err(io_read)?)?;
+        Ok(s.filter(|s| s.meta.last_log_id.is_some()))
     }
 
-    /// Opens the current snapshot's bytes for reading.
-    fn open_current(&self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
-        // The file is opened under the lock that `set_current` renames under, so the meta and
-        // the bytes returned are always of the same snapshot (a newer file renamed in between
-        // would otherwise be sent under the older meta, and applied twice by its receiver).
-        let cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(cur) = cur.as_ref() else {
-            return Ok(None);
-        };
-        let data = match (&cur.memory, &self.snapshot_path) {
-            (Some(bytes), _) => SnapshotData::Memory(Cursor::new(bytes.as_ref().clone())),
-            (None, Some(p)) => {
-                SnapshotData::file(std::fs::File::open(p).map_err(io_read)?, p.clone())
+    fn snapshot_at(
+        &self,
+        txn: redb::ReadTransaction,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+        let meta = {
+            let t = txn.open_table(RAFT_SM).map_err(io_read)?;
+            let last: Option<LogId> = read_json::<Option<LogId>>(&t, LAST_APPLIED)?.flatten();
+            let membership: Option<StoredMembership> = read_json(&t, MEMBERSHIP)?;
+            // The id a snapshot installed (or built) at this very point was given, so openraft
+            // sees the same snapshot again; otherwise one named after the log id.
+            let snapshot_id = match (read_json::<(LogId, String)>(&t, SNAPSHOT_ID)?, last) {
+                (Some((at, id)), Some(l)) if at == l => id,
+                (_, Some(l)) => format!("{}-{}-{}", l.leader_id.term, l.leader_id.node_id, l.index),
+                (_, None) => "empty".to_string(),
+            };
+            SnapshotMeta {
+                last_log_id: last,
+                last_membership: membership.unwrap_or_default(),
+                snapshot_id,
             }
-            (None, None) => return Ok(None),
         };
+        let meta_json = serde_json::to_vec(&meta).map_err(io_write)?;
+        let file = self.side_path(&format!(
+            "send-{}",
+            SEND_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
         Ok(Some(Snapshot {
-            meta: cur.meta.clone(),
-            snapshot: Box::new(data),
+            meta,
+            snapshot: Box::new(SnapshotData::Lazy(Some(PendingExport {
+                txn,
+                meta_json,
+                file,
+            }))),
         }))
     }
 }
 
-/// fsyncs the directory holding `file`, so a rename into it survives a power cut.
-fn sync_dir(file: &std::path::Path) -> std::io::Result<()> {
-    match file.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => std::fs::File::open(dir)?.sync_all(),
-        _ => Ok(()),
-    }
-}
+/// Names the files of concurrent exports apart.
+static SEND_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Runs long synchronous storage work (a whole-state export or import) off the async
 /// workers; under the simulator, where there are no blocking threads, in place.
@@ -191,62 +174,25 @@ fn read_json<T: serde::de::DeserializeOwned>(
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        // Applies are mostly unsynced; once openraft has this snapshot it may purge the log
+        // behind it, so the state must survive a power cut up to here. A durable commit makes
+        // every earlier commit durable. Nothing is exported: a peer that needs the snapshot
+        // gets the state as it is then (`get_current_snapshot`). The read comes first: the
+        // durable commit after it covers everything it sees (applies go on meanwhile).
+        let txn = self.store.begin_read().map_err(io_read)?;
         let store = self.store.clone();
-        let tmp = self.side_path("tmp");
-        let (meta, memory, rows) = blocking(move || {
-            // Data, applied index and membership from one read transaction: one consistent
-            // point.
-            let txn = store.begin_read().map_err(io_read)?;
-            // Applies are mostly unsynced; once this snapshot exists the log behind it may be
-            // purged, so the state it was read from must survive a power cut. A durable commit
-            // makes every earlier commit durable, including all that `txn` sees.
+        blocking(move || {
             store
                 .begin_write()
                 .and_then(|w| w.commit().map_err(Into::into))
-                .map_err(io_write)?;
-            let (last_applied, membership) = {
-                let t = txn.open_table(RAFT_SM).map_err(io_read)?;
-                let la: Option<LogId> = read_json(&t, LAST_APPLIED)?;
-                let m: Option<StoredMembership> = read_json(&t, MEMBERSHIP)?;
-                (la, m.unwrap_or_default())
-            };
-            let snapshot_id = match last_applied {
-                Some(l) => format!("{}-{}-{}", l.leader_id.term, l.leader_id.node_id, l.index),
-                None => "empty".to_string(),
-            };
-            let meta = SnapshotMeta {
-                last_log_id: last_applied,
-                last_membership: membership,
-                snapshot_id,
-            };
-            let meta_json = serde_json::to_vec(&meta).map_err(io_write)?;
-            match tmp {
-                Some(tmp) => {
-                    let file = std::fs::File::create(&tmp).map_err(io_write)?;
-                    let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
-                    let rows = snapshot::write(&txn, &meta_json, &mut w).map_err(io_write)?;
-                    let file = w.into_inner().map_err(|e| io_write(e.into_error()))?;
-                    file.sync_all().map_err(io_write)?;
-                    Ok((meta, None, rows))
-                }
-                None => {
-                    let mut bytes = Vec::new();
-                    let rows = snapshot::write(&txn, &meta_json, &mut bytes).map_err(io_write)?;
-                    Ok((meta, Some(Arc::new(bytes)), rows))
-                }
-            }
+                .map_err(io_write)
         })
         .await?;
-        self.set_current(
-            Current {
-                meta: meta.clone(),
-                memory,
-            },
-            self.side_path("tmp"),
-        )?;
-        tracing::info!(snapshot = %meta.snapshot_id, rows, "built snapshot");
-        self.open_current()?
-            .ok_or_else(|| io_read(std::io::Error::other("snapshot vanished")))
+        let snapshot = self
+            .snapshot_at(txn)?
+            .ok_or_else(|| io_read(std::io::Error::other("no state to snapshot")))?;
+        tracing::info!(snapshot = %snapshot.meta.snapshot_id, "snapshot point made durable");
+        Ok(snapshot)
     }
 }
 
@@ -376,43 +322,43 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     ) -> Result<(), StorageError<NodeId>> {
         let store = self.store.clone();
         let owned_meta = meta.clone();
-        let (memory, file) = blocking(move || {
-            let (memory, file) = match *snapshot {
-                SnapshotData::Memory(c) => (Some(Arc::new(c.into_inner())), None),
+        blocking(move || {
+            // A snapshot handed over in-process (openraft's tests do) may still be unexported.
+            let mut snapshot = *snapshot;
+            snapshot.materialize().map_err(io_read)?;
+            let txn = store.begin_write().map_err(io_write)?;
+            let (rows, file) = match snapshot {
+                SnapshotData::Memory(c) => (import(&txn, &mut c.get_ref().as_slice())?, None),
                 SnapshotData::File { file, path, .. } => {
-                    file.sync_all().map_err(io_write)?;
-                    (None, Some((file, path)))
+                    let mut r = std::io::BufReader::with_capacity(1 << 20, &file);
+                    r.seek(std::io::SeekFrom::Start(0)).map_err(io_read)?;
+                    (import(&txn, &mut r)?, Some(path))
+                }
+                SnapshotData::Lazy(_) => {
+                    return Err(io_read(std::io::Error::other("snapshot not exported")))
                 }
             };
-            let txn = store.begin_write().map_err(io_write)?;
-            let rows = match (&memory, &file) {
-                (Some(bytes), _) => import(&txn, &mut bytes.as_slice()),
-                (None, Some((f, _))) => {
-                    let mut r = std::io::BufReader::with_capacity(1 << 20, f);
-                    r.seek(std::io::SeekFrom::Start(0)).map_err(io_read)?;
-                    import(&txn, &mut r)
-                }
-                (None, None) => unreachable!("a snapshot is in memory or in a file"),
-            }?;
             {
                 let mut sm = txn.open_table(RAFT_SM).map_err(io_write)?;
                 let la = serde_json::to_vec(&owned_meta.last_log_id).map_err(io_write)?;
                 sm.insert(LAST_APPLIED, la.as_slice()).map_err(io_write)?;
                 let m = serde_json::to_vec(&owned_meta.last_membership).map_err(io_write)?;
                 sm.insert(MEMBERSHIP, m.as_slice()).map_err(io_write)?;
+                if let Some(last) = owned_meta.last_log_id {
+                    let id =
+                        serde_json::to_vec(&(last, &owned_meta.snapshot_id)).map_err(io_write)?;
+                    sm.insert(SNAPSHOT_ID, id.as_slice()).map_err(io_write)?;
+                }
             }
+            // Durable: the log behind the snapshot may be purged from here on.
             txn.commit().map_err(io_write)?;
+            if let Some(path) = file {
+                let _ = std::fs::remove_file(path);
+            }
             tracing::debug!(rows, "snapshot rows installed");
-            Ok((memory, file.map(|(_, p)| p)))
+            Ok(())
         })
         .await?;
-        self.set_current(
-            Current {
-                meta: meta.clone(),
-                memory,
-            },
-            file,
-        )?;
         self.timers_changed.notify_one();
         self.tasks_queued.send_modify(|n| *n += 1);
         tracing::info!(snapshot = %meta.snapshot_id, "installed snapshot");
@@ -422,7 +368,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
-        self.open_current()
+        self.current_snapshot()
     }
 }
 
