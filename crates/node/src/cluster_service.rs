@@ -5,8 +5,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use halter_api::halter::{
-    cluster_server::Cluster, AddLearnerRequest, ChangeMembershipRequest, ClusterStatus, Command,
-    CommandResult, Empty, NodeInfo, RaftPayload, ReadIndexReply, StateDigestReply,
+    cluster_server::Cluster, command_result, AddLearnerRequest, ChangeMembershipRequest,
+    ClusterStatus, Command, CommandResult, Empty, NodeInfo, ProposeBatchReply, ProposeBatchRequest,
+    RaftPayload, ReadIndexReply, RejectionInfo, StateDigestReply,
 };
 use openraft::ServerState;
 use tonic::{Request, Response, Status};
@@ -112,6 +113,49 @@ impl Cluster for ClusterService {
             Err(ProposeError::NotLeader) => Err(Status::unavailable("not the leader any more")),
             Err(ProposeError::Status(s)) => Err(s),
         }
+    }
+
+    #[tracing::instrument(skip_all, name = "cluster.propose_batch", fields(commands))]
+    async fn propose_batch(
+        &self,
+        req: Request<ProposeBatchRequest>,
+    ) -> Result<Response<ProposeBatchReply>, Status> {
+        let cmds = req.into_inner().commands;
+        tracing::Span::current().record("commands", cmds.len());
+        if cmds
+            .iter()
+            .any(|c| c.format_version > halter_api::LOG_FORMAT_VERSION)
+        {
+            return Err(Status::failed_precondition(
+                "command from a newer log format",
+            ));
+        }
+        if !matches!(self.ctx.leader(), Some((id, _)) if id == self.ctx.id) {
+            return Err(Status::unavailable("not the leader"));
+        }
+        // All queued at once, in order, so they share entries; then each outcome awaited.
+        let pending: Vec<_> = cmds.into_iter().map(|c| self.ctx.queue_local(c)).collect();
+        let mut reply = ProposeBatchReply::default();
+        for (i, p) in pending.into_iter().enumerate() {
+            let result = match p {
+                Ok(rx) => crate::proposer::outcome(rx).await,
+                Err(e) => Err(e),
+            };
+            reply.results.push(match result {
+                Ok(r) => to_result(r),
+                Err(ProposeError::NotLeader) => {
+                    reply.retry.push(i as u32);
+                    CommandResult::default()
+                }
+                Err(ProposeError::Status(s)) => CommandResult {
+                    result: Some(command_result::Result::Rejection(RejectionInfo {
+                        code: s.code() as i32,
+                        message: s.message().to_string(),
+                    })),
+                },
+            });
+        }
+        Ok(Response::new(reply))
     }
 
     async fn read_index(&self, _: Request<Empty>) -> Result<Response<ReadIndexReply>, Status> {

@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use halter_api::halter::{
     cluster_client::ClusterClient, command::Kind, command_result::Result as R, ClaimResult,
-    Command, CommandResult, Empty, RejectionInfo,
+    Command, CommandResult, Empty, ProposeBatchRequest, RejectionInfo,
 };
 use halter_state_machine::{error::Outcome, Rejection, Response};
 use halter_storage::ReadTables;
@@ -48,6 +48,34 @@ pub struct NodeCtx {
     peers: Mutex<BTreeMap<String, ClusterClient<Channel>>>,
     batcher: mpsc::UnboundedSender<Queued>,
     reads: mpsc::UnboundedSender<ReadWaiter>,
+    follower_reads: mpsc::UnboundedSender<FollowerReadWaiter>,
+    forwarder: mpsc::UnboundedSender<Forwarded>,
+}
+
+type FollowerReadWaiter = oneshot::Sender<Result<u64, Status>>;
+
+/// A follower's side of read coalescing: the reads queued while one `ReadIndex` call to the
+/// leader is in flight share the next call. The call is made after they arrived, and the
+/// leader answers it from a confirmation round that starts after the call arrives, so each
+/// read still gets an index confirmed after it began.
+async fn run_follower_reads(
+    ctx: std::sync::Weak<NodeCtx>,
+    mut rx: mpsc::UnboundedReceiver<FollowerReadWaiter>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut waiters = vec![first];
+        while let Ok(w) = rx.try_recv() {
+            waiters.push(w);
+        }
+        let Some(ctx) = ctx.upgrade() else {
+            return;
+        };
+        let result = ctx.leader_read_index().await;
+        drop(ctx);
+        for w in waiters {
+            let _ = w.send(result.clone());
+        }
+    }
 }
 
 /// The outcome of one leadership confirmation: the index a read must see, or why not.
@@ -102,6 +130,86 @@ type Queued = (
     Command,
     oneshot::Sender<Result<Result<Response, Rejection>, ProposeError>>,
 );
+
+pub type OutcomeRx = oneshot::Receiver<Result<Result<Response, Rejection>, ProposeError>>;
+
+/// The outcome of a command queued with [`NodeCtx::queue_local`].
+pub async fn outcome(rx: OutcomeRx) -> Result<Result<Response, Rejection>, ProposeError> {
+    rx.await
+        .map_err(|_| ProposeError::Status(Status::unavailable("node is shutting down")))?
+}
+
+/// A command a follower forwards, and where the leader's answer goes (`UNAVAILABLE`: forward
+/// it again).
+type Forwarded = (
+    Command,
+    oneshot::Sender<Result<Result<Response, Rejection>, Status>>,
+);
+
+/// Most batches a follower has in flight to the leader at once (as the leader's batcher).
+const FORWARD_IN_FLIGHT: usize = 4;
+
+/// A follower's forwarder: the commands queued while earlier batches are in flight go to the
+/// leader in one `ProposeBatch` call, so a follower's many clients cost the leader one request,
+/// not one each.
+async fn run_forwarder(ctx: std::sync::Weak<NodeCtx>, mut rx: mpsc::UnboundedReceiver<Forwarded>) {
+    let permits = Arc::new(Semaphore::new(FORWARD_IN_FLIGHT));
+    while let Some(first) = rx.recv().await {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let mut bytes = first.0.encoded_len();
+        let mut queued = vec![first];
+        while queued.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(q) => {
+                    bytes += q.0.encoded_len();
+                    queued.push(q);
+                }
+                Err(_) => break,
+            }
+        }
+        let Some(ctx) = ctx.upgrade() else {
+            return;
+        };
+        tokio::spawn(async move {
+            let _permit = permit;
+            let (commands, replies): (Vec<_>, Vec<_>) = queued.into_iter().unzip();
+            let sent = match ctx.leader() {
+                Some((id, node)) if id != ctx.id => match ctx.peer(&node.peer_addr) {
+                    Ok(mut client) => client
+                        .propose_batch(ProposeBatchRequest { commands })
+                        .await
+                        .map(|r| r.into_inner()),
+                    Err(s) => Err(s),
+                },
+                // Leads now, or no leader: the callers look again.
+                _ => Err(Status::unavailable("leadership changed")),
+            };
+            match sent {
+                Err(s) => {
+                    for tx in replies {
+                        let _ = tx.send(Err(s.clone()));
+                    }
+                }
+                Ok(reply) => {
+                    let retry: std::collections::BTreeSet<u32> = reply.retry.into_iter().collect();
+                    let mut results = reply.results.into_iter();
+                    for (i, tx) in replies.into_iter().enumerate() {
+                        let r = results.next();
+                        let _ = tx.send(match r {
+                            Some(_) if retry.contains(&(i as u32)) => {
+                                Err(Status::unavailable("the leader moved"))
+                            }
+                            Some(r) => Ok(from_result(r)),
+                            None => Err(Status::internal("the leader answered fewer commands")),
+                        });
+                    }
+                }
+            }
+        });
+    }
+}
 
 /// Group commit: most commands in one log entry, most bytes of them, and how many entries may
 /// be in the pipeline (appended, replicating or applying) at once. While that many are in
@@ -210,7 +318,9 @@ impl NodeCtx {
         tokio::spawn(run_batcher(raft.clone(), last_stamp, rx));
         let (reads, rx) = mpsc::unbounded_channel();
         tokio::spawn(run_read_rounds(raft.clone(), read_floor, deadline, rx));
-        Arc::new(Self {
+        let (follower_reads, follower_rx) = mpsc::unbounded_channel();
+        let (forwarder, forward_rx) = mpsc::unbounded_channel();
+        let ctx = Arc::new(Self {
             id,
             raft,
             sm,
@@ -218,7 +328,27 @@ impl NodeCtx {
             peers: Mutex::new(BTreeMap::new()),
             batcher,
             reads,
-        })
+            follower_reads,
+            forwarder,
+        });
+        tokio::spawn(run_follower_reads(Arc::downgrade(&ctx), follower_rx));
+        tokio::spawn(run_forwarder(Arc::downgrade(&ctx), forward_rx));
+        ctx
+    }
+
+    /// One `ReadIndex` call to the leader (see `run_follower_reads`).
+    async fn leader_read_index(&self) -> Result<u64, Status> {
+        match self.leader() {
+            Some((id, _)) if id == self.id => Err(Status::unavailable("this node leads now")),
+            Some((_, node)) => {
+                let mut client = self.peer(&node.peer_addr)?;
+                client
+                    .read_index(Empty {})
+                    .await
+                    .map(|r| r.into_inner().index)
+            }
+            None => Err(self.no_leader()),
+        }
     }
 
     /// A cached client to a peer's cluster service.
@@ -291,10 +421,16 @@ impl NodeCtx {
                     Err(ProposeError::Status(s)) => return Err(s),
                     Ok(r) => return Ok(r),
                 },
-                Some((_, node)) => {
-                    let mut client = self.peer(&node.peer_addr)?;
-                    match client.propose(cmd.clone()).await {
-                        Ok(reply) => return Ok(from_result(reply.into_inner())),
+                Some(_) => {
+                    let (tx, rx) = oneshot::channel();
+                    if self.forwarder.send((cmd.clone(), tx)).is_err() {
+                        return Err(Status::unavailable("node is shutting down"));
+                    }
+                    let answer = rx
+                        .await
+                        .unwrap_or_else(|_| Err(Status::unavailable("node is shutting down")));
+                    match answer {
+                        Ok(r) => return Ok(r),
                         // The leader moved while we forwarded; look again.
                         Err(s) if s.code() == Code::Unavailable => {
                             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -316,12 +452,16 @@ impl NodeCtx {
         &self,
         cmd: Command,
     ) -> Result<Result<Response, Rejection>, ProposeError> {
+        outcome(self.queue_local(cmd)?).await
+    }
+
+    /// Hands `cmd` to this (leading) node's batcher; [`outcome`] waits for it.
+    pub fn queue_local(&self, cmd: Command) -> Result<OutcomeRx, ProposeError> {
         let (tx, rx) = oneshot::channel();
         self.batcher
             .send((cmd, tx))
             .map_err(|_| ProposeError::Status(Status::unavailable("node is shutting down")))?;
-        rx.await
-            .map_err(|_| ProposeError::Status(Status::unavailable("node is shutting down")))?
+        Ok(rx)
     }
 
     /// Waits until a read on this node reflects every write acknowledged before it started.
@@ -347,10 +487,16 @@ impl NodeCtx {
                     }
                     ReadRound::Failed(e) => return Err(Status::unavailable(e)),
                 },
-                Some((_, node)) => {
-                    let mut client = self.peer(&node.peer_addr)?;
-                    let index = match client.read_index(Empty {}).await {
-                        Ok(r) => r.into_inner().index,
+                Some(_) => {
+                    let (tx, rx) = oneshot::channel();
+                    if self.follower_reads.send(tx).is_err() {
+                        return Err(Status::unavailable("node is shutting down"));
+                    }
+                    let index = match rx
+                        .await
+                        .unwrap_or_else(|_| Err(Status::unavailable("node is shutting down")))
+                    {
+                        Ok(index) => index,
                         Err(s) if s.code() == Code::Unavailable => {
                             tokio::time::sleep(Duration::from_millis(50)).await;
                             continue;
