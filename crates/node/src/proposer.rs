@@ -176,11 +176,16 @@ async fn run_forwarder(ctx: std::sync::Weak<NodeCtx>, mut rx: mpsc::UnboundedRec
             let _permit = permit;
             let (commands, replies): (Vec<_>, Vec<_>) = queued.into_iter().unzip();
             let sent = match ctx.leader() {
+                // Bounded by the deadline: a call hanging on an unreachable leader would hold
+                // its slot after its callers gave up (they are not there to cancel it).
                 Some((id, node)) if id != ctx.id => match ctx.peer(&node.peer_addr) {
-                    Ok(mut client) => client
-                        .propose_batch(ProposeBatchRequest { commands })
-                        .await
-                        .map(|r| r.into_inner()),
+                    Ok(mut client) => tokio::time::timeout(
+                        ctx.deadline,
+                        client.propose_batch(ProposeBatchRequest { commands }),
+                    )
+                    .await
+                    .unwrap_or_else(|_| Err(Status::unavailable("the leader did not answer")))
+                    .map(|r| r.into_inner()),
                     Err(s) => Err(s),
                 },
                 // Leads now, or no leader: the callers look again.
@@ -342,9 +347,10 @@ impl NodeCtx {
             Some((id, _)) if id == self.id => Err(Status::unavailable("this node leads now")),
             Some((_, node)) => {
                 let mut client = self.peer(&node.peer_addr)?;
-                client
-                    .read_index(Empty {})
+                // Bounded, or one hanging call would hold every read of this node behind it.
+                tokio::time::timeout(self.deadline, client.read_index(Empty {}))
                     .await
+                    .unwrap_or_else(|_| Err(Status::unavailable("the leader did not answer")))
                     .map(|r| r.into_inner().index)
             }
             None => Err(self.no_leader()),

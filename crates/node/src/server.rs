@@ -75,6 +75,18 @@ pub async fn start(cfg: Config) -> anyhow::Result<NodeHandle> {
 
 pub async fn start_with(cfg: Config, storage: Storage) -> anyhow::Result<NodeHandle> {
     cfg.validate().map_err(anyhow::Error::msg)?;
+    // Bind both addresses first: a port in use fails start-up before the data is touched, and
+    // a client or peer that connects while the storage opens (a new log's WAL is filled with
+    // zeros first) waits in the listen backlog instead of being refused.
+    #[cfg(not(madsim))]
+    let (peer_listener, client_listener) = (
+        tokio::net::TcpListener::bind(&cfg.peer_addr)
+            .await
+            .with_context(|| format!("binding peer address {}", cfg.peer_addr))?,
+        tokio::net::TcpListener::bind(&cfg.client_addr)
+            .await
+            .with_context(|| format!("binding client address {}", cfg.client_addr))?,
+    );
     let (mut log, sm) = match storage {
         Storage::Files => {
             std::fs::create_dir_all(&cfg.data_dir)
@@ -144,15 +156,8 @@ pub async fn start_with(cfg: Config, storage: Storage) -> anyhow::Result<NodeHan
         .tcp_nodelay(true)
         .add_service(lh);
 
-    // Bind both addresses before serving, so a port in use fails start-up (and port 0 works).
     #[cfg(not(madsim))]
     let (peer_addr, client_addr) = {
-        let peer_listener = tokio::net::TcpListener::bind(&cfg.peer_addr)
-            .await
-            .with_context(|| format!("binding peer address {}", cfg.peer_addr))?;
-        let client_listener = tokio::net::TcpListener::bind(&cfg.client_addr)
-            .await
-            .with_context(|| format!("binding client address {}", cfg.client_addr))?;
         let addrs = (peer_listener.local_addr()?, client_listener.local_addr()?);
         // The builder's `tcp_nodelay` applies only to listeners it binds itself; without
         // NODELAY here, the 10-byte trailers of every response waited for the client's delayed

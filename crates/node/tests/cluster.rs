@@ -425,14 +425,16 @@ async fn membership_add_a_learner_promote_it_and_remove_another() {
     c.kill(removed);
     // The cluster keeps serving, including through the new node.
     let mut cl = c.client(four).await;
-    let d = cl
+    let d = match cl
         .put_external_event_def(PutExternalEventDefRequest {
             name: "after-change".into(),
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner();
+    {
+        Ok(d) => d.into_inner(),
+        Err(s) => panic!("{s}\n{}", c.log_tails(30)),
+    };
     assert_eq!(d.id.unwrap().name, "after-change");
 }
 
