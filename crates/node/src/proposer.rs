@@ -158,17 +158,7 @@ async fn run_forwarder(ctx: std::sync::Weak<NodeCtx>, mut rx: mpsc::UnboundedRec
         let Ok(permit) = permits.clone().acquire_owned().await else {
             return;
         };
-        let mut bytes = first.0.encoded_len();
-        let mut queued = vec![first];
-        while queued.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
-            match rx.try_recv() {
-                Ok(q) => {
-                    bytes += q.0.encoded_len();
-                    queued.push(q);
-                }
-                Err(_) => break,
-            }
-        }
+        let queued = gather(first, &mut rx);
         let Some(ctx) = ctx.upgrade() else {
             return;
         };
@@ -224,6 +214,26 @@ const MAX_BATCH: usize = 1024;
 const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 const IN_FLIGHT: usize = 8;
 
+/// `first` and whatever else is already queued behind it, up to [`MAX_BATCH`] commands and about
+/// [`MAX_BATCH_BYTES`]: one batch (the leader's entry, or a follower's `ProposeBatch`).
+fn gather<R>(
+    first: (Command, R),
+    rx: &mut mpsc::UnboundedReceiver<(Command, R)>,
+) -> Vec<(Command, R)> {
+    let mut bytes = first.0.encoded_len();
+    let mut queued = vec![first];
+    while queued.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
+        match rx.try_recv() {
+            Ok(q) => {
+                bytes += q.0.encoded_len();
+                queued.push(q);
+            }
+            Err(_) => break,
+        }
+    }
+    queued
+}
+
 /// A timestamp for a new entry: the wall clock, but never earlier than the last one.
 fn stamp_from(last: &AtomicI64) -> i64 {
     let now = wall_clock_ms();
@@ -244,17 +254,7 @@ async fn run_batcher(
         let Ok(permit) = permits.clone().acquire_owned().await else {
             return;
         };
-        let mut bytes = first.0.encoded_len();
-        let mut queued = vec![first];
-        while queued.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
-            match rx.try_recv() {
-                Ok(q) => {
-                    bytes += q.0.encoded_len();
-                    queued.push(q);
-                }
-                Err(_) => break,
-            }
-        }
+        let queued = gather(first, &mut rx);
         let stamp = stamp_from(&last_stamp);
         let (mut encoded, mut replies) = (
             Vec::with_capacity(queued.len()),

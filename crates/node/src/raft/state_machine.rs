@@ -115,7 +115,7 @@ impl StateMachineStore {
             let t = txn.open_table(RAFT_SM).map_err(io_read)?;
             let last: Option<LogId> = read_json::<Option<LogId>>(&t, LAST_APPLIED)?.flatten();
             let membership: Option<StoredMembership> = read_json(&t, MEMBERSHIP)?;
-            // The id a snapshot installed (or built) at this very point was given, so openraft
+            // The id a snapshot installed at this very point was given, so openraft
             // sees the same snapshot again; otherwise one named after the log id.
             let snapshot_id = match (read_json::<(LogId, String)>(&t, SNAPSHOT_ID)?, last) {
                 (Some((at, id)), Some(l)) if at == l => id,
