@@ -1,4 +1,4 @@
-//! The Raft log: entries in redb for lookups, made durable by a write-ahead file.
+//! The Raft log: a write-ahead file for the newest entries, redb for the rest.
 //!
 //! Entries are stored as protobuf `halter.RaftEntry` (versioned, readable by newer nodes); the
 //! vote, the committed log id and the last purged log id are JSON in a small meta table, all in
@@ -8,17 +8,21 @@
 //! An append is durable (fsynced) before openraft is told the entries are flushed, as Raft
 //! requires; but not through a durable redb commit, which cost about 2 ms per entry on the
 //! leader's single Raft task (it rewrites B-tree pages and the header of a growing file). An
-//! append writes the entries to the [`Wal`] (one `fdatasync` on blocks allocated once) and then
-//! inserts them into redb without an fsync. When the WAL is full, the append commits redb
-//! durably instead, and the WAL starts a new generation.
+//! append writes the entries to the [`Wal`] (one `fdatasync` on blocks allocated once) and keeps
+//! them in memory (the *tail*), where replication and apply read them without a redb lookup or
+//! a decode; redb is not touched. When the WAL is full, the append commits the tail and its own
+//! entries to redb durably instead, and the WAL starts a new generation. So redb holds a prefix
+//! of the log, changed only by durable commits, and the tail the rest.
 //!
-//! Recovery: redb holds every entry up to its last durable commit; the WAL's records replay the
-//! rest in order. A durable commit that *absorbs* the WAL (full WAL, truncation, purge, start-up
-//! replay) records the WAL's generation in `wal_absorbed` in the same transaction, then resets
-//! the WAL to a newer generation; records of an absorbed generation are never replayed, so a
-//! crash between the commit and the reset cannot bring back entries a truncation removed (which
-//! could leave a gap). Design note: `docs/ARCHITECTURE.md` (The cluster); tests below.
+//! Recovery: redb holds every entry up to its last durable commit; the WAL's records are the
+//! tail, read back in order. A durable commit that *absorbs* the WAL (full WAL, truncation,
+//! purge) writes the tail to redb and records the WAL's generation in `wal_absorbed` in the same
+//! transaction, then resets the WAL to a newer generation; records of an absorbed generation
+//! are never replayed, so a crash between the commit and the reset cannot bring back entries a
+//! truncation removed (which could leave a gap). Design note: `docs/ARCHITECTURE.md` (The
+//! cluster); tests below.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
@@ -55,11 +59,33 @@ pub const SIM_WAL_CAPACITY: u64 = 64 << 10;
 /// `save_committed` writes one call in this many (see there).
 const SAVE_COMMITTED_EVERY: u32 = 64;
 
+/// Every entry appended since the WAL was last absorbed, by index: a contiguous run above
+/// everything in redb. Decoded for readers, encoded for the next absorb; the WAL's capacity
+/// bounds its size.
+type TailEntries = BTreeMap<u64, (Entry<TypeConfig>, Vec<u8>)>;
+
+/// The WAL and the entries in it that redb does not have yet, under two locks: an append holds
+/// the WAL's through its `fdatasync` and takes the entries' only to add to them, so readers
+/// (replication, apply) never wait for a disk. Whoever needs both takes the WAL's first.
+struct Tail {
+    wal: Mutex<Wal>,
+    entries: Mutex<TailEntries>,
+}
+
+impl Tail {
+    fn wal(&self) -> MutexGuard<'_, Wal> {
+        self.wal.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    fn entries(&self) -> MutexGuard<'_, TailEntries> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
     /// `None` for an in-memory log (tests), whose appends commit to redb directly.
-    wal: Option<Arc<Mutex<Wal>>>,
+    tail: Option<Arc<Tail>>,
     /// `save_committed` calls since the committed id was last written.
     committed_unsaved: u32,
 }
@@ -118,68 +144,90 @@ impl LogStore {
         txn.commit().map_err(io_write)?;
         let store = Self {
             db: Arc::new(db),
-            wal: wal.map(|w| Arc::new(Mutex::new(w))),
+            tail: wal.map(|wal| {
+                Arc::new(Tail {
+                    wal: Mutex::new(wal),
+                    entries: Mutex::new(BTreeMap::new()),
+                })
+            }),
             committed_unsaved: 0,
         };
         store.replay_wal()?;
         Ok(store)
     }
 
-    fn lock_wal(&self) -> Option<MutexGuard<'_, Wal>> {
-        self.wal
-            .as_ref()
-            .map(|w| w.lock().unwrap_or_else(|e| e.into_inner()))
-    }
-
-    /// Start-up: puts the WAL's records of a generation not yet absorbed back into redb, in
-    /// order, and absorbs them.
+    /// Start-up: the WAL's records of a generation not yet absorbed become the tail again.
+    /// An absorbed generation's records are already in redb (or were truncated away).
     fn replay_wal(&self) -> Result<(), StorageError<NodeId>> {
-        let Some(mut wal) = self.lock_wal() else {
+        let Some(tail) = &self.tail else {
             return Ok(());
         };
+        let mut wal = tail.wal();
         let absorbed: Option<u64> = self.read_meta(WAL_ABSORBED)?;
-        let records = match absorbed {
-            Some(a) if wal.generation() <= a => Vec::new(),
-            _ => wal.records().map_err(io_read)?,
-        };
-        let txn = self.db.begin_write().map_err(io_write)?;
-        {
-            let mut table = txn.open_table(LOG).map_err(io_write)?;
-            for bytes in &records {
-                let index = RaftEntry::decode(bytes.as_slice()).map_err(io_read)?.index;
-                table.insert(index, bytes.as_slice()).map_err(io_write)?;
+        if let Some(a) = absorbed {
+            if wal.generation() <= a {
+                // Crashed between an absorb's commit and the WAL's reset: finish the reset, or
+                // new appends would carry a generation that is never replayed.
+                return wal.reset_after(a).map_err(io_write);
             }
         }
+        let records = wal.records().map_err(io_read)?;
         if !records.is_empty() {
             tracing::info!(entries = records.len(), "replayed the Raft log's WAL");
         }
-        self.absorb(txn, &mut wal, absorbed.unwrap_or(0))
+        let mut entries = tail.entries();
+        for bytes in records {
+            let entry = decode_entry(&bytes).map_err(io_read)?;
+            entries.insert(entry.log_id.index, (entry, bytes));
+        }
+        Ok(())
     }
 
-    /// Commits `txn` durably, recording the WAL's current generation as absorbed, then starts
-    /// the WAL's next generation (see the module comment).
+    /// Commits `txn` durably with the tail written into it, recording the WAL's current
+    /// generation as absorbed, then empties the tail and starts the WAL's next generation (see
+    /// the module comment).
     fn absorb(
         &self,
         txn: WriteTransaction,
         wal: &mut Wal,
-        floor: u64,
+        entries: &mut TailEntries,
     ) -> Result<(), StorageError<NodeId>> {
         let generation = wal.generation();
         let bytes = serde_json::to_vec(&generation).map_err(io_write)?;
+        {
+            let mut log = txn.open_table(LOG).map_err(io_write)?;
+            for (index, (_, encoded)) in entries.iter() {
+                log.insert(*index, encoded.as_slice()).map_err(io_write)?;
+            }
+        }
         txn.open_table(META)
             .map_err(io_write)?
             .insert(WAL_ABSORBED, bytes.as_slice())
             .map_err(io_write)?;
         txn.commit().map_err(io_write)?;
-        wal.reset_after(floor.max(generation)).map_err(io_write)
+        entries.clear();
+        wal.reset_after(generation).map_err(io_write)
     }
 
-    /// Commits a change to the log that must be durable at once (truncate, purge): absorbing
-    /// the WAL when there is one.
-    fn commit_durable(&self, txn: WriteTransaction) -> Result<(), StorageError<NodeId>> {
-        match self.lock_wal() {
-            Some(mut wal) => self.absorb(txn, &mut wal, 0),
+    /// Removes the entries in `range`, from redb and the tail, and makes that durable at once
+    /// (truncate, purge): absorbing the WAL when there is one.
+    fn remove_durably(
+        &self,
+        range: impl RangeBounds<u64> + Clone,
+    ) -> Result<(), StorageError<NodeId>> {
+        // The WAL's lock before redb's write transaction, as in `append_durably`.
+        let mut locked = self.tail.as_ref().map(|t| (t.wal(), t.entries()));
+        let txn = self.db.begin_write().map_err(io_write)?;
+        txn.open_table(LOG)
+            .map_err(io_write)?
+            .retain_in(range.clone(), |_, _| false)
+            .map_err(io_write)?;
+        match locked.as_mut() {
             None => txn.commit().map_err(io_write),
+            Some((wal, entries)) => {
+                entries.retain(|i, _| !range.contains(i));
+                self.absorb(txn, wal, entries)
+            }
         }
     }
 
@@ -190,32 +238,38 @@ impl LogStore {
     ) -> Result<(), StorageError<NodeId>> {
         let encoded = entries
             .into_iter()
-            .map(|e| Ok((e.log_id.index, encode_entry(&e).map_err(io_write)?)))
+            .map(|e| {
+                let bytes = encode_entry(&e).map_err(io_write)?;
+                Ok((e, bytes))
+            })
             .collect::<Result<Vec<_>, StorageError<NodeId>>>()?;
-        let mut txn = self.db.begin_write().map_err(io_write)?;
-        {
-            let mut table = txn.open_table(LOG).map_err(io_write)?;
-            for (index, bytes) in &encoded {
-                table.insert(*index, bytes.as_slice()).map_err(io_write)?;
-            }
-        }
-        match self.lock_wal() {
+        let Some(tail) = &self.tail else {
             // In-memory log: nothing to make durable.
-            None => txn.commit().map_err(io_write)?,
-            Some(mut wal) => {
-                let payloads: Vec<&[u8]> = encoded.iter().map(|(_, b)| b.as_slice()).collect();
-                if wal.is_full_for(&payloads) {
-                    // Durable through redb, with everything the WAL held.
-                    self.absorb(txn, &mut wal, 0)?;
-                } else {
-                    // Durable in the WAL before openraft hears of it; redb follows unsynced.
-                    wal.append(&payloads).map_err(io_write)?;
-                    txn.set_durability(Durability::None).map_err(io_write)?;
-                    txn.commit().map_err(io_write)?;
+            let txn = self.db.begin_write().map_err(io_write)?;
+            {
+                let mut table = txn.open_table(LOG).map_err(io_write)?;
+                for (e, bytes) in &encoded {
+                    table
+                        .insert(e.log_id.index, bytes.as_slice())
+                        .map_err(io_write)?;
                 }
             }
+            return txn.commit().map_err(io_write);
+        };
+        let payloads: Vec<&[u8]> = encoded.iter().map(|(_, b)| b.as_slice()).collect();
+        let mut wal = tail.wal();
+        if !wal.is_full_for(&payloads) {
+            // Durable in the WAL before openraft hears of it.
+            wal.append(&payloads).map_err(io_write)?;
+            tail.entries()
+                .extend(encoded.into_iter().map(|(e, b)| (e.log_id.index, (e, b))));
+            return Ok(());
         }
-        Ok(())
+        // Durable through redb instead, with everything the WAL held.
+        let txn = self.db.begin_write().map_err(io_write)?;
+        let mut entries = tail.entries();
+        entries.extend(encoded.into_iter().map(|(e, b)| (e.log_id.index, (e, b))));
+        self.absorb(txn, &mut wal, &mut entries)
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(
@@ -315,13 +369,39 @@ impl RaftLogReader<TypeConfig> for LogStore {
         if lo > hi {
             return Ok(Vec::new());
         }
-        let txn = self.db.begin_read().map_err(io_read)?;
-        let table = txn.open_table(LOG).map_err(io_read)?;
+        // The tail's entries and a read transaction taken under one lock: an absorb moves
+        // entries from the tail to redb under that lock, so together they miss none.
+        let (txn, from_tail, tail_start) = {
+            let entries = self.tail.as_ref().map(|t| t.entries());
+            let (from_tail, tail_start) = match &entries {
+                Some(t) => (
+                    t.range(lo..=hi)
+                        .map(|(_, (e, _))| e.clone())
+                        .collect::<Vec<_>>(),
+                    t.keys().next().copied(),
+                ),
+                None => (Vec::new(), None),
+            };
+            let needs_redb = tail_start.is_none_or(|start| lo < start);
+            let txn = if needs_redb {
+                Some(self.db.begin_read().map_err(io_read)?)
+            } else {
+                None
+            };
+            (txn, from_tail, tail_start)
+        };
         let mut out = Vec::new();
-        for row in table.range(lo..=hi).map_err(io_read)? {
-            let (_, v) = row.map_err(io_read)?;
-            out.push(decode_entry(v.value()).map_err(io_read)?);
+        if let Some(txn) = txn {
+            let redb_hi = tail_start.map_or(hi, |start| hi.min(start.saturating_sub(1)));
+            if lo <= redb_hi {
+                let table = txn.open_table(LOG).map_err(io_read)?;
+                for row in table.range(lo..=redb_hi).map_err(io_read)? {
+                    let (_, v) = row.map_err(io_read)?;
+                    out.push(decode_entry(v.value()).map_err(io_read)?);
+                }
+            }
         }
+        out.extend(from_tail);
         Ok(out)
     }
 }
@@ -331,6 +411,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
         let last_purged: Option<LogId> = self.read_meta(PURGED)?;
+        if let Some(last) = self
+            .tail
+            .as_ref()
+            .and_then(|t| t.entries().values().next_back().map(|(e, _)| e.log_id))
+        {
+            return Ok(LogState {
+                last_purged_log_id: last_purged,
+                last_log_id: Some(last),
+            });
+        }
         let txn = self.db.begin_read().map_err(io_read)?;
         let table = txn.open_table(LOG).map_err(io_read)?;
         let last = match table.last().map_err(io_read)? {
@@ -393,23 +483,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError<NodeId>> {
-        let txn = self.db.begin_write().map_err(io_write)?;
-        txn.open_table(LOG)
-            .map_err(io_write)?
-            .retain_in(log_id.index.., |_, _| false)
-            .map_err(io_write)?;
-        self.commit_durable(txn)
+        self.remove_durably(log_id.index..)
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError<NodeId>> {
         // Record the purge point first: if we crash between the two, the log state is still right.
         self.write_meta(PURGED, &log_id, true)?;
-        let txn = self.db.begin_write().map_err(io_write)?;
-        txn.open_table(LOG)
-            .map_err(io_write)?
-            .retain_in(..=log_id.index, |_, _| false)
-            .map_err(io_write)?;
-        self.commit_durable(txn)
+        self.remove_durably(..=log_id.index)
     }
 }
 
@@ -544,13 +624,17 @@ mod tests {
             let disks = Disks::new();
             let store = disks.open(1 << 20);
             store.append_durably((1..=5).map(cmd)).unwrap();
-            let generation = store.lock_wal().unwrap().generation();
-            // What a truncation at 3 commits, with no WAL reset after it (the crash).
+            let generation = store.tail.as_ref().unwrap().wal().generation();
+            // What a truncation at 3 commits (the tail's entries below 3 written to redb, the
+            // generation recorded), with no WAL reset after it (the crash).
             let txn = store.db.begin_write().unwrap();
-            txn.open_table(LOG)
-                .unwrap()
-                .retain_in(3.., |_, _| false)
-                .unwrap();
+            {
+                let mut log = txn.open_table(LOG).unwrap();
+                for i in 1..=2 {
+                    log.insert(i, encode_entry(&cmd(i)).unwrap().as_slice())
+                        .unwrap();
+                }
+            }
             txn.open_table(META)
                 .unwrap()
                 .insert(
@@ -563,11 +647,59 @@ mod tests {
             let mut store = disks.open(1 << 20);
             assert_eq!(indexes(&mut store).await, vec![1, 2]);
             // And the WAL moved past the absorbed generation: new appends are replayed.
-            assert!(store.lock_wal().unwrap().generation() > generation);
+            assert!(store.tail.as_ref().unwrap().wal().generation() > generation);
             store.append_durably([cmd(3)]).unwrap();
             disks.crash(store);
             let mut store = disks.open(1 << 20);
             assert_eq!(indexes(&mut store).await, vec![1, 2, 3]);
+        }
+
+        /// Start-up writes nothing: the WAL's records become the tail again, in the same
+        /// generation, and appends made after the restart continue it and survive a crash too.
+        #[tokio::test]
+        async fn a_restart_replays_the_wal_without_writing() {
+            let disks = Disks::new();
+            let store = disks.open(1 << 20);
+            store.append_durably((1..=5).map(cmd)).unwrap();
+            let generation = store.tail.as_ref().unwrap().wal().generation();
+            disks.crash(store);
+            let mut store = disks.open(1 << 20);
+            assert_eq!(store.tail.as_ref().unwrap().wal().generation(), generation);
+            assert_eq!(indexes(&mut store).await, (1..=5).collect::<Vec<_>>());
+            store.append_durably([cmd(6)]).unwrap();
+            disks.crash(store);
+            let mut store = disks.open(1 << 20);
+            assert_eq!(indexes(&mut store).await, (1..=6).collect::<Vec<_>>());
+            let state = store.get_log_state().await.unwrap();
+            assert_eq!(state.last_log_id.map(|l| l.index), Some(6));
+        }
+
+        /// Reads that span redb and the tail see each entry once, in order: after a purge and
+        /// a truncation (both absorb the tail into redb) and with newer appends in the tail.
+        #[tokio::test]
+        async fn reads_span_redb_and_the_tail() {
+            let disks = Disks::new();
+            let mut store = disks.open(1 << 20);
+            store.append_durably((1..=8).map(cmd)).unwrap();
+            store
+                .purge(LogId::new(CommittedLeaderId::new(3, 1), 2))
+                .await
+                .unwrap();
+            assert!(store.tail.as_ref().unwrap().entries().is_empty());
+            store.append_durably((9..=12).map(cmd)).unwrap();
+            assert_eq!(indexes(&mut store).await, (3..=12).collect::<Vec<_>>());
+            let some = store.try_get_log_entries(7..=10).await.unwrap();
+            let got: Vec<u64> = some.iter().map(|e| e.log_id.index).collect();
+            assert_eq!(got, vec![7, 8, 9, 10]);
+            assert_eq!(some[2].payload, cmd(9).payload);
+            store
+                .truncate(LogId::new(CommittedLeaderId::new(3, 1), 11))
+                .await
+                .unwrap();
+            assert_eq!(indexes(&mut store).await, (3..=10).collect::<Vec<_>>());
+            disks.crash(store);
+            let mut store = disks.open(1 << 20);
+            assert_eq!(indexes(&mut store).await, (3..=10).collect::<Vec<_>>());
         }
     }
 }

@@ -11,7 +11,8 @@
 //! openraft wants tokio's async I/O traits; the file variant does plain blocking reads and
 //! writes inside them. openraft moves snapshots in chunks (a few MiB each) from and to the page
 //! cache, so each call blocks briefly, and this also works under the simulator, which has no
-//! real file system tasks.
+//! real file system tasks. The one long block, exporting a `Lazy` snapshot, tells the server's
+//! multi-threaded runtime first (`block_in_place`), so the worker's other tasks move on.
 
 use std::io::{self, Cursor, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
@@ -60,7 +61,12 @@ impl SnapshotData {
         let Some(p) = pending.take() else {
             return Err(io::Error::other("snapshot export failed earlier"));
         };
-        *self = match p.file {
+        *self = run_blocking(|| Self::export(p))?;
+        Ok(())
+    }
+
+    fn export(p: PendingExport) -> io::Result<Self> {
+        Ok(match p.file {
             None => {
                 let mut bytes = Vec::new();
                 snapshot::write(&p.txn, &p.meta_json, &mut bytes).map_err(io::Error::other)?;
@@ -81,9 +87,22 @@ impl SnapshotData {
                 file.seek(SeekFrom::Start(0))?;
                 Self::file(file, path)
             }
-        };
-        Ok(())
+        })
     }
+}
+
+/// Runs `f`, which blocks for a while (seconds for a large state), from inside a poll: on a
+/// multi-threaded Tokio runtime it first hands this worker's other tasks to other workers, so
+/// client requests and heartbeats queued behind it keep moving. The simulator and the
+/// single-threaded test runtimes just run it.
+fn run_blocking<T>(f: impl FnOnce() -> T) -> T {
+    #[cfg(not(madsim))]
+    if tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+    {
+        return tokio::task::block_in_place(f);
+    }
+    f()
 }
 
 impl AsyncRead for SnapshotData {
