@@ -13,7 +13,10 @@
 #   TOTAL [20000], DURATION [20]   per W1 point (W2: TOTAL_W2 [5000])
 #   W3_PENDING [1000000], W3_PROBES [1000]
 #   W4_TRIALS [5]
-#   W5_STEPS [10000,100000,1000000]
+#   W5_STEPS [10000,100000,1000000]                 3 nodes
+#   W5_SINGLE_STEPS [10000,100000,1000000,3000000,10000000]   1 node; steps that would not fit
+#                       on the disk (W5_BYTES_PER_EVENT [2600] per stored event and node, the
+#                       state file's growth included) are left out, and said so
 #   SKIP ["" | e.g. "restate w5"]   parts to leave out
 #   PEERS_DIR [../shared/bench/peers], PEERS_BASE [.peers]
 #   RESULTS [target/bench-results/<time>]
@@ -31,6 +34,8 @@ W3_PENDING=${W3_PENDING:-1000000}
 W3_PROBES=${W3_PROBES:-1000}
 W4_TRIALS=${W4_TRIALS:-5}
 W5_STEPS=${W5_STEPS:-10000,100000,1000000}
+W5_SINGLE_STEPS=${W5_SINGLE_STEPS:-10000,100000,1000000,3000000,10000000}
+W5_BYTES_PER_EVENT=${W5_BYTES_PER_EVENT:-2600}
 SKIP=${SKIP:-}
 PEERS_DIR="$(cd "${PEERS_DIR:-$ROOT/../shared/bench/peers}" && pwd)"
 export PEERS_BASE="${PEERS_BASE:-$ROOT/.peers}"
@@ -162,15 +167,35 @@ if ! skipped w4; then
 fi
 
 # --- W5: scale -----------------------------------------------------------------------------
+# The steps of $1 whose stored events fit on the free disk for $2 nodes; says which it drops.
+fitting_steps() {
+  local free kept="" s
+  free=$(( $(df -Pk "$RESULTS" | awk 'NR==2 {print $4}') * 1024 ))
+  for s in ${1//,/ }; do
+    if (( s * W5_BYTES_PER_EVENT * $2 < free )); then
+      kept="${kept:+$kept,}$s"
+    else
+      log "W5: $s stored events on $2 node(s) need about $(( s * W5_BYTES_PER_EVENT * $2 >> 30 )) GiB, $(( free >> 30 )) GiB free: left out"
+    fi
+  done
+  echo "${kept:-10000}"
+}
 if ! skipped w5; then
   log "W5: stored events $W5_STEPS"
   halter_up
-  "$BENCH" w5 --endpoints "$EPS" --pids "$PIDS" --steps "$W5_STEPS" --label halter-3n \
-    --out "$RESULTS/w5.jsonl" >/dev/null
+  "$BENCH" w5 --endpoints "$EPS" --pids "$PIDS" --steps "$(fitting_steps "$W5_STEPS" 3)" \
+    --label halter-3n --out "$RESULTS/w5.jsonl" >/dev/null
   halter_down
+  # To 10 M stored events on one node: three nodes would need three times the disk.
+  steps="$(fitting_steps "$W5_SINGLE_STEPS" 1)"
+  log "W5: one node, stored events $steps"
+  single_up
+  "$BENCH" w5 --endpoints "$SEP" --pids "$SINGLE_PID" --steps "$steps" --label halter-1n \
+    --out "$RESULTS/w5.jsonl" >/dev/null
+  single_down
 fi
 
 # --- the page and the ratios ------------------------------------------------------------------
 "$PY" crates/bench/report.py "$RESULTS" docs/benchmarks.md docs/bench \
-  "crates/bench/compare.sh (REPS=$REPS TOTAL=$TOTAL DURATION=$DURATION W3_PENDING=$W3_PENDING W5_STEPS=$W5_STEPS)"
+  "crates/bench/compare.sh (REPS=$REPS TOTAL=$TOTAL DURATION=$DURATION W3_PENDING=$W3_PENDING W5_STEPS=$W5_STEPS W5_SINGLE_STEPS=$W5_SINGLE_STEPS)"
 log "results in $RESULTS; docs/benchmarks.md written"
