@@ -157,7 +157,7 @@ pub fn put(ctx: &mut Ctx, req: &PutExternalEventRequest) -> HResult<ExternalEven
     if let Some(content) = &req.content {
         check_content(&def, content)?;
     }
-    store(ctx, req)?;
+    let stored = store_with_def(ctx, req, Some(&def))?;
     let (wf, def_name, _) = key(&id);
 
     // Step 7: a live WfRun is interrupted by the event, or else gets it offered to its waiting
@@ -173,19 +173,35 @@ pub fn put(ctx: &mut Ctx, req: &PutExternalEventRequest) -> HResult<ExternalEven
             } else {
                 interpreter::offer_events(ctx, &mut run, def_name)?;
             }
+            // The event may have been claimed just now: answer with it as stored.
+            return Ok(get(ctx, &id)?.and_then(|s| s.event).unwrap_or_default());
         }
     }
-    Ok(get(ctx, &id)?.and_then(|s| s.event).unwrap_or_default())
+    Ok(stored)
 }
 
 /// Steps 5 and 6: stores a checked, new event unclaimed, with its indexes and retention timer.
 pub fn store(ctx: &mut Ctx, req: &PutExternalEventRequest) -> HResult<ExternalEvent> {
+    let def_name = req
+        .external_event_def_id
+        .as_ref()
+        .map(|d| d.name.as_str())
+        .unwrap_or_default();
+    let def: Option<ExternalEventDef> = codec::get(&ctx.tables.external_event_defs, def_name)?;
+    store_with_def(ctx, req, def.as_ref())
+}
+
+/// [`store`] with the event's def already read (`put` has it from its checks).
+fn store_with_def(
+    ctx: &mut Ctx,
+    req: &PutExternalEventRequest,
+    def: Option<&ExternalEventDef>,
+) -> HResult<ExternalEvent> {
     let id = ExternalEventId {
         wf_run_id: req.wf_run_id.clone(),
         external_event_def_id: req.external_event_def_id.clone(),
         guid: req.guid.clone().unwrap_or_default(),
     };
-    let def: Option<ExternalEventDef> = codec::get(&ctx.tables.external_event_defs, key(&id).1)?;
     let seq = next_seq(ctx)?;
     let event = ExternalEvent {
         id: Some(id.clone()),
@@ -216,7 +232,7 @@ pub fn store(ctx: &mut Ctx, req: &PutExternalEventRequest) -> HResult<ExternalEv
 
     use halter_api::littlehorse::external_event_retention_policy::ExtEvtGcPolicy;
     if let Some(ExtEvtGcPolicy::SecondsAfterPut(s)) = def
-        .and_then(|d| d.retention_policy)
+        .and_then(|d| d.retention_policy.as_ref())
         .and_then(|p| p.ext_evt_gc_policy)
     {
         timers::arm(
