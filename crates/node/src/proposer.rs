@@ -169,13 +169,13 @@ async fn run_forwarder(ctx: std::sync::Weak<NodeCtx>, mut rx: mpsc::UnboundedRec
                 // Bounded by the deadline: a call hanging on an unreachable leader would hold
                 // its slot after its callers gave up (they are not there to cancel it).
                 Some((id, node)) if id != ctx.id => match ctx.peer(&node.peer_addr) {
-                    Ok(mut client) => tokio::time::timeout(
-                        ctx.deadline,
-                        client.propose_batch(ProposeBatchRequest { commands }),
-                    )
-                    .await
-                    .unwrap_or_else(|_| Err(Status::unavailable("the leader did not answer")))
-                    .map(|r| r.into_inner()),
+                    Ok(mut client) => {
+                        to_leader(
+                            ctx.deadline,
+                            client.propose_batch(ProposeBatchRequest { commands }),
+                        )
+                        .await
+                    }
                     Err(s) => Err(s),
                 },
                 // Leads now, or no leader: the callers look again.
@@ -232,6 +232,17 @@ fn gather<R>(
         }
     }
     queued
+}
+
+/// A follower's call to the leader, bounded by `deadline` (`UNAVAILABLE` when it runs out).
+async fn to_leader<T>(
+    deadline: Duration,
+    call: impl std::future::Future<Output = Result<tonic::Response<T>, Status>>,
+) -> Result<T, Status> {
+    tokio::time::timeout(deadline, call)
+        .await
+        .unwrap_or_else(|_| Err(Status::unavailable("the leader did not answer")))
+        .map(tonic::Response::into_inner)
 }
 
 /// A timestamp for a new entry: the wall clock, but never earlier than the last one.
@@ -348,10 +359,9 @@ impl NodeCtx {
             Some((_, node)) => {
                 let mut client = self.peer(&node.peer_addr)?;
                 // Bounded, or one hanging call would hold every read of this node behind it.
-                tokio::time::timeout(self.deadline, client.read_index(Empty {}))
+                to_leader(self.deadline, client.read_index(Empty {}))
                     .await
-                    .unwrap_or_else(|_| Err(Status::unavailable("the leader did not answer")))
-                    .map(|r| r.into_inner().index)
+                    .map(|r| r.index)
             }
             None => Err(self.no_leader()),
         }

@@ -370,35 +370,32 @@ impl RaftLogReader<TypeConfig> for LogStore {
             return Ok(Vec::new());
         }
         // The tail's entries and a read transaction taken under one lock: an absorb moves
-        // entries from the tail to redb under that lock, so together they miss none.
-        let (txn, from_tail, tail_start) = {
+        // entries from the tail to redb under that lock, so together they miss none. redb is
+        // read only below the tail's first entry.
+        let (from_tail, below_tail) = {
             let entries = self.tail.as_ref().map(|t| t.entries());
-            let (from_tail, tail_start) = match &entries {
-                Some(t) => (
-                    t.range(lo..=hi)
-                        .map(|(_, (e, _))| e.clone())
-                        .collect::<Vec<_>>(),
-                    t.keys().next().copied(),
-                ),
-                None => (Vec::new(), None),
+            let tail = entries.as_deref();
+            let from_tail: Vec<_> = tail
+                .map(|t| t.range(lo..=hi).map(|(_, (e, _))| e.clone()).collect())
+                .unwrap_or_default();
+            let redb_hi = match tail.and_then(|t| t.keys().next()) {
+                Some(&start) => start.checked_sub(1).map(|below| below.min(hi)),
+                None => Some(hi),
             };
-            let needs_redb = tail_start.is_none_or(|start| lo < start);
-            let txn = if needs_redb {
-                Some(self.db.begin_read().map_err(io_read)?)
-            } else {
-                None
+            let below_tail = match redb_hi {
+                Some(redb_hi) if lo <= redb_hi => {
+                    Some((self.db.begin_read().map_err(io_read)?, redb_hi))
+                }
+                _ => None,
             };
-            (txn, from_tail, tail_start)
+            (from_tail, below_tail)
         };
         let mut out = Vec::new();
-        if let Some(txn) = txn {
-            let redb_hi = tail_start.map_or(hi, |start| hi.min(start.saturating_sub(1)));
-            if lo <= redb_hi {
-                let table = txn.open_table(LOG).map_err(io_read)?;
-                for row in table.range(lo..=redb_hi).map_err(io_read)? {
-                    let (_, v) = row.map_err(io_read)?;
-                    out.push(decode_entry(v.value()).map_err(io_read)?);
-                }
+        if let Some((txn, redb_hi)) = below_tail {
+            let table = txn.open_table(LOG).map_err(io_read)?;
+            for row in table.range(lo..=redb_hi).map_err(io_read)? {
+                let (_, v) = row.map_err(io_read)?;
+                out.push(decode_entry(v.value()).map_err(io_read)?);
             }
         }
         out.extend(from_tail);
