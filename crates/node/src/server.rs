@@ -132,7 +132,14 @@ pub async fn start_with(cfg: Config, storage: Storage) -> anyhow::Result<NodeHan
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         state.last_log_id.map_or(0, |l| l.index)
     };
-    let raft = Raft::new(cfg.node_id, Arc::new(raft_config), Network, log, sm.clone()).await?;
+    let raft = Raft::new(
+        cfg.node_id,
+        Arc::new(raft_config),
+        Network::default(),
+        log,
+        sm.clone(),
+    )
+    .await?;
     let ctx = NodeCtx::new(
         cfg.node_id,
         raft.clone(),
