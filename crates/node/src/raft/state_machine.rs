@@ -220,7 +220,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut tasks_queued = false;
         let mut txn = self.store.begin_write().map_err(io_write)?;
         self.unsynced_applies += 1;
-        if self.unsynced_applies < SYNC_EVERY_APPLIES {
+        let durable = self.unsynced_applies >= SYNC_EVERY_APPLIES;
+        if !durable {
             txn.set_durability(redb::Durability::None)
                 .map_err(io_write)?;
         } else {
@@ -283,7 +284,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     .map_err(io_write)?;
             }
         }
+        let started = std::time::Instant::now();
         txn.commit().map_err(io_write)?;
+        if durable {
+            // Every apply behind this one waits for it: at 256 W1 clients ~50 ms, W1's p99.
+            tracing::debug!(
+                entries = out.len(),
+                ms = started.elapsed().as_millis() as u64,
+                "durable apply commit"
+            );
+        }
         if timers_armed {
             self.timers_changed.notify_one();
         }
