@@ -221,11 +221,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut txn = self.store.begin_write().map_err(io_write)?;
         self.unsynced_applies += 1;
         let durable = self.unsynced_applies >= SYNC_EVERY_APPLIES;
-        if !durable {
+        if durable {
+            self.unsynced_applies = 0;
+        } else {
             txn.set_durability(redb::Durability::None)
                 .map_err(io_write)?;
-        } else {
-            self.unsynced_applies = 0;
         }
         {
             let mut tables = Tables::open(&txn).map_err(io_write)?;
@@ -284,10 +284,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     .map_err(io_write)?;
             }
         }
-        let started = std::time::Instant::now();
+        // Every apply behind a durable commit waits for it: at 256 W1 clients ~50 ms, W1's p99.
+        let started = durable.then(std::time::Instant::now);
         txn.commit().map_err(io_write)?;
-        if durable {
-            // Every apply behind this one waits for it: at 256 W1 clients ~50 ms, W1's p99.
+        if let Some(started) = started {
             tracing::debug!(
                 entries = out.len(),
                 ms = started.elapsed().as_millis() as u64,
