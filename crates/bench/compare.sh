@@ -197,5 +197,5 @@ fi
 
 # --- the page and the ratios ------------------------------------------------------------------
 "$PY" crates/bench/report.py "$RESULTS" docs/benchmarks.md docs/bench \
-  "crates/bench/compare.sh (REPS=$REPS TOTAL=$TOTAL DURATION=$DURATION W3_PENDING=$W3_PENDING W5_STEPS=$W5_STEPS W5_SINGLE_STEPS=$W5_SINGLE_STEPS)"
+  "crates/bench/compare.sh (REPS=$REPS TOTAL=$TOTAL DURATION=$DURATION TOTAL_W2=$TOTAL_W2 W3_PENDING=$W3_PENDING W5_STEPS=$W5_STEPS W5_SINGLE_STEPS=$W5_SINGLE_STEPS)"
 log "results in $RESULTS; docs/benchmarks.md written"
