@@ -20,7 +20,7 @@ use redb::ReadableTable;
 use crate::ctx::Ctx;
 use crate::error::{invalid, HResult, Rejection};
 use crate::interpreter;
-use crate::run_state::RunState;
+use crate::run_state::{put_node, RunState};
 use crate::time::{after_seconds, ms, ts};
 use crate::timers;
 use crate::wf_run::is_terminal;
@@ -157,27 +157,83 @@ pub fn put(ctx: &mut Ctx, req: &PutExternalEventRequest) -> HResult<ExternalEven
     if let Some(content) = &req.content {
         check_content(&def, content)?;
     }
-    let stored = store_with_def(ctx, req, Some(&def))?;
     let (wf, def_name, _) = key(&id);
-
-    // Step 7: a live WfRun is interrupted by the event, or else gets it offered to its waiting
-    // nodes. A missing WfRun keeps it ("pre-emptive"): a WfRun created later with this id
-    // claims it on arrival (an interrupt trigger put before its WfRun never fires).
-    if let Some(mut run) = RunState::load(ctx, wf)? {
-        if !is_terminal(run.wf_run.status()) {
-            let content = req.content.clone().unwrap_or_default();
-            let target = req.thread_run_number;
-            if interpreter::interrupts::trigger(ctx, &mut run, def_name, &id, &content, target)? {
-                claim_for_interrupt(ctx, &id)?;
-                interpreter::advance(ctx, &mut run)?;
-            } else {
-                interpreter::offer_events(ctx, &mut run, def_name)?;
-            }
-            // The event may have been claimed just now: answer with it as stored.
-            return Ok(get(ctx, &id)?.and_then(|s| s.event).unwrap_or_default());
+    let live = RunState::load(ctx, wf)?.filter(|run| !is_terminal(run.wf_run.status()));
+    if let Some(mut run) = live {
+        if let Some(event) = put_claimed(ctx, &mut run, req, def_name)? {
+            return Ok(event);
         }
+        store_with_def(ctx, req, Some(&def))?;
+        // Step 7: a live WfRun is interrupted by the event, or else gets it offered to its
+        // waiting nodes.
+        let content = req.content.clone().unwrap_or_default();
+        let target = req.thread_run_number;
+        if interpreter::interrupts::trigger(ctx, &mut run, def_name, &id, &content, target)? {
+            claim_for_interrupt(ctx, &id)?;
+            interpreter::advance(ctx, &mut run)?;
+        } else {
+            interpreter::offer_events(ctx, &mut run, def_name)?;
+        }
+        // The event may have been claimed just now: answer with it as stored.
+        return Ok(get(ctx, &id)?.and_then(|s| s.event).unwrap_or_default());
     }
-    Ok(stored)
+    // A missing (or ended) WfRun keeps the event ("pre-emptive"): a WfRun created later with
+    // this id claims it on arrival (an interrupt trigger put before its WfRun never fires).
+    store_with_def(ctx, req, Some(&def))
+}
+
+/// The common case of step 7 in one go: the live WfRun `run` has no unclaimed event of the
+/// def, the event triggers no interrupt, and a NodeRun waits for it. `offer_events` would then
+/// hand this event to the first such NodeRun; it is stored claimed by that NodeRun at once,
+/// without the unclaimed index rows and retention timer that the claim would remove again.
+/// The tables end exactly as on the long way round. Returns `None` (nothing written) otherwise.
+fn put_claimed(
+    ctx: &mut Ctx,
+    run: &mut RunState,
+    req: &PutExternalEventRequest,
+    def: &str,
+) -> HResult<Option<ExternalEvent>> {
+    let wf = run.id().to_string();
+    let (thread, position) = (req.thread_run_number, req.node_run_position);
+    if !interpreter::interrupts::targets(run, def, thread).is_empty()
+        || has_unclaimed(ctx, &wf, def)?
+    {
+        return Ok(None);
+    }
+    let Some((number, mut nr)) = interpreter::first_claimant(ctx, run, def, thread, position)?
+    else {
+        return Ok(None);
+    };
+    let at = nr.id.as_ref().map(|i| i.position).unwrap_or_default();
+    let mut stored = new_stored(ctx, req)?;
+    let mut event = stored.event.take().unwrap_or_default();
+    event.claimed = true;
+    event.thread_run_number = Some(number);
+    event.node_run_position = Some(at);
+    stored.event = Some(event.clone());
+    let guid = req.guid.as_deref().unwrap_or_default();
+    codec::put(
+        &mut ctx.tables.external_events,
+        (wf.as_str(), def, guid),
+        &stored,
+    )?;
+    ctx.tables
+        .events_by_def
+        .insert((def, true, ctx.now_ms, stored.seq), (wf.as_str(), guid))?;
+    interpreter::took_event(ctx, &wf, number, &mut nr, &event)?;
+    put_node(ctx, &nr)?;
+    interpreter::advance(ctx, run)?;
+    Ok(Some(event))
+}
+
+/// Whether `(wf, def)` has an unclaimed event.
+fn has_unclaimed(ctx: &Ctx, wf: &str, def: &str) -> HResult<bool> {
+    Ok(ctx
+        .tables
+        .unclaimed_events
+        .range((wf, def, i64::MIN, 0u64)..=(wf, def, i64::MAX, u64::MAX))?
+        .next()
+        .is_some())
 }
 
 /// Steps 5 and 6: stores a checked, new event unclaimed, with its indexes and retention timer.
@@ -191,12 +247,8 @@ pub fn store(ctx: &mut Ctx, req: &PutExternalEventRequest) -> HResult<ExternalEv
     store_with_def(ctx, req, def.as_ref())
 }
 
-/// [`store`] with the event's def already read (`put` has it from its checks).
-fn store_with_def(
-    ctx: &mut Ctx,
-    req: &PutExternalEventRequest,
-    def: Option<&ExternalEventDef>,
-) -> HResult<ExternalEvent> {
+/// A new event as a put stores it, unclaimed, with the next sequence number (taken here).
+fn new_stored(ctx: &mut Ctx, req: &PutExternalEventRequest) -> HResult<StoredExternalEvent> {
     let id = ExternalEventId {
         wf_run_id: req.wf_run_id.clone(),
         external_event_def_id: req.external_event_def_id.clone(),
@@ -204,19 +256,34 @@ fn store_with_def(
     };
     let seq = next_seq(ctx)?;
     let event = ExternalEvent {
-        id: Some(id.clone()),
+        id: Some(id),
         created_at: Some(ts(ctx.now_ms)),
         content: Some(req.content.clone().unwrap_or_default()),
         thread_run_number: req.thread_run_number,
         node_run_position: req.node_run_position,
         claimed: false,
     };
-    let stored = StoredExternalEvent {
+    Ok(StoredExternalEvent {
         event: Some(event),
         seq,
         target_thread_run_number: req.thread_run_number,
         target_node_run_position: req.node_run_position,
-    };
+    })
+}
+
+/// [`store`] with the event's def already read (`put` has it from its checks).
+fn store_with_def(
+    ctx: &mut Ctx,
+    req: &PutExternalEventRequest,
+    def: Option<&ExternalEventDef>,
+) -> HResult<ExternalEvent> {
+    let stored = new_stored(ctx, req)?;
+    let id = stored
+        .event
+        .as_ref()
+        .and_then(|e| e.id.clone())
+        .unwrap_or_default();
+    let seq = stored.seq;
     let (wf, def_name, guid) = key(&id);
     codec::put(
         &mut ctx.tables.external_events,
@@ -375,4 +442,207 @@ pub fn delete_all_of(ctx: &mut Ctx, wf: &str) -> HResult<()> {
         delete(ctx, wf, d, g)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! `put_claimed` is a shortcut: these tests hold it to the long way round (store the event
+    //! unclaimed, then offer it), table for table.
+
+    use halter_api::build::{entry, exit, single_thread_spec, wait, wait_once_spec};
+    use halter_api::halter::command::Kind;
+    use halter_api::littlehorse::{
+        external_event_retention_policy::ExtEvtGcPolicy, ExternalEventDefId,
+        ExternalEventRetentionPolicy, PutExternalEventDefRequest, PutWfSpecRequest, RunWfRequest,
+        WfRunId,
+    };
+    use halter_api::values;
+    use halter_storage::{digest::digest, Store, Tables};
+
+    use super::*;
+    use crate::{apply, command};
+
+    const NOW: i64 = 1_700_000_000_000;
+
+    /// A store with the defs `go` (retention 60 s, so the long way arms and cancels a timer)
+    /// and `other`, the specs and WfRuns asked for, and `before` events put before the runs.
+    fn store(
+        specs: &[PutWfSpecRequest],
+        runs: &[(&str, &str)],
+        before: &[PutExternalEventRequest],
+    ) -> Store {
+        let store = Store::in_memory().expect("store");
+        let mut kinds = vec![
+            Kind::PutExternalEventDef(PutExternalEventDefRequest {
+                name: "go".into(),
+                retention_policy: Some(ExternalEventRetentionPolicy {
+                    ext_evt_gc_policy: Some(ExtEvtGcPolicy::SecondsAfterPut(60)),
+                }),
+                ..Default::default()
+            }),
+            Kind::PutExternalEventDef(PutExternalEventDefRequest {
+                name: "other".into(),
+                ..Default::default()
+            }),
+        ];
+        kinds.extend(specs.iter().cloned().map(Kind::PutWfSpec));
+        kinds.extend(before.iter().cloned().map(Kind::PutExternalEvent));
+        kinds.extend(runs.iter().map(|(spec, id)| {
+            Kind::RunWf(RunWfRequest {
+                wf_spec_name: (*spec).into(),
+                id: Some((*id).into()),
+                ..Default::default()
+            })
+        }));
+        for kind in kinds {
+            let txn = store.begin_write().expect("txn");
+            {
+                let mut tables = Tables::open(&txn).expect("tables");
+                let applied = apply(&mut tables, &command(kind, NOW)).expect("apply");
+                assert!(applied.response.is_ok(), "{:?}", applied.response);
+            }
+            txn.commit().expect("commit");
+        }
+        store
+    }
+
+    /// Runs `f` as `apply` would run a command at `NOW + 1`; returns its answer and the digest.
+    fn step(
+        store: &Store,
+        f: impl FnOnce(&mut Ctx) -> HResult<ExternalEvent>,
+    ) -> (ExternalEvent, String) {
+        let txn = store.begin_write().expect("txn");
+        let event = {
+            let mut tables = Tables::open(&txn).expect("tables");
+            let mut ctx = Ctx {
+                tables: &mut tables,
+                now_ms: NOW + 1,
+                effects: Vec::new(),
+            };
+            let event = f(&mut ctx).unwrap_or_else(|_| panic!("command failed"));
+            ctx.tables
+                .meta
+                .insert(meta::CLOCK_MS, (NOW + 1) as u64)
+                .expect("clock");
+            event
+        };
+        txn.commit().expect("commit");
+        (
+            event,
+            digest(&store.begin_read().expect("read")).expect("digest"),
+        )
+    }
+
+    fn event(
+        wf: &str,
+        guid: &str,
+        thread: Option<i32>,
+        position: Option<i32>,
+    ) -> PutExternalEventRequest {
+        PutExternalEventRequest {
+            wf_run_id: Some(WfRunId {
+                id: wf.into(),
+                parent_wf_run_id: None,
+            }),
+            external_event_def_id: Some(ExternalEventDefId { name: "go".into() }),
+            guid: Some(guid.into()),
+            content: Some(values::str("paid")),
+            thread_run_number: thread,
+            node_run_position: position,
+        }
+    }
+
+    /// The long way round, as `put` took it before the shortcut existed.
+    fn long_way(ctx: &mut Ctx, req: &PutExternalEventRequest) -> HResult<ExternalEvent> {
+        let def = codec::get(&ctx.tables.external_event_defs, "go")?;
+        store_with_def(ctx, req, def.as_ref())?;
+        let wf = req
+            .wf_run_id
+            .as_ref()
+            .map(|w| w.id.clone())
+            .unwrap_or_default();
+        if let Some(mut run) = RunState::load(ctx, &wf)? {
+            interpreter::offer_events(ctx, &mut run, "go")?;
+        }
+        let id = ExternalEventId {
+            wf_run_id: req.wf_run_id.clone(),
+            external_event_def_id: req.external_event_def_id.clone(),
+            guid: req.guid.clone().unwrap_or_default(),
+        };
+        Ok(get(ctx, &id)?.and_then(|s| s.event).unwrap_or_default())
+    }
+
+    /// `put` and the long way end with the same answer and byte-identical tables.
+    fn same_both_ways(
+        specs: &[PutWfSpecRequest],
+        runs: &[(&str, &str)],
+        before: &[PutExternalEventRequest],
+        req: PutExternalEventRequest,
+    ) -> ExternalEvent {
+        let (short, short_digest) = step(&store(specs, runs, before), |ctx| put(ctx, &req));
+        let (long, long_digest) = step(&store(specs, runs, before), |ctx| long_way(ctx, &req));
+        assert_eq!(short, long, "answers differ");
+        assert_eq!(short_digest, long_digest, "tables differ");
+        short
+    }
+
+    #[test]
+    fn a_waiting_node_run_takes_the_event_as_on_the_long_way() {
+        let spec = wait_once_spec("pay", "go", Some(30));
+        let e = same_both_ways(
+            &[spec],
+            &[("pay", "wf-1")],
+            &[],
+            event("wf-1", "g1", None, None),
+        );
+        assert!(e.claimed, "the waiting NodeRun claimed it");
+        assert_eq!(
+            (e.thread_run_number, e.node_run_position),
+            (Some(0), Some(1))
+        );
+    }
+
+    #[test]
+    fn targeting_that_matches_or_misses_ends_as_on_the_long_way() {
+        let spec = wait_once_spec("pay", "go", None);
+        let hit = event("wf-1", "g1", Some(0), Some(1));
+        assert!(same_both_ways(std::slice::from_ref(&spec), &[("pay", "wf-1")], &[], hit).claimed);
+        let miss = event("wf-1", "g2", Some(0), Some(7));
+        assert!(!same_both_ways(&[spec], &[("pay", "wf-1")], &[], miss).claimed);
+    }
+
+    #[test]
+    fn an_older_unclaimed_event_is_taken_first_as_on_the_long_way() {
+        // Two waits in a row; an event targeted at the second one is put before the WfRun
+        // exists, so the first wait leaves it unclaimed and the new event goes the long way.
+        let spec = single_thread_spec(
+            "twice",
+            vec![
+                ("0-entrypoint", entry("1-wait")),
+                ("1-wait", wait("go", None, "2-wait")),
+                ("2-wait", wait("go", None, "3-exit")),
+                ("3-exit", exit()),
+            ],
+        );
+        let early = event("wf-1", "g0", None, Some(2));
+        let e = same_both_ways(
+            &[spec],
+            &[("twice", "wf-1")],
+            &[early],
+            event("wf-1", "g1", None, None),
+        );
+        assert!(e.claimed);
+    }
+
+    #[test]
+    fn an_event_nobody_waits_for_stays_unclaimed_as_on_the_long_way() {
+        let spec = wait_once_spec("pay", "other", None);
+        let e = same_both_ways(
+            &[spec],
+            &[("pay", "wf-1")],
+            &[],
+            event("wf-1", "g1", None, None),
+        );
+        assert!(!e.claimed);
+    }
 }

@@ -16,7 +16,7 @@ use super::threads::{self, Origin};
 
 /// The threads an event of `def` interrupts (all live threads declaring it, or only
 /// `target` if the event names a thread), each with its handler's ThreadSpec.
-fn targets(run: &RunState, def: &str, target: Option<i32>) -> Vec<(i32, String)> {
+pub(crate) fn targets(run: &RunState, def: &str, target: Option<i32>) -> Vec<(i32, String)> {
     run.threads
         .values()
         .filter(|t| !is_terminal(status(t.status)) && !threads::halted_for_good(run, t.number))

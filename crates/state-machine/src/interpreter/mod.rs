@@ -19,8 +19,9 @@ use halter_api::limits::MAX_STEPS_PER_COMMAND;
 use halter_api::littlehorse::{
     edge::EdgeCondition, exit_node, node, node_run::NodeType, sleep_node::SleepLength,
     thread_halt_reason, variable_mutation::RhsValue, variable_value::Value, Comparator, Edge,
-    EntrypointRun, ExitRun, ExternalEventNodeRun, Failure, LhErrorType, LhStatus, NodeRun,
-    NodeRunId, SleepNodeRun, ThreadRun, ThreadType, VariableMutationType, VariableValue, WfRunId,
+    EntrypointRun, ExitRun, ExternalEvent, ExternalEventNodeRun, Failure, LhErrorType, LhStatus,
+    NodeRun, NodeRunId, SleepNodeRun, ThreadRun, ThreadType, VariableMutationType, VariableValue,
+    WfRunId,
 };
 use halter_api::values;
 use halter_storage::codec;
@@ -443,7 +444,7 @@ fn arm_node_timer(ctx: &mut Ctx, wf: &str, thread: i32, position: i32, due: i64)
 /// Lets a waiting EXTERNAL_EVENT NodeRun claim the oldest matching unclaimed event. Completes
 /// `nr` (not yet written) and returns true if it claimed one.
 pub(crate) fn try_claim(ctx: &mut Ctx, wf: &str, thread: i32, nr: &mut NodeRun) -> HResult<bool> {
-    let Some(NodeType::ExternalEvent(ee)) = &mut nr.node_type else {
+    let Some(NodeType::ExternalEvent(ee)) = &nr.node_type else {
         return Ok(false);
     };
     let def = ee
@@ -455,14 +456,76 @@ pub(crate) fn try_claim(ctx: &mut Ctx, wf: &str, thread: i32, nr: &mut NodeRun) 
     let Some(event) = external_event::claim_oldest(ctx, wf, &def, thread, position)? else {
         return Ok(false);
     };
+    took_event(ctx, wf, thread, nr, &event)?;
+    Ok(true)
+}
+
+/// The waiting EXTERNAL_EVENT NodeRun `nr` (not yet written) got `event`: it records the event,
+/// stops waiting for a correlated event or its timeout, and completes.
+pub(crate) fn took_event(
+    ctx: &mut Ctx,
+    wf: &str,
+    thread: i32,
+    nr: &mut NodeRun,
+    event: &ExternalEvent,
+) -> HResult<()> {
+    let position = nr.id.as_ref().map(|i| i.position).unwrap_or_default();
+    let Some(NodeType::ExternalEvent(ee)) = &mut nr.node_type else {
+        return Ok(());
+    };
     ee.external_event_id = event.id.clone();
     ee.event_time = event.created_at;
     if let Some(key) = ee.correlation_key.clone() {
+        let def = ee
+            .external_event_def_id
+            .as_ref()
+            .map(|d| d.name.clone())
+            .unwrap_or_default();
         crate::correlated_event::forget_waiter(ctx, wf, &def, &key, thread, position)?;
     }
     complete_node(ctx, nr);
     timers::cancel(ctx, &timers::node_run_timer_id(wf, thread, position))?;
-    Ok(true)
+    Ok(())
+}
+
+/// The NodeRun that [`offer_events`] would hand a new event of `def` to when it is the only
+/// unclaimed one of its WfRun: the first waiting one, by thread number, that the event's
+/// targeting (`thread`, `position`) allows. Returns its thread number and the NodeRun.
+pub(crate) fn first_claimant(
+    ctx: &Ctx,
+    run: &RunState,
+    def: &str,
+    thread: Option<i32>,
+    position: Option<i32>,
+) -> HResult<Option<(i32, NodeRun)>> {
+    let wf = run.id();
+    for t in run.threads.values() {
+        if status(t.status) != LhStatus::Running {
+            continue;
+        }
+        let (number, pos) = (t.number, t.current_node_position);
+        if thread.is_some_and(|n| n != number) || position.is_some_and(|p| p != pos) {
+            continue;
+        }
+        let Some(nr) = get_node(ctx, wf, number, pos)? else {
+            continue;
+        };
+        if waits_for(&nr, def) {
+            return Ok(Some((number, nr)));
+        }
+    }
+    Ok(None)
+}
+
+/// Whether `nr` is a RUNNING EXTERNAL_EVENT NodeRun of `def` that has no event yet.
+fn waits_for(nr: &NodeRun, def: &str) -> bool {
+    status(nr.status) == LhStatus::Running
+        && matches!(
+            &nr.node_type,
+            Some(NodeType::ExternalEvent(e))
+                if e.external_event_def_id.as_ref().is_some_and(|d| d.name == def)
+                    && e.external_event_id.is_none()
+        )
 }
 
 /// Offers newly put events of `def` to the WfRun's waiting EXTERNAL_EVENT NodeRuns, lowest
@@ -479,16 +542,7 @@ pub fn offer_events(ctx: &mut Ctx, run: &mut RunState, def: &str) -> HResult<()>
         let Some(mut nr) = get_node(ctx, &wf, thread, pos)? else {
             continue;
         };
-        let waits_for_def = matches!(
-            &nr.node_type,
-            Some(NodeType::ExternalEvent(e))
-                if e.external_event_def_id.as_ref().is_some_and(|d| d.name == def)
-                    && e.external_event_id.is_none()
-        );
-        if waits_for_def
-            && status(nr.status) == LhStatus::Running
-            && try_claim(ctx, &wf, thread, &mut nr)?
-        {
+        if waits_for(&nr, def) && try_claim(ctx, &wf, thread, &mut nr)? {
             put_node(ctx, &nr)?;
         }
     }
