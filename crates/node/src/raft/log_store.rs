@@ -51,8 +51,10 @@ const WAL_ABSORBED: &str = "wal_absorbed";
 const LOG_CACHE_BYTES: usize = 32 * 1024 * 1024;
 
 /// The WAL file's size: allocated once, then overwritten; a full WAL costs one durable redb
-/// commit (about every 16 MiB of entries).
-pub const WAL_CAPACITY: u64 = 16 << 20;
+/// commit (about every 4 MiB of entries), which holds openraft's core task while it lasts. At
+/// 256 W1 clients that was 170-270 ms with 16 MiB and is 25-56 ms with 4 MiB, about as long as
+/// a durable apply commit, for no loss of throughput (`docs/bench/analysis.md`).
+pub const WAL_CAPACITY: u64 = 4 << 20;
 /// Small in simulations, so that the absorb-and-reset path runs often there.
 pub const SIM_WAL_CAPACITY: u64 = 64 << 10;
 
@@ -216,8 +218,8 @@ impl LogStore {
         txn.commit().map_err(io_write)?;
         entries.clear();
         wal.reset_after(generation).map_err(io_write)?;
-        // Under load this runs every few seconds and holds openraft's core task for its whole
-        // duration (168-267 ms at 256 W1 clients): the longest pauses a client sees.
+        // Under load this runs every second or two and holds openraft's core task for its whole
+        // duration (25-56 ms at 256 W1 clients with a 4 MiB WAL).
         tracing::debug!(
             entries = count,
             generation,
