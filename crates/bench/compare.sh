@@ -107,7 +107,7 @@ for r in $(seq "$REPS"); do
   done
   for c in $W2_CONC; do
     quiet "$PIDS"
-    "$BENCH" w2 --endpoints "$EPS" --pids "$PIDS" --conc "$c" --total "$TOTAL_W2" --duration "$DURATION" \
+    "$BENCH" w2 --threads 1 --conns 1 --endpoints "$EPS" --pids "$PIDS" --conc "$c" --total "$TOTAL_W2" --duration "$DURATION" \
       --label "halter-3n-rep$r" --out "$RESULTS/w2.jsonl" >/dev/null
   done
   halter_down

@@ -46,12 +46,14 @@ def cell(rs, key):
 
 
 def table(g):
-    out = ["| config | clients | reps | ops/s median [min-max] | p50 ms | p99 ms | server CPU % (sum) | host CPU % of all cores |",
-           "|---|---:|---:|---|---|---|---:|---:|"]
+    out = ["| config | clients | reps | ops/s median [min-max] | p50 ms | p99 ms | server CPU % (sum) | client CPU % | host CPU % of all cores |",
+           "|---|---:|---:|---|---|---|---:|---:|---:|"]
     for (cfg, c), rs in sorted(g.items()):
         cpu = med([sum(r.get("server_cpu_pct") or [0]) for r in rs])
+        own = [r["client_cpu_pct"] for r in rs if r.get("client_cpu_pct") is not None]
+        client = f"{med(own):.0f}" if own else "-"
         host = med([r.get("host_cpu_pct_of_all_cores", 0) for r in rs])
-        out.append(f"| {cfg} | {c} | {len(rs)} | {cell(rs, 'ops_per_s')} | {cell(rs, 'p50_ms')} | {cell(rs, 'p99_ms')} | {cpu:.0f} | {host:.0f} |")
+        out.append(f"| {cfg} | {c} | {len(rs)} | {cell(rs, 'ops_per_s')} | {cell(rs, 'p50_ms')} | {cell(rs, 'p99_ms')} | {cpu:.0f} | {client} | {host:.0f} |")
     return "\n".join(out)
 
 
@@ -288,7 +290,9 @@ L.append("![W1](bench/w1.png)\n")
 
 L.append("## W2: deliver-to-resume\n")
 L.append("Halter: RunWf of `entrypoint → wait for event → exit`, PutExternalEvent, GetWfRun "
-         "checked COMPLETED (three requests, like Restate's `seq` mode: send, deliver, attach). "
+         "checked COMPLETED (three requests, like Restate's `seq` mode: send, deliver, attach), "
+         "from a single-threaded client with one HTTP/2 connection per node (`--threads 1 "
+         "--conns 1`), as Restate's client is one node.js event loop. "
          "Restate: `../shared/bench/peers/restate/run_restate_w2.sh cluster` (3 nodes, "
          "replication 2), run after Halter's repetitions rather than interleaved with them, since "
          "it starts and stops its own cluster.\n")

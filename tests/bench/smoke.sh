@@ -15,4 +15,5 @@ trap 'deploy/local-cluster.sh down --wipe >/dev/null 2>&1 || true; rm -rf "$(dir
 
 EPS="$(deploy/local-cluster.sh up | paste -sd, -)"
 PIDS="$(cat "$HALTER_CLUSTER_DIR"/node*.pid | paste -sd, -)"
-"$BENCH" smoke --endpoints "$EPS" --pids "$PIDS" --conns 1
+# --threads 1: the single-threaded generator compare.sh uses for W2.
+"$BENCH" smoke --threads 1 --endpoints "$EPS" --pids "$PIDS" --conns 1

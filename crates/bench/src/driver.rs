@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
-use crate::sys::{HostCpu, Procs};
+use crate::sys::{own_ticks, HostCpu, Procs};
 
 #[derive(Clone, Debug)]
 pub struct Bounds {
@@ -35,6 +35,8 @@ pub struct Outcome {
     pub host_cpu_pct: f64,
     pub server_cpu_pct: Vec<f64>,
     pub server_rss_mib: Vec<f64>,
+    /// The load generator's own CPU (it shares the machine with the servers).
+    pub client_cpu_pct: f64,
 }
 
 impl Outcome {
@@ -59,6 +61,7 @@ impl Outcome {
             "host_cpu_pct_of_all_cores": round1(self.host_cpu_pct),
             "server_cpu_pct": self.server_cpu_pct.iter().map(|v| round1(*v)).collect::<Vec<_>>(),
             "server_rss_mib": self.server_rss_mib.iter().map(|v| round1(*v)).collect::<Vec<_>>(),
+            "client_cpu_pct": round1(self.client_cpu_pct),
         })
     }
 }
@@ -144,6 +147,7 @@ where
     tokio::time::sleep_until(measure_from.into()).await;
     let cpu0 = HostCpu::read();
     let p0 = procs.cpu_ticks();
+    let own0 = own_ticks();
     let measured_start = Instant::now();
     {
         let stop = stop.clone();
@@ -156,6 +160,7 @@ where
     let stopped = Instant::now();
     let cpu1 = HostCpu::read();
     let p1 = procs.cpu_ticks();
+    let own1 = own_ticks();
     let rss = procs.rss_mib();
 
     let mut hist = histogram();
@@ -180,6 +185,10 @@ where
         host_cpu_pct: HostCpu::busy_pct(&cpu0, &cpu1),
         server_cpu_pct: Procs::cpu_pct(&p0, &p1, stopped - measured_start),
         server_rss_mib: rss,
+        client_cpu_pct: Procs::cpu_pct(&[own0], &[own1], stopped - measured_start)
+            .first()
+            .copied()
+            .unwrap_or(0.0),
     }
 }
 

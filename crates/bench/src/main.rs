@@ -26,8 +26,17 @@ fn main() {
 fn main() -> anyhow::Result<()> {
     use clap::Parser;
     let cli = workloads::Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = match cli.threads {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            if n > 1 {
+                b.worker_threads(n);
+            }
+            b.enable_all().build()?
+        }
+    };
     rt.block_on(workloads::run(cli))
 }

@@ -81,8 +81,17 @@ impl Procs {
     }
 }
 
+/// utime + stime of this process (the load generator), in ticks.
+pub fn own_ticks() -> u64 {
+    stat_ticks("/proc/self/stat").unwrap_or(0)
+}
+
 fn proc_ticks(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_ticks(&format!("/proc/{pid}/stat"))
+}
+
+fn stat_ticks(path: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(path).ok()?;
     // Fields after the command name (which may hold spaces) start after the last ')'.
     let rest = &s[s.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
