@@ -87,6 +87,40 @@ impl Cluster for ClusterService {
         encode(&self.ctx.raft.append_entries(rpc).await)
     }
 
+    // The simulator's generated trait names the stream type; tonic's (with default stubs) fixes
+    // it to its BoxStream (as for `PollTask`).
+    #[cfg(madsim)]
+    type AppendEntriesStreamStream = tonic::codegen::BoxStream<RaftPayload>;
+
+    /// Answers each AppendEntries of the stream in turn. A bad message or a closed stream ends
+    /// it; the leader opens a new one (or calls `AppendEntries`).
+    async fn append_entries_stream(
+        &self,
+        req: Request<tonic::Streaming<RaftPayload>>,
+    ) -> Result<Response<tonic::codegen::BoxStream<RaftPayload>>, Status> {
+        let ctx = self.ctx.clone();
+        let mut inbound = req.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<RaftPayload, Status>>(1);
+        tokio::spawn(async move {
+            while let Ok(Some(msg)) = inbound.message().await {
+                let reply = match decode(msg) {
+                    Ok(rpc) => {
+                        encode(&ctx.raft.append_entries(rpc).await).map(Response::into_inner)
+                    }
+                    Err(s) => Err(s),
+                };
+                let failed = reply.is_err();
+                if tx.send(reply).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(futures::stream::unfold(
+            rx,
+            |mut rx| async move { rx.recv().await.map(|r| (r, rx)) },
+        ))))
+    }
+
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let rpc = decode(req.into_inner())?;
         encode(&self.ctx.raft.vote(rpc).await)

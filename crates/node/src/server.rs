@@ -158,6 +158,8 @@ pub async fn start_with(cfg: Config, storage: Storage) -> anyhow::Result<NodeHan
         .max_encoding_message_size(64 * 1024 * 1024);
     let peer = tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        .initial_stream_window_size(network::PEER_STREAM_WINDOW)
+        .initial_connection_window_size(network::PEER_CONNECTION_WINDOW)
         .add_service(cluster);
     let client = tonic::transport::Server::builder()
         .tcp_nodelay(true)

@@ -22,11 +22,20 @@ use super::{HalterNode, NodeId, TypeConfig};
 /// Largest message a node accepts from a peer (snapshot chunks and entry batches).
 pub const MAX_PEER_MESSAGE: usize = 64 * 1024 * 1024;
 
+/// HTTP/2 flow-control windows between peers. A unary call starts with a fresh 64 KiB window;
+/// an `AppendEntriesStream` carries one entry batch after another (tens of KiB each at 256 W1
+/// clients) on one stream, and with the default window each would wait for the receiver's
+/// WINDOW_UPDATE.
+pub const PEER_STREAM_WINDOW: u32 = 4 << 20;
+pub const PEER_CONNECTION_WINDOW: u32 = 8 << 20;
+
 /// A lazily connected channel to `addr` (`host:port`).
 pub fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
     Ok(Endpoint::from_shared(format!("http://{addr}"))?
         .connect_timeout(Duration::from_millis(500))
         .tcp_nodelay(true)
+        .initial_stream_window_size(PEER_STREAM_WINDOW)
+        .initial_connection_window_size(PEER_CONNECTION_WINDOW)
         .connect_lazy())
 }
 
@@ -66,19 +75,149 @@ impl RaftNetworkFactory<TypeConfig> for Network {
                     .max_decoding_message_size(MAX_PEER_MESSAGE)
                     .max_encoding_message_size(MAX_PEER_MESSAGE)
             }),
+            appends: 0,
+            stream: None,
+            no_stream: false,
         }
     }
 }
 
+/// A client openraft holds for one peer.
+///
+/// openraft keeps a replication stream's client for as long as it replicates to the peer and
+/// sends it one AppendEntries after another (hundreds a second under load); the clients of a
+/// leadership check or an election make one call each. So the first append of a client is a
+/// unary `AppendEntries`, and the later ones go over an `AppendEntriesStream` this client opens
+/// then: one message each way per append instead of a gRPC call's headers, trailers, stream
+/// set-up and dispatch.
 pub struct PeerConn {
     target: NodeId,
     node: HalterNode,
     client: Option<ClusterClient<Channel>>,
+    /// AppendEntries made through this client.
+    appends: u64,
+    stream: Option<AppendStream>,
+    /// The peer does not know `AppendEntriesStream` (an older node).
+    no_stream: bool,
+}
+
+/// An open `AppendEntriesStream`: each request is answered in order.
+struct AppendStream {
+    tx: tokio::sync::mpsc::Sender<RaftPayload>,
+    /// Only ever used through `&mut` (`get_mut`, no locking): the mutex makes the client `Sync`,
+    /// as openraft requires, where the simulator's `Streaming` is not.
+    rx: std::sync::Mutex<tonic::Streaming<RaftPayload>>,
+    /// A request was sent and its answer not read: openraft dropped the call at its timeout.
+    /// The answer may still come, so the stream is out of step and must not be used again.
+    awaiting: bool,
 }
 
 type RpcErr<E> = RPCError<NodeId, HalterNode, E>;
 
+/// A failed call: a peer we cannot reach backs off; anything else is a network error worth
+/// retrying.
+fn rpc_error<E: std::error::Error>(status: tonic::Status) -> RpcErr<E> {
+    if matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+    ) {
+        RPCError::Unreachable(Unreachable::new(&status))
+    } else {
+        RPCError::Network(NetworkError::new(&status))
+    }
+}
+
 impl PeerConn {
+    /// The peer's bincode-encoded `Result`, as openraft wants it.
+    fn reply<Resp, E>(&self, data: &[u8]) -> Result<Resp, RpcErr<E>>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let result: Result<Resp, E> =
+            bincode::deserialize(data).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| {
+            RPCError::RemoteError(RemoteError::new_with_node(
+                self.target,
+                self.node.clone(),
+                e,
+            ))
+        })
+    }
+
+    /// One AppendEntries over this client's stream, opened first if need be. `None`: the peer
+    /// has no such stream, use the unary call.
+    async fn append_streamed(
+        &mut self,
+        rpc: &AppendEntriesRequest<TypeConfig>,
+        option: &RPCOption,
+    ) -> Option<Result<AppendEntriesResponse<NodeId>, RpcErr<RaftError<NodeId>>>> {
+        let ttl = option.hard_ttl();
+        let data = match bincode::serialize(rpc) {
+            Ok(d) => d,
+            Err(e) => return Some(Err(RPCError::Network(NetworkError::new(&e)))),
+        };
+        if self.stream.as_ref().is_some_and(|s| s.awaiting) {
+            self.stream = None;
+        }
+        if self.stream.is_none() {
+            let client = self.client.as_mut()?;
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            let outbound =
+                futures::stream::unfold(
+                    rx,
+                    |mut rx| async move { rx.recv().await.map(|r| (r, rx)) },
+                );
+            match tokio::time::timeout(ttl, client.append_entries_stream(outbound)).await {
+                Ok(Ok(resp)) => {
+                    self.stream = Some(AppendStream {
+                        tx,
+                        rx: std::sync::Mutex::new(resp.into_inner()),
+                        awaiting: false,
+                    })
+                }
+                Ok(Err(s)) if s.code() == tonic::Code::Unimplemented => {
+                    self.no_stream = true;
+                    return None;
+                }
+                Ok(Err(s)) => return Some(Err(rpc_error(s))),
+                Err(_) => {
+                    let s = tonic::Status::deadline_exceeded("opening the append stream");
+                    return Some(Err(rpc_error(s)));
+                }
+            }
+        }
+        let stream = self.stream.as_mut()?;
+        stream.awaiting = true;
+        let exchange = async {
+            stream
+                .tx
+                .send(RaftPayload { data })
+                .await
+                .map_err(|_| tonic::Status::unavailable("the append stream closed"))?;
+            let rx = stream.rx.get_mut().unwrap_or_else(|e| e.into_inner());
+            match rx.message().await {
+                Ok(Some(m)) => Ok(m),
+                Ok(None) => Err(tonic::Status::unavailable("the append stream ended")),
+                Err(s) => Err(s),
+            }
+        };
+        let status = match tokio::time::timeout(ttl, exchange).await {
+            Ok(Ok(m)) => {
+                stream.awaiting = false;
+                return Some(self.reply(&m.data));
+            }
+            Ok(Err(s)) => s,
+            Err(_) => tonic::Status::deadline_exceeded("no answer on the append stream"),
+        };
+        self.stream = None;
+        if status.code() == tonic::Code::Unimplemented {
+            self.no_stream = true;
+            return None;
+        }
+        Some(Err(rpc_error(status)))
+    }
+
     async fn call<Req, Resp, E>(
         &mut self,
         which: &'static str,
@@ -103,26 +242,8 @@ impl PeerConn {
             "vote" => client.vote(request).await,
             _ => client.install_snapshot(request).await,
         };
-        let reply = reply.map_err(|status| {
-            // A peer we cannot reach backs off; anything else is a network error worth retrying.
-            if matches!(
-                status.code(),
-                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
-            ) {
-                RPCError::Unreachable(Unreachable::new(&status))
-            } else {
-                RPCError::Network(NetworkError::new(&status))
-            }
-        })?;
-        let result: Result<Resp, E> = bincode::deserialize(&reply.into_inner().data)
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        result.map_err(|e| {
-            RPCError::RemoteError(RemoteError::new_with_node(
-                self.target,
-                self.node.clone(),
-                e,
-            ))
-        })
+        let reply = reply.map_err(rpc_error)?;
+        self.reply(&reply.into_inner().data)
     }
 }
 
@@ -132,6 +253,12 @@ impl RaftNetwork<TypeConfig> for PeerConn {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr<RaftError<NodeId>>> {
+        self.appends += 1;
+        if self.appends > 1 && !self.no_stream {
+            if let Some(result) = self.append_streamed(&rpc, &option).await {
+                return result;
+            }
+        }
         self.call("append", &rpc, &option).await
     }
 
@@ -163,6 +290,7 @@ mod tests {
         AddLearnerRequest, ChangeMembershipRequest, ClusterStatus, Command, CommandResult, Empty,
         ProposeBatchReply, ProposeBatchRequest, ReadIndexReply, StateDigestReply,
     };
+    use openraft::raft::AppendEntriesResponse;
     use openraft::Vote;
     use tonic::{Request, Response, Status};
 
@@ -277,5 +405,174 @@ mod tests {
             assert_eq!(reply.vote, Vote::new(term, 1));
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    /// A peer that answers AppendEntries, unary and streamed, with `HigherVote(request's vote)`
+    /// (so an answer shows which request it belongs to), counting both kinds. With `slow`, the
+    /// second streamed answer comes late.
+    #[derive(Default)]
+    struct Appender {
+        with_stream: bool,
+        slow: bool,
+        unary: AtomicUsize,
+        opened: AtomicUsize,
+        streamed: Arc<AtomicUsize>,
+    }
+
+    fn answer(p: RaftPayload) -> Result<RaftPayload, Status> {
+        let rpc: AppendEntriesRequest<TypeConfig> =
+            bincode::deserialize(&p.data).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let reply: Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>> =
+            Ok(AppendEntriesResponse::HigherVote(rpc.vote));
+        Ok(RaftPayload {
+            data: bincode::serialize(&reply).map_err(|e| Status::internal(e.to_string()))?,
+        })
+    }
+
+    #[tonic::async_trait]
+    impl Cluster for Appender {
+        async fn append_entries(
+            &self,
+            req: Request<RaftPayload>,
+        ) -> Result<Response<RaftPayload>, Status> {
+            self.unary.fetch_add(1, Ordering::SeqCst);
+            answer(req.into_inner()).map(Response::new)
+        }
+        async fn append_entries_stream(
+            &self,
+            req: Request<tonic::Streaming<RaftPayload>>,
+        ) -> Result<Response<tonic::codegen::BoxStream<RaftPayload>>, Status> {
+            if !self.with_stream {
+                return nothing();
+            }
+            self.opened.fetch_add(1, Ordering::SeqCst);
+            let (streamed, slow) = (self.streamed.clone(), self.slow);
+            let mut inbound = req.into_inner();
+            let answers = async_stream_of(move |tx| async move {
+                while let Ok(Some(p)) = inbound.message().await {
+                    if streamed.fetch_add(1, Ordering::SeqCst) == 1 && slow {
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                    }
+                    if tx.send(answer(p)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            Ok(Response::new(answers))
+        }
+    }
+
+    /// The answers a task sends, as a response stream.
+    fn async_stream_of<F, Fut>(f: F) -> tonic::codegen::BoxStream<RaftPayload>
+    where
+        F: FnOnce(tokio::sync::mpsc::Sender<Result<RaftPayload, Status>>) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(f(tx));
+        Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|r| (r, rx))
+        }))
+    }
+
+    async fn serve(peer: Arc<Appender>) -> HalterNode {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port");
+        let addr = listener.local_addr().expect("its address").to_string();
+        let incoming = futures::stream::unfold(listener, |l| async move {
+            Some((l.accept().await.map(|(s, _)| s), l))
+        });
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(ClusterServer::from_arc(peer))
+                .serve_with_incoming(incoming),
+        );
+        HalterNode {
+            peer_addr: addr,
+            client_addr: String::new(),
+        }
+    }
+
+    fn append(term: u64) -> AppendEntriesRequest<TypeConfig> {
+        AppendEntriesRequest {
+            vote: Vote::new(term, 1),
+            prev_log_id: None,
+            entries: Vec::new(),
+            leader_commit: None,
+        }
+    }
+
+    async fn send(client: &mut PeerConn, term: u64) -> AppendEntriesResponse<NodeId> {
+        client
+            .append_entries(append(term), RPCOption::new(Duration::from_secs(5)))
+            .await
+            .expect("the peer answers")
+    }
+
+    /// A replication stream's client makes its first append as a call and the rest over one
+    /// stream, each answer matching its request.
+    #[tokio::test]
+    async fn a_kept_client_streams_its_later_appends() {
+        let peer = Arc::new(Appender {
+            with_stream: true,
+            ..Default::default()
+        });
+        let node = serve(peer.clone()).await;
+        let mut client = Network::default().new_client(2, &node).await;
+        for term in 1..=5 {
+            assert_eq!(
+                send(&mut client, term).await,
+                AppendEntriesResponse::HigherVote(Vote::new(term, 1))
+            );
+        }
+        assert_eq!(peer.unary.load(Ordering::SeqCst), 1);
+        assert_eq!(peer.opened.load(Ordering::SeqCst), 1);
+        assert_eq!(peer.streamed.load(Ordering::SeqCst), 4);
+    }
+
+    /// An older peer, without the stream, gets every append as a call.
+    #[tokio::test]
+    async fn a_peer_without_the_stream_gets_calls() {
+        let peer = Arc::new(Appender::default());
+        let node = serve(peer.clone()).await;
+        let mut client = Network::default().new_client(2, &node).await;
+        for term in 1..=4 {
+            assert_eq!(
+                send(&mut client, term).await,
+                AppendEntriesResponse::HigherVote(Vote::new(term, 1))
+            );
+        }
+        assert_eq!(peer.unary.load(Ordering::SeqCst), 4);
+    }
+
+    /// Invariant: an append openraft gave up on (its timeout dropped the call) leaves its answer
+    /// unread on the stream; the next append must not take that answer for its own, so it
+    /// opens a new stream.
+    #[tokio::test]
+    async fn an_abandoned_append_does_not_answer_the_next() {
+        let peer = Arc::new(Appender {
+            with_stream: true,
+            slow: true,
+            ..Default::default()
+        });
+        let node = serve(peer.clone()).await;
+        let mut client = Network::default().new_client(2, &node).await;
+        send(&mut client, 1).await; // the call
+        send(&mut client, 2).await; // opens the stream
+        let dropped = tokio::time::timeout(
+            Duration::from_millis(50),
+            client.append_entries(append(3), RPCOption::new(Duration::from_secs(5))),
+        )
+        .await;
+        assert!(
+            dropped.is_err(),
+            "the slow answer should not arrive in time"
+        );
+        assert_eq!(
+            send(&mut client, 4).await,
+            AppendEntriesResponse::HigherVote(Vote::new(4, 1))
+        );
+        assert_eq!(peer.opened.load(Ordering::SeqCst), 2);
     }
 }
