@@ -3,6 +3,7 @@
 //! the same way and a remote error is handed to openraft as `RemoteError`.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use halter_api::halter::{cluster_client::ClusterClient, RaftPayload};
@@ -47,10 +48,21 @@ pub fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
 /// 64 clients of W2 about a hundred a second to each follower, a few percent of every node's CPU
 /// and a connection set-up on the read's path. A tonic `Channel` multiplexes calls and reconnects
 /// by itself after a failure, so one per address serves every stream.
+///
+/// The same goes for `AppendEntriesStream`s: a client that is dropped (a leadership check's,
+/// after its one heartbeat) leaves its stream in `streams` for the next client to the peer, so
+/// the heartbeats of read rounds are stream messages too, not calls.
 #[derive(Default)]
 pub struct Network {
     channels: BTreeMap<String, Channel>,
+    streams: StreamPool,
 }
+
+/// Idle append streams by peer address.
+type StreamPool = Arc<Mutex<BTreeMap<String, Vec<AppendStream>>>>;
+
+/// Most idle streams kept per peer: one per concurrent leadership check is plenty.
+const IDLE_STREAMS: usize = 4;
 
 impl Network {
     fn channel(&mut self, addr: &str) -> Option<Channel> {
@@ -75,9 +87,22 @@ impl RaftNetworkFactory<TypeConfig> for Network {
                     .max_decoding_message_size(MAX_PEER_MESSAGE)
                     .max_encoding_message_size(MAX_PEER_MESSAGE)
             }),
-            appends: 0,
             stream: None,
             no_stream: false,
+            pool: self.streams.clone(),
+        }
+    }
+}
+
+impl Drop for PeerConn {
+    fn drop(&mut self) {
+        let Some(stream) = self.stream.take().filter(|s| !s.awaiting) else {
+            return;
+        };
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        let idle = pool.entry(self.node.peer_addr.clone()).or_default();
+        if idle.len() < IDLE_STREAMS {
+            idle.push(stream);
         }
     }
 }
@@ -85,20 +110,18 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 /// A client openraft holds for one peer.
 ///
 /// openraft keeps a replication stream's client for as long as it replicates to the peer and
-/// sends it one AppendEntries after another (hundreds a second under load); the clients of a
-/// leadership check or an election make one call each. So the first append of a client is a
-/// unary `AppendEntries`, and the later ones go over an `AppendEntriesStream` this client opens
-/// then: one message each way per append instead of a gRPC call's headers, trailers, stream
-/// set-up and dispatch.
+/// sends it one AppendEntries after another (hundreds a second under load); a leadership
+/// check's client makes one call. Appends go over an `AppendEntriesStream`, one message each
+/// way instead of a gRPC call's headers, trailers, stream set-up and dispatch: the client's own,
+/// or one an earlier client left in the pool.
 pub struct PeerConn {
     target: NodeId,
     node: HalterNode,
     client: Option<ClusterClient<Channel>>,
-    /// AppendEntries made through this client.
-    appends: u64,
     stream: Option<AppendStream>,
     /// The peer does not know `AppendEntriesStream` (an older node).
     no_stream: bool,
+    pool: StreamPool,
 }
 
 /// An open `AppendEntriesStream`: each request is answered in order.
@@ -160,8 +183,40 @@ impl PeerConn {
         if self.stream.as_ref().is_some_and(|s| s.awaiting) {
             self.stream = None;
         }
+        // A pooled stream may have broken while idle (the peer restarted): then one retry on a
+        // new stream, so a leadership check does not fail for that alone.
+        let mut pooled = false;
         if self.stream.is_none() {
-            let client = self.client.as_mut()?;
+            let idle = self
+                .pool
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_mut(&self.node.peer_addr)
+                .and_then(Vec::pop);
+            pooled = idle.is_some();
+            self.stream = idle;
+        }
+        match self.exchange(data.clone(), ttl).await {
+            Ok(reply) => Some(self.reply(&reply.data)),
+            Err(Some(_)) if pooled => match self.exchange(data, ttl).await {
+                Ok(reply) => Some(self.reply(&reply.data)),
+                Err(e) => e.map(|s| Err(rpc_error(s))),
+            },
+            Err(e) => e.map(|s| Err(rpc_error(s))),
+        }
+    }
+
+    /// Sends one append on this client's stream (opened first if it has none) and reads its
+    /// answer. `Err(None)`: the peer has no such stream. After any failure the stream is gone.
+    async fn exchange(
+        &mut self,
+        data: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<RaftPayload, Option<tonic::Status>> {
+        if self.stream.is_none() {
+            let Some(client) = self.client.as_mut() else {
+                return Err(None);
+            };
             let (tx, rx) = tokio::sync::mpsc::channel(1);
             let outbound =
                 futures::stream::unfold(
@@ -178,16 +233,19 @@ impl PeerConn {
                 }
                 Ok(Err(s)) if s.code() == tonic::Code::Unimplemented => {
                     self.no_stream = true;
-                    return None;
+                    return Err(None);
                 }
-                Ok(Err(s)) => return Some(Err(rpc_error(s))),
+                Ok(Err(s)) => return Err(Some(s)),
                 Err(_) => {
-                    let s = tonic::Status::deadline_exceeded("opening the append stream");
-                    return Some(Err(rpc_error(s)));
+                    return Err(Some(tonic::Status::deadline_exceeded(
+                        "opening the append stream",
+                    )))
                 }
             }
         }
-        let stream = self.stream.as_mut()?;
+        let Some(stream) = self.stream.as_mut() else {
+            return Err(None);
+        };
         stream.awaiting = true;
         let exchange = async {
             stream
@@ -205,7 +263,7 @@ impl PeerConn {
         let status = match tokio::time::timeout(ttl, exchange).await {
             Ok(Ok(m)) => {
                 stream.awaiting = false;
-                return Some(self.reply(&m.data));
+                return Ok(m);
             }
             Ok(Err(s)) => s,
             Err(_) => tonic::Status::deadline_exceeded("no answer on the append stream"),
@@ -213,9 +271,9 @@ impl PeerConn {
         self.stream = None;
         if status.code() == tonic::Code::Unimplemented {
             self.no_stream = true;
-            return None;
+            return Err(None);
         }
-        Some(Err(rpc_error(status)))
+        Err(Some(status))
     }
 
     async fn call<Req, Resp, E>(
@@ -253,8 +311,7 @@ impl RaftNetwork<TypeConfig> for PeerConn {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr<RaftError<NodeId>>> {
-        self.appends += 1;
-        if self.appends > 1 && !self.no_stream {
+        if !self.no_stream {
             if let Some(result) = self.append_streamed(&rpc, &option).await {
                 return result;
             }
@@ -510,10 +567,10 @@ mod tests {
             .expect("the peer answers")
     }
 
-    /// A replication stream's client makes its first append as a call and the rest over one
-    /// stream, each answer matching its request.
+    /// A replication stream's client sends every append over one stream, each answer matching
+    /// its request.
     #[tokio::test]
-    async fn a_kept_client_streams_its_later_appends() {
+    async fn a_kept_client_streams_its_appends() {
         let peer = Arc::new(Appender {
             with_stream: true,
             ..Default::default()
@@ -526,9 +583,30 @@ mod tests {
                 AppendEntriesResponse::HigherVote(Vote::new(term, 1))
             );
         }
-        assert_eq!(peer.unary.load(Ordering::SeqCst), 1);
+        assert_eq!(peer.unary.load(Ordering::SeqCst), 0);
         assert_eq!(peer.opened.load(Ordering::SeqCst), 1);
-        assert_eq!(peer.streamed.load(Ordering::SeqCst), 4);
+        assert_eq!(peer.streamed.load(Ordering::SeqCst), 5);
+    }
+
+    /// Leadership checks make a client per round and drop it after one heartbeat: each leaves
+    /// its stream to the next, so five rounds open one stream.
+    #[tokio::test]
+    async fn clients_one_after_another_share_a_stream() {
+        let peer = Arc::new(Appender {
+            with_stream: true,
+            ..Default::default()
+        });
+        let node = serve(peer.clone()).await;
+        let mut network = Network::default();
+        for term in 1..=5 {
+            let mut client = network.new_client(2, &node).await;
+            assert_eq!(
+                send(&mut client, term).await,
+                AppendEntriesResponse::HigherVote(Vote::new(term, 1))
+            );
+        }
+        assert_eq!(peer.opened.load(Ordering::SeqCst), 1);
+        assert_eq!(peer.streamed.load(Ordering::SeqCst), 5);
     }
 
     /// An older peer, without the stream, gets every append as a call.
@@ -558,11 +636,10 @@ mod tests {
         });
         let node = serve(peer.clone()).await;
         let mut client = Network::default().new_client(2, &node).await;
-        send(&mut client, 1).await; // the call
-        send(&mut client, 2).await; // opens the stream
+        send(&mut client, 1).await; // opens the stream
         let dropped = tokio::time::timeout(
             Duration::from_millis(50),
-            client.append_entries(append(3), RPCOption::new(Duration::from_secs(5))),
+            client.append_entries(append(2), RPCOption::new(Duration::from_secs(5))),
         )
         .await;
         assert!(
@@ -570,8 +647,8 @@ mod tests {
             "the slow answer should not arrive in time"
         );
         assert_eq!(
-            send(&mut client, 4).await,
-            AppendEntriesResponse::HigherVote(Vote::new(4, 1))
+            send(&mut client, 3).await,
+            AppendEntriesResponse::HigherVote(Vote::new(3, 1))
         );
         assert_eq!(peer.opened.load(Ordering::SeqCst), 2);
     }
