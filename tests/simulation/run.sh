@@ -19,7 +19,9 @@ BIN=target/sim/sim/halter-sim
 # Seeds that once found a bug: always run, whatever the budget.
 #   307: with apply transactions left unsynced (one fsync in 64), reads after a whole-cluster
 #        crash went back in time (a WfRun seen, then NOT_FOUND); fixed by the read floor.
-REGRESSION_SEEDS=(307)
+#   324: two leaders in one term (nodes 4 then 5), which openraft allows; the monitor's
+#        "one leader per term" was stricter than the protocol (see terms_never_go_back.rs).
+REGRESSION_SEEDS=(307 324)
 JOBS=${HALTER_SIM_JOBS:-$(nproc)}
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT

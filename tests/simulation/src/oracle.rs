@@ -27,8 +27,10 @@ pub struct Oracle {
     /// WfRuns whose RunWf was acknowledged.
     pub runs: BTreeSet<String>,
     pub reads: Vec<StatusRead>,
-    /// (term -> leader) as observed by the monitor.
-    pub leaders: BTreeMap<u64, u64>,
+    /// (term -> the leaders seen in it) as observed by the monitor.
+    pub leaders: BTreeMap<u64, BTreeSet<u64>>,
+    /// node -> the highest term the monitor saw it in.
+    pub terms: BTreeMap<u64, u64>,
     pub violations: Vec<String>,
     pub faults: usize,
     /// Contents sent in PutCorrelatedEvent, by key (the WfRun id the key stands for).

@@ -294,7 +294,8 @@ async fn setup(c: &ClusterView) -> Result<(), String> {
     }
 }
 
-/// Watches every node's view of leadership: at most one leader per term.
+/// Watches every node's view of leadership: no node's term goes back (see
+/// `invariants::terms_never_go_back`), and which leaders each term had, for the trace.
 async fn monitor(c_ips: Vec<std::net::IpAddr>, oracle: Shared, until: Instant) {
     let admins: Vec<_> = c_ips
         .iter()
@@ -309,26 +310,23 @@ async fn monitor(c_ips: Vec<std::net::IpAddr>, oracle: Shared, until: Instant) {
             let mut a = a.clone();
             if let Some(Ok(s)) = within(200, a.status(Empty {})).await {
                 let s = s.into_inner();
-                if s.state == "Leader" {
-                    let mut o = oracle.lock();
-                    match o.leaders.get(&s.term) {
-                        Some(other) if *other != s.node_id => {
-                            let line = format!(
-                                "two leaders in term {}: nodes {other} and {}",
-                                s.term, s.node_id
-                            );
-                            drop(o);
-                            oracle.violation(line);
-                        }
-                        Some(_) => {}
-                        None => {
-                            o.leaders.insert(s.term, s.node_id);
-                            o.trace.push(format!(
-                                "leader term={} node={} seen@{i}",
-                                s.term, s.node_id
-                            ));
-                        }
-                    }
+                let mut o = oracle.lock();
+                let seen = o.terms.entry(s.node_id).or_insert(s.term);
+                if s.term < *seen {
+                    let line = format!(
+                        "node {} went back from term {} to term {}",
+                        s.node_id, *seen, s.term
+                    );
+                    drop(o);
+                    oracle.violation(line);
+                    continue;
+                }
+                *seen = s.term;
+                if s.state == "Leader" && o.leaders.entry(s.term).or_default().insert(s.node_id) {
+                    o.trace.push(format!(
+                        "leader term={} node={} seen@{i}",
+                        s.term, s.node_id
+                    ));
                 }
             }
         }

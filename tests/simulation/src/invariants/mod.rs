@@ -5,9 +5,9 @@ mod acknowledged_events;
 mod claimed_once;
 mod liveness;
 mod monotonic_reads;
-mod one_leader_per_term;
 mod replica_digests;
 mod tasks_once;
+mod terms_never_go_back;
 mod timeout_xor_complete;
 
 use std::collections::BTreeMap;
@@ -154,7 +154,7 @@ pub async fn check_all(c: &ClusterView, oracle: &Shared) -> Result<(String, Cove
     timeout_xor_complete::check(&obs)?;
     liveness::check(&o, &obs)?;
     monotonic_reads::check(&o)?;
-    one_leader_per_term::check(&o)?;
+    terms_never_go_back::check(&o)?;
     tasks_once::check(&o, &obs)?;
     let mut cov = Coverage {
         tasks_succeeded: obs
