@@ -196,13 +196,16 @@ impl PeerConn {
             pooled = idle.is_some();
             self.stream = idle;
         }
-        match self.exchange(data.clone(), ttl).await {
-            Ok(reply) => Some(self.reply(&reply.data)),
-            Err(Some(_)) if pooled => match self.exchange(data, ttl).await {
+        // Only a pooled stream's retry needs a second copy of the request (tens of KiB per
+        // batch under load), so the replication stream's own appends make none.
+        let retry = pooled.then(|| data.clone());
+        match (self.exchange(data, ttl).await, retry) {
+            (Ok(reply), _) => Some(self.reply(&reply.data)),
+            (Err(Some(_)), Some(data)) => match self.exchange(data, ttl).await {
                 Ok(reply) => Some(self.reply(&reply.data)),
                 Err(e) => e.map(|s| Err(rpc_error(s))),
             },
-            Err(e) => e.map(|s| Err(rpc_error(s))),
+            (Err(e), _) => e.map(|s| Err(rpc_error(s))),
         }
     }
 
