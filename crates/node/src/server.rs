@@ -21,6 +21,7 @@ use crate::proposer::NodeCtx;
 use crate::raft::{
     log_store::{self, LogStore},
     network::{self, Network},
+    speculate,
     state_machine::StateMachineStore,
     Raft,
 };
@@ -132,6 +133,9 @@ pub async fn start_with(cfg: Config, storage: Storage) -> anyhow::Result<NodeHan
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         state.last_log_id.map_or(0, |l| l.index)
     };
+    let (speculator, speculated) = speculate::channel(cfg.node_id);
+    log.speculate_to(speculator)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let raft = Raft::new(
         cfg.node_id,
         Arc::new(raft_config),
@@ -140,6 +144,8 @@ pub async fn start_with(cfg: Config, storage: Storage) -> anyhow::Result<NodeHan
         sm.clone(),
     )
     .await?;
+    speculate::start(cfg.node_id, raft.metrics(), speculated)
+        .context("starting the speculator thread")?;
     let ctx = NodeCtx::new(
         cfg.node_id,
         raft.clone(),

@@ -38,6 +38,7 @@ use redb::{
     TableDefinition, WriteTransaction,
 };
 
+use super::speculate::Speculator;
 use super::{io_read, io_write, LogCommand, LogId, NodeId, TypeConfig};
 
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
@@ -90,6 +91,10 @@ pub struct LogStore {
     tail: Option<Arc<Tail>>,
     /// `save_committed` calls since the committed id was last written.
     committed_unsaved: u32,
+    /// Where the leader's batches go before their fsync (`speculate.rs`); `None`: nowhere.
+    speculator: Option<Speculator>,
+    /// The last vote saved: whether this node leads, for the speculator.
+    vote: Option<Vote<NodeId>>,
 }
 
 impl LogStore {
@@ -160,9 +165,54 @@ impl LogStore {
                 })
             }),
             committed_unsaved: 0,
+            speculator: None,
+            vote: None,
         };
         store.replay_wal()?;
         Ok(store)
+    }
+
+    /// From now on, hands the batches this node appends as leader to `speculator` before
+    /// making them durable (see `speculate.rs`).
+    pub fn speculate_to(&mut self, speculator: Speculator) -> Result<(), StorageError<NodeId>> {
+        self.vote = self.read_meta(VOTE)?;
+        self.speculator = Some(speculator);
+        Ok(())
+    }
+
+    /// Offers `entries` to the speculator if they are this node's own as leader. Needs the log
+    /// id before them: from the tail (where it is, except just after an absorb), else redb.
+    fn speculate(&self, entries: &[Entry<TypeConfig>]) {
+        let (Some(spec), Some(vote), Some(first)) = (&self.speculator, &self.vote, entries.first())
+        else {
+            return;
+        };
+        if !spec.has_room() {
+            return;
+        }
+        let prev = match first.log_id.index.checked_sub(1) {
+            None => None,
+            Some(index) => match self.log_id_at(index) {
+                Some(id) => Some(id),
+                None => return,
+            },
+        };
+        if let Some(req) = spec.request(vote, prev, entries) {
+            spec.offer(req);
+        }
+    }
+
+    /// The id of the entry at `index`, if the log has it.
+    fn log_id_at(&self, index: u64) -> Option<LogId> {
+        if let Some(tail) = &self.tail {
+            if let Some((e, _)) = tail.entries().get(&index) {
+                return Some(e.log_id);
+            }
+        }
+        let txn = self.db.begin_read().ok()?;
+        let table = txn.open_table(LOG).ok()?;
+        let row = table.get(index).ok()??;
+        decode_entry(row.value()).ok().map(|e| e.log_id)
     }
 
     /// Start-up: the WAL's records of a generation not yet absorbed become the tail again.
@@ -458,7 +508,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
-        self.write_meta(VOTE, vote, true)
+        self.write_meta(VOTE, vote, true)?;
+        self.vote = Some(*vote);
+        Ok(())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
@@ -496,6 +548,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
+        let entries: Vec<_> = entries.into_iter().collect();
+        self.speculate(&entries);
         self.append_durably(entries)?;
         callback.log_io_completed(Ok(()));
         Ok(())
@@ -546,6 +600,52 @@ mod tests {
         let raw = RaftEntry::decode(bytes.as_slice()).unwrap();
         assert_eq!(raw.payload, Some(Payload::Command(b"x".to_vec())));
         assert_eq!(decode_entry(&bytes).unwrap().payload, one.payload);
+    }
+
+    /// The leader offers each batch with the log id before it, read from the log (a follower's
+    /// appends and a vote that is not this leader's offer nothing).
+    #[tokio::test]
+    async fn a_leader_offers_its_batches_with_the_log_id_before_them() {
+        let mut store = LogStore::in_memory().unwrap();
+        let (spec, mut rx) = crate::raft::speculate::channel(1);
+        store.speculate_to(spec).unwrap();
+        let cmd = |i: u64| entry(i, EntryPayload::Normal(LogCommand::One(vec![i as u8])));
+
+        // No vote saved yet: nothing.
+        store.speculate(&[cmd(0)]);
+        assert!(rx.try_recv().is_err());
+
+        store.save_vote(&Vote::new_committed(3, 1)).await.unwrap();
+        store.speculate(&[cmd(0)]);
+        let first = rx.try_recv().unwrap();
+        assert_eq!(first.prev_log_id, None, "index 0 follows nothing");
+        store.append_durably([cmd(0)]).unwrap();
+
+        let batch = [cmd(1), cmd(2)];
+        store.speculate(&batch);
+        let req = rx.try_recv().unwrap();
+        assert_eq!(req.prev_log_id, Some(cmd(0).log_id));
+        assert_eq!(req.vote, Vote::new_committed(3, 1));
+        assert_eq!(req.entries, batch.to_vec());
+        store.append_durably(batch).unwrap();
+
+        // Node 2 leads now: entries node 1 appends are node 2's, as a follower.
+        store.save_vote(&Vote::new_committed(4, 2)).await.unwrap();
+        let theirs = Entry {
+            log_id: LogId::new(CommittedLeaderId::new(4, 2), 3),
+            payload: EntryPayload::Blank,
+        };
+        store.speculate(&[theirs]);
+        assert!(rx.try_recv().is_err());
+
+        // A gap (the log has no entry 9): nothing, rather than a wrong prev_log_id.
+        store.save_vote(&Vote::new_committed(5, 1)).await.unwrap();
+        let gap = Entry {
+            log_id: LogId::new(CommittedLeaderId::new(5, 1), 10),
+            payload: EntryPayload::Blank,
+        };
+        store.speculate(&[gap]);
+        assert!(rx.try_recv().is_err());
     }
 
     mod wal {

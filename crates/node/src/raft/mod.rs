@@ -5,6 +5,7 @@ pub mod network;
 #[cfg(madsim)]
 pub mod sim_runtime;
 pub mod snapshot_data;
+pub mod speculate;
 pub mod state_machine;
 
 use std::fmt;

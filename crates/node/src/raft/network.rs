@@ -279,6 +279,21 @@ impl PeerConn {
         Err(Some(status))
     }
 
+    /// One AppendEntries: on the stream if the peer has it, else as a call. Also used by the
+    /// speculator (`speculate.rs`), which keeps clients of its own.
+    pub(crate) async fn send_append(
+        &mut self,
+        rpc: &AppendEntriesRequest<TypeConfig>,
+        option: &RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RpcErr<RaftError<NodeId>>> {
+        if !self.no_stream {
+            if let Some(result) = self.append_streamed(rpc, option).await {
+                return result;
+            }
+        }
+        self.call("append", rpc, option).await
+    }
+
     async fn call<Req, Resp, E>(
         &mut self,
         which: &'static str,
@@ -314,12 +329,7 @@ impl RaftNetwork<TypeConfig> for PeerConn {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr<RaftError<NodeId>>> {
-        if !self.no_stream {
-            if let Some(result) = self.append_streamed(&rpc, &option).await {
-                return result;
-            }
-        }
-        self.call("append", &rpc, &option).await
+        self.send_append(&rpc, &option).await
     }
 
     async fn install_snapshot(
