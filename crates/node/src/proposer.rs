@@ -210,9 +210,19 @@ async fn run_forwarder(ctx: std::sync::Weak<NodeCtx>, mut rx: mpsc::UnboundedRec
 /// be in the pipeline (appended, replicating or applying) at once. While that many are in
 /// flight, new commands queue up and leave together in the next entry, so the fsyncs per
 /// command fall as the load rises, while a lone command still leaves at once.
+///
+/// One entry at a time. openraft 0.9's core appends (and fsyncs) each client write as it takes
+/// it from its queue, and handles its replication streams' progress only once that queue is
+/// empty; with 8 entries in flight the leader's core spent ~40 % of its time in fsyncs of small
+/// entries, and every follower's answer waited behind them (a replication round trip of 3.5 ms
+/// took 7.7 ms per cycle at 256 W1 clients). With one, each fsync carries everything that
+/// queued meanwhile. Interleaved runs (`docs/bench/analysis.md`, ninth session): W1 at 16
+/// clients 3,045 and 2,952 against 2,070 and 2,015 writes/s, at 256 clients 8,818, 9,192 and
+/// 8,427 against 7,395, 7,908 and 8,059; W2 at 64 clients 1,600 and 1,469 against 1,462 and
+/// 1,253 workflows/s.
 const MAX_BATCH: usize = 1024;
 const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
-const IN_FLIGHT: usize = 8;
+const IN_FLIGHT: usize = 1;
 
 /// `first` and whatever else is already queued behind it, up to [`MAX_BATCH`] commands and about
 /// [`MAX_BATCH_BYTES`]: one batch (the leader's entry, or a follower's `ProposeBatch`).
