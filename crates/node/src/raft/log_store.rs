@@ -610,6 +610,10 @@ mod tests {
         let (spec, mut rx) = crate::raft::speculate::channel(1);
         store.speculate_to(spec).unwrap();
         let cmd = |i: u64| entry(i, EntryPayload::Normal(LogCommand::One(vec![i as u8])));
+        let blank = |term: u64, leader: NodeId, index: u64| Entry::<TypeConfig> {
+            log_id: LogId::new(CommittedLeaderId::new(term, leader), index),
+            payload: EntryPayload::Blank,
+        };
 
         // No vote saved yet: nothing.
         store.speculate(&[cmd(0)]);
@@ -631,20 +635,12 @@ mod tests {
 
         // Node 2 leads now: entries node 1 appends are node 2's, as a follower.
         store.save_vote(&Vote::new_committed(4, 2)).await.unwrap();
-        let theirs = Entry {
-            log_id: LogId::new(CommittedLeaderId::new(4, 2), 3),
-            payload: EntryPayload::Blank,
-        };
-        store.speculate(&[theirs]);
+        store.speculate(&[blank(4, 2, 3)]);
         assert!(rx.try_recv().is_err());
 
         // A gap (the log has no entry 9): nothing, rather than a wrong prev_log_id.
         store.save_vote(&Vote::new_committed(5, 1)).await.unwrap();
-        let gap = Entry {
-            log_id: LogId::new(CommittedLeaderId::new(5, 1), 10),
-            payload: EntryPayload::Blank,
-        };
-        store.speculate(&[gap]);
+        store.speculate(&[blank(5, 1, 10)]);
         assert!(rx.try_recv().is_err());
     }
 
