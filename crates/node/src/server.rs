@@ -134,17 +134,17 @@ pub async fn start_with(cfg: Config, storage: Storage) -> anyhow::Result<NodeHan
         state.last_log_id.map_or(0, |l| l.index)
     };
     let (speculator, speculated) = speculate::channel(cfg.node_id);
-    log.speculate_to(speculator)
+    log.speculate_to(speculator.clone())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let raft = Raft::new(
         cfg.node_id,
         Arc::new(raft_config),
-        Network::default(),
+        Network::speculating(speculator.followers()),
         log,
         sm.clone(),
     )
     .await?;
-    speculate::start(cfg.node_id, raft.metrics(), speculated)
+    speculate::start(&speculator, raft.metrics(), speculated)
         .context("starting the speculator thread")?;
     let ctx = NodeCtx::new(
         cfg.node_id,

@@ -18,6 +18,7 @@ use openraft::raft::{
 use serde::{de::DeserializeOwned, Serialize};
 use tonic::transport::{Channel, Endpoint};
 
+use super::speculate::Followers;
 use super::{HalterNode, NodeId, TypeConfig};
 
 /// Largest message a node accepts from a peer (snapshot chunks and entry batches).
@@ -52,10 +53,14 @@ pub fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
 /// The same goes for `AppendEntriesStream`s: a client that is dropped (a leadership check's,
 /// after its one heartbeat) leaves its stream in `streams` for the next client to the peer, so
 /// the heartbeats of read rounds are stream messages too, not calls.
+///
+/// openraft's own network carries the speculator's [`Followers`], whose answers to the
+/// early sends of the leader's entries stand in for sending them again (`speculate.rs`).
 #[derive(Default)]
 pub struct Network {
     channels: BTreeMap<String, Channel>,
     streams: StreamPool,
+    followers: Option<Followers>,
 }
 
 /// Idle append streams by peer address.
@@ -65,6 +70,14 @@ type StreamPool = Arc<Mutex<BTreeMap<String, Vec<AppendStream>>>>;
 const IDLE_STREAMS: usize = 4;
 
 impl Network {
+    /// openraft's network, answering from `followers` where it can.
+    pub fn speculating(followers: Followers) -> Self {
+        Network {
+            followers: Some(followers),
+            ..Network::default()
+        }
+    }
+
     fn channel(&mut self, addr: &str) -> Option<Channel> {
         if let Some(c) = self.channels.get(addr) {
             return Some(c.clone());
@@ -90,6 +103,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             stream: None,
             no_stream: false,
             pool: self.streams.clone(),
+            followers: self.followers.clone(),
         }
     }
 }
@@ -122,6 +136,7 @@ pub struct PeerConn {
     /// The peer does not know `AppendEntriesStream` (an older node).
     no_stream: bool,
     pool: StreamPool,
+    followers: Option<Followers>,
 }
 
 /// An open `AppendEntriesStream`: each request is answered in order.
@@ -329,7 +344,20 @@ impl RaftNetwork<TypeConfig> for PeerConn {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr<RaftError<NodeId>>> {
-        self.send_append(&rpc, &option).await
+        let Some(followers) = self.followers.clone() else {
+            return self.send_append(&rpc, &option).await;
+        };
+        // Half of openraft's time for the call at most, so that a send that is not answered
+        // leaves time to send the request itself.
+        let wait = option.hard_ttl() / 2;
+        if let Some(answer) = followers.answer(self.target, &rpc, wait).await {
+            return Ok(answer);
+        }
+        let result = self.send_append(&rpc, &option).await;
+        if let Ok(AppendEntriesResponse::Success) = result {
+            followers.sent(self.target, &rpc);
+        }
+        result
     }
 
     async fn install_snapshot(
