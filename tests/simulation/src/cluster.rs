@@ -1,5 +1,6 @@
-//! The simulated cluster: named nodes on their own simulated hosts, each with two simulated
-//! disks that survive restarts but lose unsynced writes when the node is killed.
+//! The simulated cluster: named nodes on their own simulated hosts, each with three simulated
+//! disks (the Raft log, its WAL, the state) that survive restarts but lose unsynced writes when
+//! the node is killed.
 
 use std::net::IpAddr;
 use std::time::Duration;
