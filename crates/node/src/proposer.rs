@@ -292,11 +292,12 @@ async fn run_batcher(
             LogCommand::Batch(encoded)
         };
         let raft = raft.clone();
-        tokio::spawn(async move {
+        // The span is attached to the task (`instrument`), not entered across its awaits: an
+        // entered span would stay current on the worker thread while the task waits and tag
+        // whatever else ran there.
+        let span = tracing::debug_span!("propose", commands = replies.len());
+        let write = async move {
             let _permit = permit;
-            let n = replies.len();
-            let span = tracing::debug_span!("propose", commands = n);
-            let _e = span.enter();
             match raft.client_write(payload).await {
                 Ok(resp) => {
                     let mut results = resp.data.results.into_iter();
@@ -317,7 +318,8 @@ async fn run_batcher(
                     }
                 }
             }
-        });
+        };
+        tokio::spawn(tracing::Instrument::instrument(write, span));
     }
 }
 
