@@ -693,4 +693,70 @@ mod tests {
         );
         assert_eq!(peer.opened.load(Ordering::SeqCst), 2);
     }
+
+    /// Invariant: openraft's network sends no entries the follower already acknowledged to the
+    /// speculator under the same vote, and answers for it; anything beyond them, and every
+    /// heartbeat (a leadership check must hear from the follower), goes to the peer.
+    #[tokio::test]
+    async fn entries_acknowledged_early_are_not_sent_again() {
+        use crate::raft::speculate::Followers;
+        use crate::raft::LogCommand;
+        use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+
+        let peer = Arc::new(Appender {
+            with_stream: true,
+            ..Default::default()
+        });
+        let node = serve(peer.clone()).await;
+        let vote = Vote::new_committed(3, 1);
+        let id = |index| LogId::new(CommittedLeaderId::new(3, 1), index);
+        let followers = Followers::acknowledged(2, vote, id(6));
+        let mut client = Network::speculating(followers).new_client(2, &node).await;
+        let request = |entries: std::ops::RangeInclusive<u64>| AppendEntriesRequest {
+            vote,
+            prev_log_id: Some(id(*entries.start() - 1)),
+            entries: entries
+                .map(|i| Entry {
+                    log_id: id(i),
+                    payload: EntryPayload::Normal(LogCommand::One(vec![i as u8])),
+                })
+                .collect(),
+            leader_commit: None,
+        };
+        let option = || RPCOption::new(Duration::from_secs(5));
+        let sent = || peer.streamed.load(Ordering::SeqCst) + peer.unary.load(Ordering::SeqCst);
+
+        let answer = client.append_entries(request(5..=6), option()).await;
+        assert_eq!(answer.expect("answered"), AppendEntriesResponse::Success);
+        assert_eq!(sent(), 0, "acknowledged entries are not sent again");
+
+        // Entry 7 was never acknowledged: the peer answers (with its HigherVote marker).
+        let answer = client.append_entries(request(6..=7), option()).await;
+        assert_eq!(
+            answer.expect("answered"),
+            AppendEntriesResponse::HigherVote(vote)
+        );
+        assert_eq!(sent(), 1);
+
+        let heartbeat = AppendEntriesRequest {
+            entries: Vec::new(),
+            ..request(7..=7)
+        };
+        let answer = client.append_entries(heartbeat, option()).await;
+        assert_eq!(
+            answer.expect("answered"),
+            AppendEntriesResponse::HigherVote(vote)
+        );
+        assert_eq!(sent(), 2, "a heartbeat always reaches the follower");
+
+        // Another vote's request for the same entries goes out too.
+        let mut other = request(5..=6);
+        other.vote = Vote::new_committed(4, 1);
+        let answer = client.append_entries(other, option()).await;
+        assert_eq!(
+            answer.expect("answered"),
+            AppendEntriesResponse::HigherVote(Vote::new_committed(4, 1))
+        );
+        assert_eq!(sent(), 3);
+    }
 }

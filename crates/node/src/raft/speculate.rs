@@ -205,6 +205,35 @@ impl Followers {
     }
 }
 
+#[cfg(all(test, not(madsim)))]
+impl Followers {
+    /// Followers of which `id` acknowledged, under `vote`, the leader's log up to `acked`.
+    pub(crate) fn acknowledged(id: NodeId, vote: Vote<NodeId>, acked: LogId) -> Self {
+        let followers = Followers::default();
+        let state = PeerState {
+            vote: Some(vote),
+            acked: Some(acked),
+            commit: None,
+            ..PeerState::default()
+        };
+        let follower = Arc::new(Follower {
+            node: HalterNode {
+                peer_addr: String::new(),
+                client_addr: String::new(),
+            },
+            state: watch::Sender::new(state),
+            wake: Notify::new(),
+            gone: AtomicBool::new(false),
+        });
+        followers
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, follower);
+        followers
+    }
+}
+
 /// One follower: its queue of early sends and what came of them.
 pub struct Follower {
     node: HalterNode,
