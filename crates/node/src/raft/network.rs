@@ -592,6 +592,16 @@ mod tests {
         }
     }
 
+    /// A peer that has `AppendEntriesStream`, served on a port of its own.
+    async fn streaming_peer() -> (Arc<Appender>, HalterNode) {
+        let peer = Arc::new(Appender {
+            with_stream: true,
+            ..Default::default()
+        });
+        let node = serve(peer.clone()).await;
+        (peer, node)
+    }
+
     fn append(term: u64) -> AppendEntriesRequest<TypeConfig> {
         AppendEntriesRequest {
             vote: Vote::new(term, 1),
@@ -612,11 +622,7 @@ mod tests {
     /// its request.
     #[tokio::test]
     async fn a_kept_client_streams_its_appends() {
-        let peer = Arc::new(Appender {
-            with_stream: true,
-            ..Default::default()
-        });
-        let node = serve(peer.clone()).await;
+        let (peer, node) = streaming_peer().await;
         let mut client = Network::default().new_client(2, &node).await;
         for term in 1..=5 {
             assert_eq!(
@@ -633,11 +639,7 @@ mod tests {
     /// its stream to the next, so five rounds open one stream.
     #[tokio::test]
     async fn clients_one_after_another_share_a_stream() {
-        let peer = Arc::new(Appender {
-            with_stream: true,
-            ..Default::default()
-        });
-        let node = serve(peer.clone()).await;
+        let (peer, node) = streaming_peer().await;
         let mut network = Network::default();
         for term in 1..=5 {
             let mut client = network.new_client(2, &node).await;
@@ -703,11 +705,7 @@ mod tests {
         use crate::raft::LogCommand;
         use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
 
-        let peer = Arc::new(Appender {
-            with_stream: true,
-            ..Default::default()
-        });
-        let node = serve(peer.clone()).await;
+        let (peer, node) = streaming_peer().await;
         let vote = Vote::new_committed(3, 1);
         let id = |index| LogId::new(CommittedLeaderId::new(3, 1), index);
         let followers = Followers::acknowledged(2, vote, id(6));

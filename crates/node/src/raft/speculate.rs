@@ -664,6 +664,15 @@ mod tests {
         req
     }
 
+    /// Follower 2's answer to `req`, asked for on a task of its own.
+    fn answer_later(
+        followers: &Followers,
+        req: &AppendEntriesRequest<TypeConfig>,
+    ) -> tokio::task::JoinHandle<Option<AppendEntriesResponse<NodeId>>> {
+        let (followers, req) = (followers.clone(), req.clone());
+        tokio::spawn(async move { followers.answer(2, &req, Duration::from_secs(5)).await })
+    }
+
     #[tokio::test]
     async fn an_answer_waits_for_the_send_in_flight_and_passes_on_the_commit() {
         let (followers, f) = follower();
@@ -671,11 +680,7 @@ mod tests {
         let sent = f.state.send_modify_take();
         let req = openraft_request(5..=6, 4);
 
-        let answering = tokio::spawn({
-            let followers = followers.clone();
-            let req = req.clone();
-            async move { followers.answer(2, &req, Duration::from_secs(5)).await }
-        });
+        let answering = answer_later(&followers, &req);
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(
             !answering.is_finished(),
@@ -719,28 +724,14 @@ mod tests {
     async fn a_refused_or_unanswered_send_leaves_the_request_to_openraft() {
         let (followers, f) = follower();
         let req = openraft_request(5..=6, 4);
-        assert!(
-            followers
-                .answer(2, &req, Duration::from_secs(5))
-                .await
-                .is_none(),
-            "nothing sent"
-        );
-        assert!(
-            followers
-                .answer(3, &req, Duration::from_secs(5))
-                .await
-                .is_none(),
-            "no such follower"
-        );
+        for (target, why) in [(2, "nothing sent"), (3, "no such follower")] {
+            let answer = followers.answer(target, &req, Duration::from_secs(5)).await;
+            assert!(answer.is_none(), "{why}");
+        }
 
         f.state.send_modify(|s| s.push(batch(3, Some(4), 5..=6)));
         let sent = f.state.send_modify_take();
-        let answering = tokio::spawn({
-            let followers = followers.clone();
-            let req = req.clone();
-            async move { followers.answer(2, &req, Duration::from_secs(5)).await }
-        });
+        let answering = answer_later(&followers, &req);
         tokio::time::sleep(Duration::from_millis(20)).await;
         f.state.send_modify(|s| s.answered(&sent[0], false, false));
         assert!(answering.await.unwrap().is_none(), "refused");
