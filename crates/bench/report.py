@@ -170,8 +170,8 @@ L.append("Load generator: `halter-bench` (crates/bench), closed loop, 1 s warm-u
          "is fsynced in the Raft log of a quorum; etcd fdatasyncs its WAL per batch. "
          f"etcd: {etcd_v or 'Debian package'}; Restate: 1.7.12 through `../shared/bench/peers`.\n")
 
-L.append("Where the time goes, what was changed for it and why the W1 and W2 targets are not "
-         "met on this machine: [bench/analysis.md](bench/analysis.md).\n")
+L.append("Where the time goes, what was changed for it, and why a target the table below "
+         "marks as not met is out of reach on this machine: [bench/analysis.md](bench/analysis.md).\n")
 L.append("## Ratios\n")
 L.append("```")
 for (wl, c, peer, key, v, a, b) in ratios:
