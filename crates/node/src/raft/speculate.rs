@@ -170,7 +170,7 @@ impl Followers {
         }
         // The follower has the entries; it must still learn the commit index `req` carries.
         let mut told = true;
-        follower.state.send_if_modified(|s| {
+        let queued = follower.state.send_if_modified(|s| {
             if s.vote != Some(req.vote) || req.leader_commit <= s.commit {
                 return false;
             }
@@ -187,7 +187,9 @@ impl Followers {
             }));
             true
         });
-        follower.wake.notify_one();
+        if queued {
+            follower.wake.notify_one();
+        }
         told.then_some(AppendEntriesResponse::Success)
     }
 
@@ -216,15 +218,11 @@ impl Followers {
             commit: None,
             ..PeerState::default()
         };
-        let follower = Arc::new(Follower {
-            node: HalterNode {
-                peer_addr: String::new(),
-                client_addr: String::new(),
-            },
-            state: watch::Sender::new(state),
-            wake: Notify::new(),
-            gone: AtomicBool::new(false),
-        });
+        let node = HalterNode {
+            peer_addr: String::new(),
+            client_addr: String::new(),
+        };
+        let follower = Arc::new(Follower::new(node, state));
         followers
             .0
             .lock()
@@ -242,6 +240,17 @@ pub struct Follower {
     wake: Notify,
     /// Set when the node left the membership: [`follow`] ends.
     gone: AtomicBool,
+}
+
+impl Follower {
+    fn new(node: HalterNode, state: PeerState) -> Self {
+        Follower {
+            node,
+            state: watch::Sender::new(state),
+            wake: Notify::new(),
+            gone: AtomicBool::new(false),
+        }
+    }
 }
 
 /// What was sent to one follower early, under the vote of the batches.
@@ -387,12 +396,7 @@ async fn run(
                 let f = map
                     .entry(id)
                     .or_insert_with(|| {
-                        let f = Arc::new(Follower {
-                            node: node.clone(),
-                            state: watch::Sender::new(PeerState::default()),
-                            wake: Notify::new(),
-                            gone: AtomicBool::new(false),
-                        });
+                        let f = Arc::new(Follower::new(node.clone(), PeerState::default()));
                         new.push((id, node, f.clone()));
                         f
                     })
@@ -641,15 +645,11 @@ mod tests {
     }
 
     fn follower() -> (Followers, Arc<Follower>) {
-        let f = Arc::new(Follower {
-            node: HalterNode {
-                peer_addr: "127.0.0.1:1".into(),
-                client_addr: "127.0.0.1:2".into(),
-            },
-            state: watch::Sender::new(PeerState::default()),
-            wake: Notify::new(),
-            gone: AtomicBool::new(false),
-        });
+        let node = HalterNode {
+            peer_addr: "127.0.0.1:1".into(),
+            client_addr: "127.0.0.1:2".into(),
+        };
+        let f = Arc::new(Follower::new(node, PeerState::default()));
         let followers = Followers::default();
         followers.0.lock().unwrap().insert(2, f.clone());
         (followers, f)
