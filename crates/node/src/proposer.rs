@@ -34,6 +34,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
+use crate::raft::answers::{Answers, Outcomes};
 use crate::raft::{
     network, state_machine::StateMachineStore, HalterNode, LogCommand, NodeId, Raft,
 };
@@ -265,8 +266,13 @@ fn stamp_from(last: &AtomicI64) -> i64 {
 /// The leader's batcher: gathers the commands queued while earlier entries are in flight into
 /// one entry. Every command of an entry gets the same timestamp, taken when the entry is formed,
 /// so time in the log never goes backwards.
+///
+/// Each entry carries a tag from `answers`, and its outcomes come from the state machine as soon
+/// as it has committed the apply (`raft::answers`); openraft's own answer to `client_write`
+/// still ends the wait when it comes first, and is the only one for its errors.
 async fn run_batcher(
     raft: Raft,
+    answers: Answers,
     last_stamp: Arc<AtomicI64>,
     mut rx: mpsc::UnboundedReceiver<Queued>,
 ) {
@@ -277,30 +283,29 @@ async fn run_batcher(
         };
         let queued = gather(first, &mut rx);
         let stamp = stamp_from(&last_stamp);
-        let (mut encoded, mut replies) = (
+        let (mut commands, mut replies) = (
             Vec::with_capacity(queued.len()),
             Vec::with_capacity(queued.len()),
         );
         for (mut cmd, tx) in queued {
             cmd.proposed_at_ms = stamp;
-            encoded.push(cmd.encode_to_vec());
+            commands.push(cmd.encode_to_vec());
             replies.push(tx);
         }
-        let payload = if encoded.len() == 1 {
-            LogCommand::One(encoded.pop().unwrap_or_default())
-        } else {
-            LogCommand::Batch(encoded)
-        };
+        let (proposal, answer) = answers.register();
+        let payload = LogCommand::Batch { commands, proposal };
         let raft = raft.clone();
+        let answers = answers.clone();
         // The span is attached to the task (`instrument`), not entered across its awaits: an
         // entered span would stay current on the worker thread while the task waits and tag
         // whatever else ran there.
         let span = tracing::debug_span!("propose", commands = replies.len());
         let write = async move {
             let _permit = permit;
-            match raft.client_write(payload).await {
-                Ok(resp) => {
-                    let mut results = resp.data.results.into_iter();
+            let outcome = wait_for_outcomes(&raft, &answers, proposal, answer, payload).await;
+            match outcome {
+                Ok(results) => {
+                    let mut results = results.into_iter();
                     for tx in replies {
                         let _ = tx.send(Ok(results.next().unwrap_or(Ok(Response::Empty))));
                     }
@@ -320,6 +325,33 @@ async fn run_batcher(
             }
         };
         tokio::spawn(tracing::Instrument::instrument(write, span));
+    }
+}
+
+/// Proposes `payload`, tagged `proposal`, and returns its outcomes: from the state machine
+/// (`answer`) or from openraft, whichever comes first.
+async fn wait_for_outcomes(
+    raft: &Raft,
+    answers: &Answers,
+    proposal: u64,
+    mut answer: oneshot::Receiver<Outcomes>,
+    payload: LogCommand,
+) -> Result<Outcomes, RaftError<NodeId, ClientWriteError<NodeId, HalterNode>>> {
+    let write = raft.client_write(payload);
+    tokio::pin!(write);
+    tokio::select! {
+        biased;
+        Ok(results) = &mut answer => Ok(results),
+        written = &mut write => {
+            answers.forget(proposal);
+            // The state machine answers before it returns, so after a success its outcomes
+            // are here already; openraft's are the same ones.
+            match (written, answer.try_recv()) {
+                (_, Ok(results)) => Ok(results),
+                (Ok(resp), Err(_)) => Ok(resp.data.results),
+                (Err(e), Err(_)) => Err(e),
+            }
+        }
     }
 }
 
@@ -343,7 +375,12 @@ impl NodeCtx {
     ) -> Arc<Self> {
         let last_stamp = Arc::new(AtomicI64::new(0));
         let (batcher, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run_batcher(raft.clone(), last_stamp, rx));
+        tokio::spawn(run_batcher(
+            raft.clone(),
+            sm.answers.clone(),
+            last_stamp,
+            rx,
+        ));
         let (reads, rx) = mpsc::unbounded_channel();
         tokio::spawn(run_read_rounds(raft.clone(), read_floor, deadline, rx));
         let (follower_reads, follower_rx) = mpsc::unbounded_channel();

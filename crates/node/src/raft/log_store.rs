@@ -379,9 +379,12 @@ pub fn encode_entry(e: &Entry<TypeConfig>) -> Result<Vec<u8>, serde_json::Error>
     let payload = match &e.payload {
         EntryPayload::Blank => Payload::Blank(Empty {}),
         EntryPayload::Normal(LogCommand::One(cmd)) => Payload::Command(cmd.clone()),
-        EntryPayload::Normal(LogCommand::Batch(cmds)) => Payload::Commands(CommandBatch {
-            commands: cmds.clone(),
-        }),
+        EntryPayload::Normal(LogCommand::Batch { commands, proposal }) => {
+            Payload::Commands(CommandBatch {
+                commands: commands.clone(),
+                proposal: *proposal,
+            })
+        }
         EntryPayload::Membership(m) => Payload::MembershipJson(serde_json::to_string(m)?),
     };
     Ok(RaftEntry {
@@ -406,7 +409,10 @@ pub fn decode_entry(bytes: &[u8]) -> Result<Entry<TypeConfig>, DecodeEntryError>
     let payload = match e.payload {
         None | Some(Payload::Blank(_)) => EntryPayload::Blank,
         Some(Payload::Command(c)) => EntryPayload::Normal(LogCommand::One(c)),
-        Some(Payload::Commands(b)) => EntryPayload::Normal(LogCommand::Batch(b.commands)),
+        Some(Payload::Commands(b)) => EntryPayload::Normal(LogCommand::Batch {
+            commands: b.commands,
+            proposal: b.proposal,
+        }),
         Some(Payload::MembershipJson(m)) => EntryPayload::Membership(serde_json::from_str(&m)?),
     };
     Ok(Entry {
@@ -585,15 +591,25 @@ mod tests {
     fn batch_and_single_entries_round_trip() {
         let batch = entry(
             7,
-            EntryPayload::Normal(LogCommand::Batch(vec![
-                b"a".to_vec(),
-                vec![],
-                b"c".to_vec(),
-            ])),
+            EntryPayload::Normal(LogCommand::Batch {
+                commands: vec![b"a".to_vec(), vec![], b"c".to_vec()],
+                proposal: 0x8000_0000_0000_0001,
+            }),
         );
         let back = decode_entry(&encode_entry(&batch).unwrap()).unwrap();
         assert_eq!(back.log_id, batch.log_id);
         assert_eq!(back.payload, batch.payload);
+
+        // A batch written before entries carried a proposal tag reads as untagged: term 1,
+        // leader 1, index 2, `commands` (field 7) holding one command "a".
+        let older = [0x08, 1, 0x10, 1, 0x18, 2, 0x3a, 3, 0x0a, 1, b'a'];
+        assert_eq!(
+            decode_entry(&older).unwrap().payload,
+            EntryPayload::Normal(LogCommand::Batch {
+                commands: vec![b"a".to_vec()],
+                proposal: 0
+            })
+        );
 
         let one = entry(8, EntryPayload::Normal(LogCommand::One(b"x".to_vec())));
         let bytes = encode_entry(&one).unwrap();

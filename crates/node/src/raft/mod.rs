@@ -1,5 +1,6 @@
 //! openraft wiring: the type configuration, log storage, state machine and network.
 
+pub mod answers;
 pub mod log_store;
 pub mod network;
 #[cfg(madsim)]
@@ -21,7 +22,11 @@ pub enum LogCommand {
     One(Vec<u8>),
     /// Commands the leader's proposer gathered while earlier entries were being committed
     /// (group commit): one log entry, one fsync, one apply transaction for all of them.
-    Batch(Vec<Vec<u8>>),
+    Batch {
+        commands: Vec<Vec<u8>>,
+        /// The proposer's tag for this entry ([`answers::Answers`]; 0: none). Not state.
+        proposal: u64,
+    },
 }
 
 /// What applying an entry produced. It never crosses the network (openraft returns it only to

@@ -25,6 +25,7 @@ use prost::Message;
 use redb::{ReadableTable, TableDefinition};
 use tokio::sync::{watch, Notify};
 
+use super::answers::Answers;
 use super::snapshot_data::{PendingExport, SnapshotData};
 
 use super::{
@@ -55,6 +56,8 @@ pub struct StateMachineStore {
     pub tasks_queued: Arc<watch::Sender<u64>>,
     /// Apply transactions committed without fsync since the last durable one.
     unsynced_applies: u32,
+    /// This node's proposals waiting for their outcomes, answered right after the commit.
+    pub answers: Answers,
 }
 
 impl StateMachineStore {
@@ -77,6 +80,7 @@ impl StateMachineStore {
             timers_changed: Arc::new(Notify::new()),
             tasks_queued: Arc::new(watch::channel(0).0),
             unsynced_applies: 0,
+            answers: Answers::random(),
         })
     }
 
@@ -216,6 +220,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I::IntoIter: Send,
     {
         let mut out = Vec::new();
+        // Outcomes of this node's tagged proposals, by position in `out`.
+        let mut tagged = Vec::new();
         let mut timers_armed = false;
         let mut tasks_queued = false;
         let mut txn = self.store.begin_write().map_err(io_write)?;
@@ -244,7 +250,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     EntryPayload::Normal(cmd) => {
                         let cmds = match cmd {
                             LogCommand::One(c) => vec![c],
-                            LogCommand::Batch(cs) => cs,
+                            LogCommand::Batch { commands, proposal } => {
+                                if proposal != 0 {
+                                    tagged.push((out.len(), proposal));
+                                }
+                                commands
+                            }
                         };
                         let mut results = Vec::with_capacity(cmds.len());
                         for bytes in cmds {
@@ -293,6 +304,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 ms = started.elapsed().as_millis() as u64,
                 "durable apply commit"
             );
+        }
+        // Committed: the proposers waiting here get their outcomes now (see `answers`).
+        for (at, tag) in tagged {
+            let outcome: &mut CommandOutcome = &mut out[at];
+            if let Some(back) = self
+                .answers
+                .answer(tag, std::mem::take(&mut outcome.results))
+            {
+                outcome.results = back;
+            }
         }
         if timers_armed {
             self.timers_changed.notify_one();
@@ -389,4 +410,63 @@ fn import(
 ) -> Result<u64, StorageError<NodeId>> {
     snapshot::read_meta(input).map_err(io_read)?;
     snapshot::read_rows(txn, input).map_err(io_read)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use halter_api::halter::command::Kind;
+    use halter_api::littlehorse::PutExternalEventDefRequest;
+    use halter_state_machine::Response;
+    use openraft::CommittedLeaderId;
+
+    fn def(name: &str) -> Vec<u8> {
+        Command {
+            format_version: halter_api::LOG_FORMAT_VERSION,
+            proposed_at_ms: 1,
+            kind: Some(Kind::PutExternalEventDef(PutExternalEventDefRequest {
+                name: name.into(),
+                ..Default::default()
+            })),
+        }
+        .encode_to_vec()
+    }
+
+    fn entry(index: u64, commands: Vec<Vec<u8>>, proposal: u64) -> Entry<TypeConfig> {
+        Entry {
+            log_id: openraft::LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(LogCommand::Batch { commands, proposal }),
+        }
+    }
+
+    /// A tagged entry's outcomes go to the proposal waiting here, once the apply is committed;
+    /// entries nobody here waits for (untagged, or tagged by another process) keep theirs for
+    /// openraft's answer.
+    #[tokio::test]
+    async fn a_waiting_proposal_gets_its_outcomes_from_the_apply() {
+        let mut sm = StateMachineStore::new(Arc::new(Store::in_memory().unwrap()), None).unwrap();
+        let (tag, mut answer) = sm.answers.register();
+        let out = sm
+            .apply(vec![
+                entry(1, vec![def("a"), def("b")], tag),
+                entry(2, vec![def("c")], 0),
+                entry(3, vec![def("d")], tag.wrapping_add(7)),
+            ])
+            .await
+            .unwrap();
+
+        let got = answer.try_recv().unwrap();
+        assert_eq!(got.len(), 2);
+        assert!(
+            matches!(&got[1], Ok(Response::ExternalEventDef(d)) if d.id.as_ref().unwrap().name == "b"),
+            "{got:?}"
+        );
+        assert!(out[0].results.is_empty(), "answered once, not twice");
+        assert_eq!(out[1].results.len(), 1);
+        assert_eq!(out[2].results.len(), 1);
+        // The outcomes were handed over after the commit: the state a read sees has them.
+        assert_eq!(sm.last_applied().unwrap().map(|l| l.index), Some(3));
+        assert_eq!(sm.answers.waiting_count(), 0);
+    }
 }
