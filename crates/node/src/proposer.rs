@@ -269,10 +269,13 @@ fn stamp_from(last: &AtomicI64) -> i64 {
 ///
 /// Each entry carries a tag from `answers`, and its outcomes come from the state machine as soon
 /// as it has committed the apply (`raft::answers`); openraft's own answer to `client_write`
-/// still ends the wait when it comes first, and is the only one for its errors.
+/// still ends the wait when it comes first, and is the only one for its errors. The wait is
+/// bounded by `deadline`: openraft 0.9 never answers an entry that a snapshot installed over
+/// it, and the one permit must not stay taken.
 async fn run_batcher(
     raft: Raft,
     answers: Answers,
+    deadline: Duration,
     last_stamp: Arc<AtomicI64>,
     mut rx: mpsc::UnboundedReceiver<Queued>,
 ) {
@@ -293,7 +296,7 @@ async fn run_batcher(
             replies.push(tx);
         }
         let (proposal, answer) = answers.register();
-        let payload = LogCommand::Batch { commands, proposal };
+        let payload = LogCommand::Tagged { commands, proposal };
         let raft = raft.clone();
         let answers = answers.clone();
         // The span is attached to the task (`instrument`), not entered across its awaits: an
@@ -301,56 +304,91 @@ async fn run_batcher(
         // whatever else ran there.
         let span = tracing::debug_span!("propose", commands = replies.len());
         let write = async move {
-            let _permit = permit;
-            let outcome = wait_for_outcomes(&raft, &answers, proposal, answer, payload).await;
+            let written = raft.client_write(payload);
+            tokio::pin!(written);
+            let outcome = tokio::time::timeout(
+                deadline,
+                wait_for_outcomes(&answers, proposal, answer, &mut written),
+            )
+            .await;
+            let answered_first = matches!(outcome, Ok(WaitEnd::Answered(_)));
             match outcome {
-                Ok(results) => {
+                Ok(WaitEnd::Answered(results) | WaitEnd::Written(Ok(results))) => {
                     let mut results = results.into_iter();
                     for tx in replies {
                         let _ = tx.send(Ok(results.next().unwrap_or(Ok(Response::Empty))));
                     }
                 }
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                Ok(WaitEnd::Written(Err(RaftError::APIError(
+                    ClientWriteError::ForwardToLeader(_),
+                )))) => {
                     for tx in replies {
                         let _ = tx.send(Err(ProposeError::NotLeader));
                     }
                 }
-                Err(e) => {
+                Ok(WaitEnd::Written(Err(e))) => {
                     let msg = format!("raft: {e}");
                     for tx in replies {
                         let _ =
                             tx.send(Err(ProposeError::Status(Status::unavailable(msg.clone()))));
                     }
                 }
+                Err(_) => {
+                    answers.forget(proposal);
+                    for tx in replies {
+                        let _ = tx.send(Err(ProposeError::Status(Status::unavailable(
+                            "the entry was not applied in time; its outcome is unknown",
+                        ))));
+                    }
+                }
+            }
+            drop(permit);
+            if answered_first {
+                // openraft answers this entry too, a little later; it warns about every answer
+                // nobody receives, so the receiver waits for it (bounded, as above).
+                let _ = tokio::time::timeout(deadline, &mut written).await;
             }
         };
         tokio::spawn(tracing::Instrument::instrument(write, span));
     }
 }
 
-/// Proposes `payload`, tagged `proposal`, and returns its outcomes: from the state machine
-/// (`answer`) or from openraft, whichever comes first.
+/// How a proposal's wait ended.
+enum WaitEnd {
+    /// The state machine handed over the outcomes.
+    Answered(Outcomes),
+    /// openraft answered first: the outcomes, or why there are none.
+    Written(Result<Outcomes, RaftError<NodeId, ClientWriteError<NodeId, HalterNode>>>),
+}
+
+/// Waits for the outcomes of the entry tagged `proposal`: from the state machine (`answer`)
+/// or from openraft (`written`), whichever comes first. `written` is left to the caller, which
+/// keeps awaiting it when the state machine answered first.
 async fn wait_for_outcomes(
-    raft: &Raft,
     answers: &Answers,
     proposal: u64,
     mut answer: oneshot::Receiver<Outcomes>,
-    payload: LogCommand,
-) -> Result<Outcomes, RaftError<NodeId, ClientWriteError<NodeId, HalterNode>>> {
-    let write = raft.client_write(payload);
-    tokio::pin!(write);
+    written: &mut std::pin::Pin<
+        &mut impl std::future::Future<
+            Output = Result<
+                openraft::raft::ClientWriteResponse<crate::raft::TypeConfig>,
+                RaftError<NodeId, ClientWriteError<NodeId, HalterNode>>,
+            >,
+        >,
+    >,
+) -> WaitEnd {
     tokio::select! {
         biased;
-        Ok(results) = &mut answer => Ok(results),
-        written = &mut write => {
+        Ok(results) = &mut answer => WaitEnd::Answered(results),
+        w = written.as_mut() => {
             answers.forget(proposal);
-            // The state machine answers before it returns, so after a success its outcomes
-            // are here already; openraft's are the same ones.
-            match (written, answer.try_recv()) {
+            // The state machine answers before its apply returns, so after a success its
+            // outcomes are here already (openraft's copy is then empty).
+            WaitEnd::Written(match (w, answer.try_recv()) {
                 (_, Ok(results)) => Ok(results),
                 (Ok(resp), Err(_)) => Ok(resp.data.results),
                 (Err(e), Err(_)) => Err(e),
-            }
+            })
         }
     }
 }
@@ -378,6 +416,7 @@ impl NodeCtx {
         tokio::spawn(run_batcher(
             raft.clone(),
             sm.answers.clone(),
+            deadline,
             last_stamp,
             rx,
         ));

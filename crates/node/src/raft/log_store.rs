@@ -379,7 +379,11 @@ pub fn encode_entry(e: &Entry<TypeConfig>) -> Result<Vec<u8>, serde_json::Error>
     let payload = match &e.payload {
         EntryPayload::Blank => Payload::Blank(Empty {}),
         EntryPayload::Normal(LogCommand::One(cmd)) => Payload::Command(cmd.clone()),
-        EntryPayload::Normal(LogCommand::Batch { commands, proposal }) => {
+        EntryPayload::Normal(LogCommand::Batch(commands)) => Payload::Commands(CommandBatch {
+            commands: commands.clone(),
+            proposal: 0,
+        }),
+        EntryPayload::Normal(LogCommand::Tagged { commands, proposal }) => {
             Payload::Commands(CommandBatch {
                 commands: commands.clone(),
                 proposal: *proposal,
@@ -409,10 +413,13 @@ pub fn decode_entry(bytes: &[u8]) -> Result<Entry<TypeConfig>, DecodeEntryError>
     let payload = match e.payload {
         None | Some(Payload::Blank(_)) => EntryPayload::Blank,
         Some(Payload::Command(c)) => EntryPayload::Normal(LogCommand::One(c)),
-        Some(Payload::Commands(b)) => EntryPayload::Normal(LogCommand::Batch {
-            commands: b.commands,
-            proposal: b.proposal,
-        }),
+        Some(Payload::Commands(CommandBatch {
+            commands,
+            proposal: 0,
+        })) => EntryPayload::Normal(LogCommand::Batch(commands)),
+        Some(Payload::Commands(CommandBatch { commands, proposal })) => {
+            EntryPayload::Normal(LogCommand::Tagged { commands, proposal })
+        }
         Some(Payload::MembershipJson(m)) => EntryPayload::Membership(serde_json::from_str(&m)?),
     };
     Ok(Entry {
@@ -591,7 +598,7 @@ mod tests {
     fn batch_and_single_entries_round_trip() {
         let batch = entry(
             7,
-            EntryPayload::Normal(LogCommand::Batch {
+            EntryPayload::Normal(LogCommand::Tagged {
                 commands: vec![b"a".to_vec(), vec![], b"c".to_vec()],
                 proposal: 0x8000_0000_0000_0001,
             }),
@@ -605,10 +612,17 @@ mod tests {
         let older = [0x08, 1, 0x10, 1, 0x18, 2, 0x3a, 3, 0x0a, 1, b'a'];
         assert_eq!(
             decode_entry(&older).unwrap().payload,
-            EntryPayload::Normal(LogCommand::Batch {
-                commands: vec![b"a".to_vec()],
-                proposal: 0
-            })
+            EntryPayload::Normal(LogCommand::Batch(vec![b"a".to_vec()]))
+        );
+        let untagged = entry(
+            9,
+            EntryPayload::Normal(LogCommand::Batch(vec![b"b".to_vec()])),
+        );
+        assert_eq!(
+            decode_entry(&encode_entry(&untagged).unwrap())
+                .unwrap()
+                .payload,
+            untagged.payload
         );
 
         let one = entry(8, EntryPayload::Normal(LogCommand::One(b"x".to_vec())));

@@ -22,15 +22,20 @@ pub enum LogCommand {
     One(Vec<u8>),
     /// Commands the leader's proposer gathered while earlier entries were being committed
     /// (group commit): one log entry, one fsync, one apply transaction for all of them.
-    Batch {
+    Batch(Vec<Vec<u8>>),
+    /// What the proposer writes now: a batch (of one command or more) with the proposer's tag
+    /// for it ([`answers::Answers`]), which never affects state. A variant of its own, after
+    /// the others, because peers exchange entries as bincode, which has no optional fields:
+    /// an older node refuses it rather than misreading a changed `Batch`.
+    Tagged {
         commands: Vec<Vec<u8>>,
-        /// The proposer's tag for this entry ([`answers::Answers`]; 0: none). Not state.
         proposal: u64,
     },
 }
 
 /// What applying an entry produced. It never crosses the network (openraft returns it only to
-/// the local proposer), so it carries the typed outcome without serializing it.
+/// the local proposer), so it carries the typed outcome without serializing it. Empty for an
+/// entry whose outcomes the state machine handed to its proposer itself (`answers`).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct CommandOutcome {
     /// The outcome of each command of the entry, in order (one for `LogCommand::One`).
@@ -82,4 +87,33 @@ pub fn io_write(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
 
 pub fn io_read(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
     StorageIOError::read(AnyError::new(&e)).into()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// `LogCommand` as nodes before tagged entries had it.
+    #[derive(Debug, PartialEq, Deserialize)]
+    enum Older {
+        One(Vec<u8>),
+        Batch(Vec<Vec<u8>>),
+    }
+
+    /// Peers exchange entries as bincode: an older node must refuse a tagged entry, not read
+    /// it as something else, and still read the entries it knows.
+    #[test]
+    fn an_older_node_refuses_a_tagged_entry_and_reads_the_rest() {
+        let tagged = LogCommand::Tagged {
+            commands: vec![b"a".to_vec()],
+            proposal: 0x0101_0101_0101_0101,
+        };
+        assert!(bincode::deserialize::<Older>(&bincode::serialize(&tagged).unwrap()).is_err());
+        let batch = LogCommand::Batch(vec![b"a".to_vec(), b"b".to_vec()]);
+        assert_eq!(
+            bincode::deserialize::<Older>(&bincode::serialize(&batch).unwrap()).unwrap(),
+            Older::Batch(vec![b"a".to_vec(), b"b".to_vec()])
+        );
+    }
 }

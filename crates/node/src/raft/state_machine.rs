@@ -250,10 +250,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     EntryPayload::Normal(cmd) => {
                         let cmds = match cmd {
                             LogCommand::One(c) => vec![c],
-                            LogCommand::Batch { commands, proposal } => {
-                                if proposal != 0 {
-                                    tagged.push((out.len(), proposal));
-                                }
+                            LogCommand::Batch(commands) => commands,
+                            LogCommand::Tagged { commands, proposal } => {
+                                tagged.push((out.len(), proposal));
                                 commands
                             }
                         };
@@ -436,7 +435,11 @@ mod tests {
     fn entry(index: u64, commands: Vec<Vec<u8>>, proposal: u64) -> Entry<TypeConfig> {
         Entry {
             log_id: openraft::LogId::new(CommittedLeaderId::new(1, 1), index),
-            payload: EntryPayload::Normal(LogCommand::Batch { commands, proposal }),
+            payload: EntryPayload::Normal(if proposal == 0 {
+                LogCommand::Batch(commands)
+            } else {
+                LogCommand::Tagged { commands, proposal }
+            }),
         }
     }
 
