@@ -30,7 +30,7 @@ use halter_state_machine::{error::Outcome, Rejection, Response};
 use halter_storage::ReadTables;
 use openraft::error::{ClientWriteError, RaftError};
 use prost::Message;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
@@ -127,10 +127,10 @@ async fn run_read_rounds(
 }
 
 /// A command waiting for the batcher, and where its outcome goes.
-type Queued = (
-    Command,
-    oneshot::Sender<Result<Result<Response, Rejection>, ProposeError>>,
-);
+type Queued = (Command, Reply);
+
+/// Where one command's outcome goes.
+type Reply = oneshot::Sender<Result<Result<Response, Rejection>, ProposeError>>;
 
 pub type OutcomeRx = oneshot::Receiver<Result<Result<Response, Rejection>, ProposeError>>;
 
@@ -304,52 +304,87 @@ async fn run_batcher(
         // whatever else ran there.
         let span = tracing::debug_span!("propose", commands = replies.len());
         let write = async move {
-            let written = raft.client_write(payload);
-            tokio::pin!(written);
-            let outcome = tokio::time::timeout(
-                deadline,
-                wait_for_outcomes(&answers, proposal, answer, &mut written),
-            )
-            .await;
-            let answered_first = matches!(outcome, Ok(WaitEnd::Answered(_)));
-            match outcome {
-                Ok(WaitEnd::Answered(results) | WaitEnd::Written(Ok(results))) => {
-                    let mut results = results.into_iter();
-                    for tx in replies {
-                        let _ = tx.send(Ok(results.next().unwrap_or(Ok(Response::Empty))));
-                    }
-                }
-                Ok(WaitEnd::Written(Err(RaftError::APIError(
-                    ClientWriteError::ForwardToLeader(_),
-                )))) => {
-                    for tx in replies {
-                        let _ = tx.send(Err(ProposeError::NotLeader));
-                    }
-                }
-                Ok(WaitEnd::Written(Err(e))) => {
-                    let msg = format!("raft: {e}");
-                    for tx in replies {
-                        let _ =
-                            tx.send(Err(ProposeError::Status(Status::unavailable(msg.clone()))));
-                    }
-                }
-                Err(_) => {
-                    answers.forget(proposal);
-                    for tx in replies {
-                        let _ = tx.send(Err(ProposeError::Status(Status::unavailable(
-                            "the entry was not applied in time; its outcome is unknown",
-                        ))));
-                    }
-                }
-            }
-            drop(permit);
-            if answered_first {
-                // openraft answers this entry too, a little later; it warns about every answer
-                // nobody receives, so the receiver waits for it (bounded, as above).
-                let _ = tokio::time::timeout(deadline, &mut written).await;
-            }
+            let entry = Entry {
+                answers,
+                proposal,
+                answer,
+                replies,
+                permit,
+            };
+            settle(entry, raft.client_write(payload), deadline).await;
         };
         tokio::spawn(tracing::Instrument::instrument(write, span));
+    }
+}
+
+/// An entry the batcher proposed, waiting for its outcomes.
+struct Entry {
+    answers: Answers,
+    proposal: u64,
+    answer: oneshot::Receiver<Outcomes>,
+    replies: Vec<Reply>,
+    permit: OwnedSemaphorePermit,
+}
+
+/// What openraft's `client_write` resolves to.
+type Written = Result<
+    openraft::raft::ClientWriteResponse<crate::raft::TypeConfig>,
+    RaftError<NodeId, ClientWriteError<NodeId, HalterNode>>,
+>;
+
+/// Answers `entry`'s callers once its outcomes are known (or `deadline` passed), then releases
+/// its permit; when the state machine answered first, it still takes openraft's answer.
+async fn settle(
+    entry: Entry,
+    written: impl std::future::Future<Output = Written>,
+    deadline: Duration,
+) {
+    let Entry {
+        answers,
+        proposal,
+        answer,
+        replies,
+        permit,
+    } = entry;
+    tokio::pin!(written);
+    let outcome = tokio::time::timeout(
+        deadline,
+        wait_for_outcomes(&answers, proposal, answer, &mut written),
+    )
+    .await;
+    let answered_first = matches!(outcome, Ok(WaitEnd::Answered(_)));
+    match outcome {
+        Ok(WaitEnd::Answered(results) | WaitEnd::Written(Ok(results))) => {
+            let mut results = results.into_iter();
+            for tx in replies {
+                let _ = tx.send(Ok(results.next().unwrap_or(Ok(Response::Empty))));
+            }
+        }
+        Ok(WaitEnd::Written(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))))) => {
+            for tx in replies {
+                let _ = tx.send(Err(ProposeError::NotLeader));
+            }
+        }
+        Ok(WaitEnd::Written(Err(e))) => {
+            let msg = format!("raft: {e}");
+            for tx in replies {
+                let _ = tx.send(Err(ProposeError::Status(Status::unavailable(msg.clone()))));
+            }
+        }
+        Err(_) => {
+            answers.forget(proposal);
+            for tx in replies {
+                let _ = tx.send(Err(ProposeError::Status(Status::unavailable(
+                    "the entry was not applied in time; its outcome is unknown",
+                ))));
+            }
+        }
+    }
+    drop(permit);
+    if answered_first {
+        // openraft answers this entry too, a little later; it warns about every answer nobody
+        // receives, so the receiver waits for it (bounded, as above).
+        let _ = tokio::time::timeout(deadline, &mut written).await;
     }
 }
 
@@ -368,14 +403,7 @@ async fn wait_for_outcomes(
     answers: &Answers,
     proposal: u64,
     mut answer: oneshot::Receiver<Outcomes>,
-    written: &mut std::pin::Pin<
-        &mut impl std::future::Future<
-            Output = Result<
-                openraft::raft::ClientWriteResponse<crate::raft::TypeConfig>,
-                RaftError<NodeId, ClientWriteError<NodeId, HalterNode>>,
-            >,
-        >,
-    >,
+    written: &mut std::pin::Pin<&mut impl std::future::Future<Output = Written>>,
 ) -> WaitEnd {
     tokio::select! {
         biased;
@@ -653,6 +681,7 @@ impl NodeCtx {
     }
 }
 
+#[derive(Debug)]
 pub enum ProposeError {
     NotLeader,
     Status(Status),
@@ -695,5 +724,89 @@ pub fn from_result(r: CommandResult) -> Result<Response, Rejection> {
         Some(R::Claim(c)) => Ok(Response::ScheduledTask(c.task)),
         Some(R::Empty(_)) | None => Ok(Response::Empty),
         Some(R::Rejection(info)) => Err(crate::status::from_code(info.code, info.message)),
+    }
+}
+
+#[cfg(all(test, not(madsim)))]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// Callers for `n` commands, registered in `answers` with a permit taken from `permits`.
+    async fn proposed(
+        answers: &Answers,
+        permits: &Arc<Semaphore>,
+        n: usize,
+    ) -> (Entry, u64, Vec<OutcomeRx>) {
+        let (replies, rxs) = (0..n).map(|_| oneshot::channel()).unzip();
+        let (proposal, answer) = answers.register();
+        let entry = Entry {
+            answers: answers.clone(),
+            proposal,
+            answer,
+            replies,
+            permit: permits.clone().acquire_owned().await.unwrap(),
+        };
+        (entry, proposal, rxs)
+    }
+
+    /// openraft 0.9 never answers an entry a snapshot was installed over: the callers get
+    /// UNAVAILABLE after the deadline, and the batcher's permit is free again.
+    #[tokio::test]
+    async fn an_entry_nobody_answers_frees_the_batcher_after_the_deadline() {
+        let answers = Answers::new(1);
+        let permits = Arc::new(Semaphore::new(1));
+        let (entry, _, rxs) = proposed(&answers, &permits, 2).await;
+        assert_eq!(permits.available_permits(), 0);
+        settle(
+            entry,
+            std::future::pending::<Written>(),
+            Duration::from_millis(30),
+        )
+        .await;
+        for rx in rxs {
+            match rx.await.unwrap() {
+                Err(ProposeError::Status(s)) => assert_eq!(s.code(), Code::Unavailable),
+                other => panic!("expected UNAVAILABLE, got {other:?}"),
+            }
+        }
+        assert_eq!(permits.available_permits(), 1);
+        assert_eq!(answers.waiting_count(), 0);
+    }
+
+    /// The state machine's answer reaches the callers and frees the permit before openraft
+    /// answers, and openraft's answer still finds its receiver (it warns when none is left).
+    #[tokio::test]
+    async fn openrafts_later_answer_still_finds_a_receiver() {
+        let answers = Answers::new(1);
+        let permits = Arc::new(Semaphore::new(1));
+        let (entry, proposal, rxs) = proposed(&answers, &permits, 2).await;
+        let (openraft_tx, openraft_rx) = oneshot::channel::<Written>();
+        let written = async move { openraft_rx.await.unwrap() };
+        let task = tokio::spawn(settle(entry, written, Duration::from_secs(5)));
+        let rejected = Err(Rejection::NotFound("x".into()));
+        assert!(answers
+            .answer(proposal, vec![Ok(Response::Empty), rejected.clone()])
+            .is_none());
+        let mut rxs = rxs.into_iter();
+        assert_eq!(
+            rxs.next().unwrap().await.unwrap().unwrap(),
+            Ok(Response::Empty)
+        );
+        assert_eq!(rxs.next().unwrap().await.unwrap().unwrap(), rejected);
+        while permits.available_permits() == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!task.is_finished(), "still waiting for openraft's answer");
+        let late = openraft::raft::ClientWriteResponse {
+            log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), 1),
+            data: crate::raft::CommandOutcome::default(),
+            membership: None,
+        };
+        assert!(
+            openraft_tx.send(Ok(late)).is_ok(),
+            "the receiver is still there"
+        );
+        task.await.unwrap();
     }
 }
