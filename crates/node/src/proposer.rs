@@ -129,10 +129,13 @@ async fn run_read_rounds(
 /// A command waiting for the batcher, and where its outcome goes.
 type Queued = (Command, Reply);
 
-/// Where one command's outcome goes.
-type Reply = oneshot::Sender<Result<Result<Response, Rejection>, ProposeError>>;
+/// One command's outcome, or why it has none.
+type Answer = Result<Result<Response, Rejection>, ProposeError>;
 
-pub type OutcomeRx = oneshot::Receiver<Result<Result<Response, Rejection>, ProposeError>>;
+/// Where one command's outcome goes.
+type Reply = oneshot::Sender<Answer>;
+
+pub type OutcomeRx = oneshot::Receiver<Answer>;
 
 /// The outcome of a command queued with [`NodeCtx::queue_local`].
 pub async fn outcome(rx: OutcomeRx) -> Result<Result<Response, Rejection>, ProposeError> {
@@ -326,11 +329,11 @@ struct Entry {
     permit: OwnedSemaphorePermit,
 }
 
+/// Why openraft's `client_write` failed.
+type WriteError = RaftError<NodeId, ClientWriteError<NodeId, HalterNode>>;
+
 /// What openraft's `client_write` resolves to.
-type Written = Result<
-    openraft::raft::ClientWriteResponse<crate::raft::TypeConfig>,
-    RaftError<NodeId, ClientWriteError<NodeId, HalterNode>>,
->;
+type Written = Result<openraft::raft::ClientWriteResponse<crate::raft::TypeConfig>, WriteError>;
 
 /// Answers `entry`'s callers once its outcomes are known (or `deadline` passed), then releases
 /// its permit; when the state machine answered first, it still takes openraft's answer.
@@ -353,30 +356,31 @@ async fn settle(
     )
     .await;
     let answered_first = matches!(outcome, Ok(WaitEnd::Answered(_)));
+    let outcome = match outcome {
+        Ok(WaitEnd::Answered(results) | WaitEnd::Written(Ok(results))) => Ok(results),
+        Ok(WaitEnd::Written(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))))) => {
+            Err(ProposeError::NotLeader)
+        }
+        Ok(WaitEnd::Written(Err(e))) => Err(ProposeError::Status(Status::unavailable(format!(
+            "raft: {e}"
+        )))),
+        Err(_) => {
+            answers.forget(proposal);
+            Err(ProposeError::Status(Status::unavailable(
+                "the entry was not applied in time; its outcome is unknown",
+            )))
+        }
+    };
     match outcome {
-        Ok(WaitEnd::Answered(results) | WaitEnd::Written(Ok(results))) => {
+        Ok(results) => {
             let mut results = results.into_iter();
             for tx in replies {
                 let _ = tx.send(Ok(results.next().unwrap_or(Ok(Response::Empty))));
             }
         }
-        Ok(WaitEnd::Written(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))))) => {
+        Err(e) => {
             for tx in replies {
-                let _ = tx.send(Err(ProposeError::NotLeader));
-            }
-        }
-        Ok(WaitEnd::Written(Err(e))) => {
-            let msg = format!("raft: {e}");
-            for tx in replies {
-                let _ = tx.send(Err(ProposeError::Status(Status::unavailable(msg.clone()))));
-            }
-        }
-        Err(_) => {
-            answers.forget(proposal);
-            for tx in replies {
-                let _ = tx.send(Err(ProposeError::Status(Status::unavailable(
-                    "the entry was not applied in time; its outcome is unknown",
-                ))));
+                let _ = tx.send(Err(e.clone()));
             }
         }
     }
@@ -393,7 +397,7 @@ enum WaitEnd {
     /// The state machine handed over the outcomes.
     Answered(Outcomes),
     /// openraft answered first: the outcomes, or why there are none.
-    Written(Result<Outcomes, RaftError<NodeId, ClientWriteError<NodeId, HalterNode>>>),
+    Written(Result<Outcomes, WriteError>),
 }
 
 /// Waits for the outcomes of the entry tagged `proposal`: from the state machine (`answer`)
@@ -681,7 +685,7 @@ impl NodeCtx {
     }
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum ProposeError {
     NotLeader,
     Status(Status),

@@ -306,12 +306,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         }
         // Committed: the proposers waiting here get their outcomes now (see `answers`).
         for (at, tag) in tagged {
-            let outcome: &mut CommandOutcome = &mut out[at];
-            if let Some(back) = self
-                .answers
-                .answer(tag, std::mem::take(&mut outcome.results))
-            {
-                outcome.results = back;
+            if let Some(outcome) = out.get_mut(at) {
+                if let Some(back) = self
+                    .answers
+                    .answer(tag, std::mem::take(&mut outcome.results))
+                {
+                    outcome.results = back;
+                }
             }
         }
         if timers_armed {
@@ -468,7 +469,7 @@ mod tests {
         assert!(out[0].results.is_empty(), "answered once, not twice");
         assert_eq!(out[1].results.len(), 1);
         assert_eq!(out[2].results.len(), 1);
-        // The outcomes were handed over after the commit: the state a read sees has them.
+        // The apply is committed by the time it returns: the state a read sees has it.
         assert_eq!(sm.last_applied().unwrap().map(|l| l.index), Some(3));
         assert_eq!(sm.answers.waiting_count(), 0);
     }
