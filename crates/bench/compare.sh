@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Halter against its peers on this machine, in one run: W1 durable writes against etcd (3 members
 # and 1), W2 deliver-to-resume against Restate's awakeable workflow (3 nodes), then W3 timers,
-# W4 failover and W5 scale for Halter. Repetitions of Halter and etcd are interleaved, each on a
-# fresh cluster; figures are medians over repetitions. Writes docs/benchmarks.md, the charts in
+# W4 failover and W5 scale for Halter. Repetitions of Halter, Restate and etcd are interleaved,
+# each on a fresh cluster; figures are medians over repetitions. Writes docs/benchmarks.md, the charts in
 # docs/bench/, and prints one `ratio ...` line per comparison point.
 #
 #   crates/bench/compare.sh
@@ -96,6 +96,17 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# One repetition of Restate's W2 (its own script, in a private network namespace; it starts and
+# stops its own fresh cluster), its rows appended to restate-w2.jsonl.
+restate_rep() {
+  local before f
+  before="$(ls "$PEERS_BASE"/results/restate-cluster-*.jsonl 2>/dev/null || true)"
+  TOTAL=$TOTAL_W2 DURATION=$DURATION "$PEERS_DIR/restate/run_restate_w2.sh" cluster 1 "$W2_CONC" seq 2 >&2
+  for f in "$PEERS_BASE"/results/restate-cluster-*.jsonl; do
+    case "$before" in *"$f"*) ;; *) cat "$f" >>"$RESULTS/restate-w2.jsonl" ;; esac
+  done
+}
+
 # --- W1 and W2, interleaved repetitions ----------------------------------------------------
 for r in $(seq "$REPS"); do
   log "rep $r/$REPS: Halter 3 nodes (W1, W2)"
@@ -111,6 +122,13 @@ for r in $(seq "$REPS"); do
       --label "halter-3n-rep$r" --out "$RESULTS/w2.jsonl" >/dev/null
   done
   halter_down
+
+  # Restate's repetition right after Halter's W2 points, so that the machine's drift (its speed
+  # moves by a quarter within an hour) falls on both sides of the W2 ratio alike.
+  if ! skipped restate; then
+    log "rep $r/$REPS: Restate 3 nodes, replication 2 (W2)"
+    restate_rep
+  fi
 
   log "rep $r/$REPS: Halter 1 node (W1)"
   single_up
@@ -136,16 +154,6 @@ for r in $(seq "$REPS"); do
     done
   fi
 done
-
-# --- Restate W2 (its own script; it runs in a private network namespace) ----------------------
-if ! skipped restate; then
-  log "Restate 3 nodes, replication 2 (W2, $REPS reps)"
-  before="$(ls "$PEERS_BASE"/results/restate-cluster-*.jsonl 2>/dev/null || true)"
-  TOTAL=$TOTAL_W2 DURATION=$DURATION "$PEERS_DIR/restate/run_restate_w2.sh" cluster "$REPS" "$W2_CONC" seq 2 >&2
-  for f in "$PEERS_BASE"/results/restate-cluster-*.jsonl; do
-    case "$before" in *"$f"*) ;; *) cat "$f" >>"$RESULTS/restate-w2.jsonl" ;; esac
-  done
-fi
 
 # --- W3: pending timers and lateness under W1 load -------------------------------------------
 if ! skipped w3; then

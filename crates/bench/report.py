@@ -294,8 +294,8 @@ L.append("Halter: RunWf of `entrypoint → wait for event → exit`, PutExternal
          "from a single-threaded client with one HTTP/2 connection per node (`--threads 1 "
          "--conns 1`), as Restate's client is one node.js event loop. "
          "Restate: `../shared/bench/peers/restate/run_restate_w2.sh cluster` (3 nodes, "
-         "replication 2), run after Halter's repetitions rather than interleaved with them, since "
-         "it starts and stops its own cluster.\n")
+         "replication 2), one repetition right after each of Halter's, on a fresh cluster each "
+         "time, so that the machine's drift falls on both alike.\n")
 L.append(table(w2) + "\n")
 L.append("![W2](bench/w2.png)\n")
 
