@@ -5,7 +5,8 @@
 //! its own id prefix, so every batch touches as many places in each table as in the cluster.
 //!
 //! Every replica pays this for every command, so on a 3-node cluster on one machine it counts
-//! three times. Run with `cargo bench -p halter-state-machine --bench apply`; `HALTER_APPLY_N`
+//! three times. It also times a `GetWfRun` as a node serves it (a read transaction, the tables,
+//! the query) over the W2 runs just applied. Run with `cargo bench -p halter-state-machine --bench apply`; `HALTER_APPLY_N`
 //! sets the commands per repetition (default 20,000), `HALTER_APPLY_DIR` where the file goes.
 
 use std::time::Instant;
@@ -13,11 +14,11 @@ use std::time::Instant;
 use halter_api::build::wait_once_spec;
 use halter_api::halter::command::Kind;
 use halter_api::littlehorse::{
-    variable_value, ExternalEventDefId, PutExternalEventDefRequest, PutExternalEventRequest,
-    RunWfRequest, VariableValue, WfRunId,
+    variable_value, ExternalEventDefId, LhStatus, PutExternalEventDefRequest,
+    PutExternalEventRequest, RunWfRequest, VariableValue, WfRunId,
 };
-use halter_state_machine::{apply, command};
-use halter_storage::{Store, Tables};
+use halter_state_machine::{apply, command, query};
+use halter_storage::{ReadTables, Store, Tables};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -123,6 +124,27 @@ fn batch() -> usize {
         .unwrap_or(64)
 }
 
+/// Reads each of `ids` as `GetWfRun` does on a node, each in its own read transaction, and
+/// returns microseconds per read; panics unless each is COMPLETED.
+#[allow(clippy::disallowed_methods)]
+fn measure_reads(b: &Bench, ids: &[String]) -> f64 {
+    let started = Instant::now();
+    for id in ids {
+        let txn = b.store.begin_read().expect("begin read");
+        let tables = ReadTables::open(&txn).expect("tables");
+        let run = query::get_wf_run(
+            &tables,
+            &WfRunId {
+                id: id.clone(),
+                parent_wf_run_id: None,
+            },
+        )
+        .expect("get_wf_run");
+        assert_eq!(run.status(), LhStatus::Completed, "{id}");
+    }
+    started.elapsed().as_secs_f64() * 1e6 / ids.len() as f64
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -152,6 +174,7 @@ fn main() {
     let path = dir.join(format!("halter-apply-bench-{}.redb", std::process::id()));
     let mut w1 = Vec::new();
     let mut w2 = Vec::new();
+    let mut reads = Vec::new();
     for rep in 0..reps {
         let mut b = Bench::new(&path);
         w1.push(measure(&mut b, n, |i| {
@@ -172,6 +195,10 @@ fn main() {
                 put_event(id, "w2-go", format!("{rep:08x}{i:024x}")),
             ]
         }));
+        let ids: Vec<String> = (0..n)
+            .map(|i| format!("w2-{rep}-{}-{}", i % 64, i / 64))
+            .collect();
+        reads.push(measure_reads(&b, &ids));
     }
     let _ = std::fs::remove_file(&path);
     println!(
@@ -183,5 +210,10 @@ fn main() {
         "apply w2 RunWf+PutExternalEvent: {:.1} us/workflow (median of {reps}, {n} each: {:?})",
         median(w2.clone()),
         w2.iter().map(|v| v.round()).collect::<Vec<_>>()
+    );
+    println!(
+        "read GetWfRun: {:.1} us/read (median of {reps}, {n} each: {:?})",
+        median(reads.clone()),
+        reads.iter().map(|v| v.round()).collect::<Vec<_>>()
     );
 }

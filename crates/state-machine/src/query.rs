@@ -91,7 +91,7 @@ pub fn get_external_event_def(
     id: &ExternalEventDefId,
 ) -> HResult<ExternalEventDef> {
     check_name("ExternalEventDef name", &id.name)?;
-    Ok(codec::get(&t.external_event_defs, id.name.as_str())?
+    Ok(codec::get(t.external_event_defs()?, id.name.as_str())?
         .ok_or_else(|| not_found(format!("ExternalEventDef '{}'", id.name)))?)
 }
 
@@ -100,7 +100,7 @@ pub fn search_external_event_defs(
     req: &SearchExternalEventDefRequest,
 ) -> HResult<ExternalEventDefIdList> {
     let (names, bookmark) = names_by_prefix(
-        &t.external_event_defs,
+        t.external_event_defs()?,
         &req.prefix,
         &req.bookmark,
         req.limit,
@@ -159,7 +159,7 @@ fn event_key(id: &ExternalEventId) -> Result<(&str, &str, &str), Rejection> {
 
 pub fn get_external_event(t: &ReadTables, id: &ExternalEventId) -> HResult<ExternalEvent> {
     let key = event_key(id)?;
-    let stored: Option<StoredExternalEvent> = codec::get(&t.external_events, key)?;
+    let stored: Option<StoredExternalEvent> = codec::get(t.external_events()?, key)?;
     Ok(stored
         .and_then(|s| s.event)
         .ok_or_else(|| not_found(format!("ExternalEvent {}/{}/{}", key.0, key.1, key.2)))?)
@@ -177,7 +177,7 @@ pub fn list_external_events(
         None => ("", ""),
     };
     let mut out = ExternalEventList::default();
-    for row in t.external_events.range((wf, d0, g0)..)? {
+    for row in t.external_events()?.range((wf, d0, g0)..)? {
         let (k, v) = row?;
         let (w, d, g) = k.value();
         if w != wf {
@@ -203,7 +203,7 @@ pub fn search_external_events(
         .map(|d| d.name.as_str())
         .ok_or_else(|| invalid("missing external_event_def_id"))?;
     check_name("ExternalEventDef name", def)?;
-    if codec::get::<_, ExternalEventDef, _>(&t.external_event_defs, def)?.is_none() {
+    if codec::get::<_, ExternalEventDef, _>(t.external_event_defs()?, def)?.is_none() {
         return Err(invalid(format!("No ExternalEventDef named '{def}'")).into());
     }
     let limit = page_limit(req.limit)?;
@@ -228,7 +228,7 @@ pub fn search_external_events(
             }
         }
         for row in t
-            .events_by_def
+            .events_by_def()?
             .range((def, claimed, from_t, from_s)..=(def, claimed, latest, u64::MAX))?
         {
             let (k, v) = row?;
@@ -262,7 +262,7 @@ pub fn get_wf_spec(t: &ReadTables, id: &WfSpecId) -> HResult<WfSpec> {
     let major = non_negative("major_version", id.major_version)?;
     let rev = non_negative("revision", id.revision)?;
     Ok(
-        codec::get(&t.wf_specs, (id.name.as_str(), major, rev))?.ok_or_else(|| {
+        codec::get(t.wf_specs()?, (id.name.as_str(), major, rev))?.ok_or_else(|| {
             not_found(format!(
                 "WfSpec {} v{}.{}",
                 id.name, id.major_version, id.revision
@@ -277,7 +277,7 @@ pub fn get_latest_wf_spec(t: &ReadTables, req: &GetLatestWfSpecRequest) -> HResu
         .major_version
         .map(|m| non_negative("major_version", m))
         .transpose()?;
-    Ok(crate::wf_spec::latest(&t.wf_specs, &req.name, major)?
+    Ok(crate::wf_spec::latest(t.wf_specs()?, &req.name, major)?
         .ok_or_else(|| not_found(format!("WfSpec '{}'", req.name)))?)
 }
 
@@ -296,7 +296,10 @@ pub fn search_wf_specs(t: &ReadTables, req: &SearchWfSpecRequest) -> HResult<WfS
         None => (prefix.clone(), 0, 0),
     };
     let mut out = WfSpecIdList::default();
-    for row in t.wf_specs.range((start.0.as_str(), start.1, start.2)..)? {
+    for row in t
+        .wf_specs()?
+        .range((start.0.as_str(), start.1, start.2)..)?
+    {
         let (k, _) = row?;
         let (name, major, rev) = k.value();
         if (exact && name != prefix) || !name.starts_with(&prefix) {
@@ -321,7 +324,7 @@ pub fn search_wf_specs(t: &ReadTables, req: &SearchWfSpecRequest) -> HResult<WfS
 
 pub fn get_wf_run(t: &ReadTables, id: &WfRunId) -> HResult<WfRun> {
     check_name("WfRun id", &id.id)?;
-    Ok(assemble(&t.wf_runs, &t.thread_runs, &id.id)?
+    Ok(assemble(t.wf_runs()?, t.thread_runs()?, &id.id)?
         .ok_or_else(|| not_found(format!("WfRun '{}'", id.id)))?)
 }
 
@@ -338,7 +341,7 @@ pub fn search_wf_runs(t: &ReadTables, req: &SearchWfRunRequest) -> HResult<WfRun
     };
     let mut out = WfRunIdList::default();
     for row in t
-        .wf_runs_by_spec
+        .wf_runs_by_spec()?
         .range((name, start.0, start.1.as_str())..)?
     {
         let (k, _) = row?;
@@ -346,7 +349,7 @@ pub fn search_wf_runs(t: &ReadTables, req: &SearchWfRunRequest) -> HResult<WfRun
         if spec != name || started > latest {
             break;
         }
-        let Some(run) = codec::get::<_, WfRun, _>(&t.wf_runs, id)? else {
+        let Some(run) = codec::get::<_, WfRun, _>(t.wf_runs()?, id)? else {
             continue;
         };
         let sid = run.wf_spec_id.clone().unwrap_or_default();
@@ -360,7 +363,7 @@ pub fn search_wf_runs(t: &ReadTables, req: &SearchWfRunRequest) -> HResult<WfRun
         }
         let mut vars_match = true;
         for f in &req.variable_filters {
-            let v: Option<Variable> = codec::get(&t.variables, (id, 0u32, f.var_name.as_str()))?;
+            let v: Option<Variable> = codec::get(t.variables()?, (id, 0u32, f.var_name.as_str()))?;
             if !v.is_some_and(|v| {
                 crate::expr::equal(
                     &v.value.unwrap_or_default(),
@@ -390,7 +393,7 @@ pub fn get_node_run(t: &ReadTables, id: &NodeRunId) -> HResult<NodeRun> {
     let wf = wf_run_id(&id.wf_run_id)?;
     let thread = non_negative("thread_run_number", id.thread_run_number)?;
     let pos = non_negative("position", id.position)?;
-    let nr: NodeRun = codec::get(&t.node_runs, (wf, thread, pos))?
+    let nr: NodeRun = codec::get(t.node_runs()?, (wf, thread, pos))?
         .ok_or_else(|| not_found(format!("NodeRun {wf}/{thread}/{pos}")))?;
     Ok(masked(nr))
 }
@@ -423,7 +426,7 @@ pub fn list_node_runs(t: &ReadTables, req: &ListNodeRunsRequest) -> HResult<Node
     };
     let mut out = NodeRunList::default();
     for row in t
-        .node_runs
+        .node_runs()?
         .range((wf, start.0, start.1)..=(wf, hi_t, u32::MAX))?
     {
         let (k, v) = row?;
@@ -440,7 +443,7 @@ pub fn list_node_runs(t: &ReadTables, req: &ListNodeRunsRequest) -> HResult<Node
 pub fn get_variable(t: &ReadTables, id: &VariableId) -> HResult<Variable> {
     let wf = wf_run_id(&id.wf_run_id)?;
     let thread = non_negative("thread_run_number", id.thread_run_number)?;
-    Ok(codec::get(&t.variables, (wf, thread, id.name.as_str()))?
+    Ok(codec::get(t.variables()?, (wf, thread, id.name.as_str()))?
         .ok_or_else(|| not_found(format!("Variable '{}' of {wf}/{thread}", id.name)))?)
 }
 
@@ -453,7 +456,7 @@ pub fn list_variables(t: &ReadTables, req: &ListVariablesRequest) -> HResult<Var
         None => (0, String::new()),
     };
     let mut out = VariableList::default();
-    for row in t.variables.range((wf, start.0, start.1.as_str())..)? {
+    for row in t.variables()?.range((wf, start.0, start.1.as_str())..)? {
         let (k, v) = row?;
         let (w, th, name) = k.value();
         if w != wf {
@@ -479,7 +482,7 @@ fn correlated_def(id: Option<&ExternalEventDefId>) -> Result<&str, Rejection> {
 pub fn get_correlated_event(t: &ReadTables, id: &CorrelatedEventId) -> HResult<CorrelatedEvent> {
     let def = correlated_def(id.external_event_def_id.as_ref())?;
     crate::correlated_event::check_key(&id.key)?;
-    Ok(codec::get(&t.correlated_events, (def, id.key.as_str()))?
+    Ok(codec::get(t.correlated_events()?, (def, id.key.as_str()))?
         .ok_or_else(|| not_found(format!("CorrelatedEvent '{}' of '{def}'", id.key)))?)
 }
 
@@ -500,13 +503,13 @@ pub fn search_correlated_events(
     };
     let mut out = CorrelatedEventIdList::default();
     for row in t
-        .correlated_by_time
+        .correlated_by_time()?
         .range((def, from_t, from_k.as_str())..=(def, latest, "\u{10FFFF}"))?
     {
         let (k, _) = row?;
         let (_, created, key) = k.value();
         if let Some(want) = req.has_external_events {
-            let ev: Option<CorrelatedEvent> = codec::get(&t.correlated_events, (def, key))?;
+            let ev: Option<CorrelatedEvent> = codec::get(t.correlated_events()?, (def, key))?;
             if ev.is_some_and(|e| !e.external_events.is_empty()) != want {
                 continue;
             }
@@ -527,12 +530,12 @@ pub fn search_correlated_events(
 
 pub fn get_task_def(t: &ReadTables, id: &TaskDefId) -> HResult<TaskDef> {
     check_name("TaskDef name", &id.name)?;
-    Ok(codec::get(&t.task_defs, id.name.as_str())?
+    Ok(codec::get(t.task_defs()?, id.name.as_str())?
         .ok_or_else(|| not_found(format!("TaskDef '{}'", id.name)))?)
 }
 
 pub fn search_task_defs(t: &ReadTables, req: &SearchTaskDefRequest) -> HResult<TaskDefIdList> {
-    let (names, bookmark) = names_by_prefix(&t.task_defs, &req.prefix, &req.bookmark, req.limit)?;
+    let (names, bookmark) = names_by_prefix(t.task_defs()?, &req.prefix, &req.bookmark, req.limit)?;
     Ok(TaskDefIdList {
         results: names.into_iter().map(|name| TaskDefId { name }).collect(),
         bookmark,
@@ -544,7 +547,7 @@ pub fn get_task_run(t: &ReadTables, id: &TaskRunId) -> HResult<TaskRun> {
     if id.task_guid.is_empty() || id.task_guid.len() > halter_api::limits::MAX_GUID_LEN {
         return Err(invalid("task_guid must be 1 to 128 characters").into());
     }
-    Ok(codec::get(&t.task_runs, (wf, id.task_guid.as_str()))?
+    Ok(codec::get(t.task_runs()?, (wf, id.task_guid.as_str()))?
         .ok_or_else(|| not_found(format!("TaskRun {wf}/{}", id.task_guid)))?)
 }
 
@@ -558,7 +561,7 @@ pub fn list_task_runs(t: &ReadTables, req: &ListTaskRunsRequest) -> HResult<Task
     };
     let mut out = TaskRunList::default();
     for row in t
-        .task_runs
+        .task_runs()?
         .range((wf, start.as_str())..=(wf, "\u{10FFFF}"))?
     {
         let (k, v) = row?;
@@ -575,7 +578,7 @@ pub fn list_task_runs(t: &ReadTables, req: &ListTaskRunsRequest) -> HResult<Task
 /// Whether an attempt of the TaskDef waits for a worker (what a held poll checks before it
 /// proposes a claim).
 pub fn task_queued(t: &ReadTables, def: &str) -> HResult<bool> {
-    Ok(t.task_queue
+    Ok(t.task_queue()?
         .range((def, i64::MIN, "", "")..=(def, i64::MAX, "\u{10FFFF}", "\u{10FFFF}"))?
         .next()
         .is_some())

@@ -99,7 +99,7 @@ fn to_kind(op: &Op, store: &Store, now: i64) -> Option<Kind> {
         Op::Fire => {
             let txn = store.begin_read().unwrap();
             let t = ReadTables::open(&txn).unwrap();
-            let due = timers::due(&t.timers, now, 1000).unwrap();
+            let due = timers::due(t.timers().unwrap(), now, 1000).unwrap();
             if due.is_empty() {
                 return None;
             }
@@ -139,7 +139,8 @@ fn apply_one(store: &Store, kind: Kind, now: i64) -> bool {
 }
 
 fn events(t: &ReadTables) -> Vec<StoredExternalEvent> {
-    t.external_events
+    t.external_events()
+        .unwrap()
         .iter()
         .unwrap()
         .map(|r| codec::decode(r.unwrap().1.value()).unwrap())
@@ -147,7 +148,8 @@ fn events(t: &ReadTables) -> Vec<StoredExternalEvent> {
 }
 
 fn node_runs(t: &ReadTables) -> Vec<NodeRun> {
-    t.node_runs
+    t.node_runs()
+        .unwrap()
         .iter()
         .unwrap()
         .map(|r| codec::decode(r.unwrap().1.value()).unwrap())
@@ -229,13 +231,16 @@ fn check_invariants(store: &Store) -> Result<(), TestCaseError> {
     }
     // Every unclaimed event is in the unclaimed index, and nothing else is.
     prop_assert_eq!(
-        t.unclaimed_events.len().unwrap() as usize,
+        t.unclaimed_events().unwrap().len().unwrap() as usize,
         events
             .iter()
             .filter(|s| !s.event.as_ref().unwrap().claimed)
             .count()
     );
-    prop_assert_eq!(t.events_by_def.len().unwrap() as usize, events.len());
+    prop_assert_eq!(
+        t.events_by_def().unwrap().len().unwrap() as usize,
+        events.len()
+    );
     Ok(())
 }
 

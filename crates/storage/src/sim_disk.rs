@@ -145,7 +145,17 @@ mod tests {
         let store = Store::with_backend(disk.clone()).unwrap();
         let txn = store.begin_read().unwrap();
         let t = crate::ReadTables::open(&txn).unwrap();
-        assert_eq!(t.meta.get("durable").unwrap().map(|g| g.value()), Some(1));
-        assert_eq!(t.meta.get("volatile").unwrap().map(|g| g.value()), None);
+        assert_eq!(
+            t.meta().unwrap().get("durable").unwrap().map(|g| g.value()),
+            Some(1)
+        );
+        assert_eq!(
+            t.meta()
+                .unwrap()
+                .get("volatile")
+                .unwrap()
+                .map(|g| g.value()),
+            None
+        );
     }
 }

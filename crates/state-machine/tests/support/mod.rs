@@ -74,8 +74,9 @@ impl Harness {
 
     /// Fires every timer due now, as the leader's timer service would.
     pub fn fire_due(&mut self) -> usize {
-        let due =
-            self.read(|t| halter_state_machine::timers::due(&t.timers, self.now, 10_000).unwrap());
+        let due = self.read(|t| {
+            halter_state_machine::timers::due(t.timers().unwrap(), self.now, 10_000).unwrap()
+        });
         if due.is_empty() {
             return 0;
         }
@@ -91,7 +92,7 @@ impl Harness {
 
     pub fn pending_timers(&self) -> usize {
         self.read(|t| {
-            halter_state_machine::timers::due(&t.timers, i64::MAX, 1_000_000)
+            halter_state_machine::timers::due(t.timers().unwrap(), i64::MAX, 1_000_000)
                 .unwrap()
                 .len()
         })
