@@ -102,68 +102,57 @@ macro_rules! for_each_table {
     };
 }
 
-macro_rules! tables_struct {
-    ($name:ident, $table:ident $(<$lt:lifetime>)?, $txn:ty, $doc:literal) => {
-        #[doc = $doc]
-        pub struct $name$(<$lt>)? {
-            pub external_event_defs: $table<$($lt,)? &'static str, &'static [u8]>,
-            pub wf_specs: $table<$($lt,)? (&'static str, u32, u32), &'static [u8]>,
-            pub wf_runs: $table<$($lt,)? &'static str, &'static [u8]>,
-            pub wf_runs_by_spec: $table<$($lt,)? (&'static str, i64, &'static str), ()>,
-            pub thread_runs: $table<$($lt,)? (&'static str, u32), &'static [u8]>,
-            pub node_runs: $table<$($lt,)? (&'static str, u32, u32), &'static [u8]>,
-            pub variables: $table<$($lt,)? (&'static str, u32, &'static str), &'static [u8]>,
-            pub external_events: $table<$($lt,)? (&'static str, &'static str, &'static str), &'static [u8]>,
-            pub unclaimed_events: $table<$($lt,)? (&'static str, &'static str, i64, u64), &'static str>,
-            pub events_by_def:
-                $table<$($lt,)? (&'static str, bool, i64, u64), (&'static str, &'static str)>,
-            pub correlated_events: $table<$($lt,)? (&'static str, &'static str), &'static [u8]>,
-            pub correlation_waiters:
-                $table<$($lt,)? (&'static str, &'static str, &'static str, u32, u32), ()>,
-            pub correlated_by_time: $table<$($lt,)? (&'static str, i64, &'static str), ()>,
-            pub task_defs: $table<$($lt,)? &'static str, &'static [u8]>,
-            pub task_runs: $table<$($lt,)? (&'static str, &'static str), &'static [u8]>,
-            pub task_queue: $table<$($lt,)? (&'static str, i64, &'static str, &'static str), ()>,
-            pub timers: $table<$($lt,)? (i64, &'static str), &'static [u8]>,
-            pub timer_due: $table<$($lt,)? &'static str, i64>,
-            pub meta: $table<$($lt,)? &'static str, u64>,
-        }
-
-        impl$(<$lt>)? $name$(<$lt>)? {
-            /// Opens every state table in `txn`.
-            pub fn open(txn: $txn) -> Result<Self> {
-                Ok(Self {
-                    external_event_defs: txn.open_table(EXTERNAL_EVENT_DEFS)?,
-                    wf_specs: txn.open_table(WF_SPECS)?,
-                    wf_runs: txn.open_table(WF_RUNS)?,
-                    wf_runs_by_spec: txn.open_table(WF_RUNS_BY_SPEC)?,
-                    thread_runs: txn.open_table(THREAD_RUNS)?,
-                    node_runs: txn.open_table(NODE_RUNS)?,
-                    variables: txn.open_table(VARIABLES)?,
-                    external_events: txn.open_table(EXTERNAL_EVENTS)?,
-                    unclaimed_events: txn.open_table(UNCLAIMED_EVENTS)?,
-                    events_by_def: txn.open_table(EVENTS_BY_DEF)?,
-                    correlated_events: txn.open_table(CORRELATED_EVENTS)?,
-                    correlation_waiters: txn.open_table(CORRELATION_WAITERS)?,
-                    correlated_by_time: txn.open_table(CORRELATED_BY_TIME)?,
-                    task_defs: txn.open_table(TASK_DEFS)?,
-                    task_runs: txn.open_table(TASK_RUNS)?,
-                    task_queue: txn.open_table(TASK_QUEUE)?,
-                    timers: txn.open_table(TIMERS)?,
-                    timer_due: txn.open_table(TIMER_DUE)?,
-                    meta: txn.open_table(META)?,
-                })
-            }
-        }
-    };
+/// Every state table, open for writing in one transaction. The commands borrow several at once,
+/// so they are fields, all opened with the transaction (see [`ReadTables`] for reads).
+pub struct Tables<'t> {
+    pub external_event_defs: Table<'t, &'static str, &'static [u8]>,
+    pub wf_specs: Table<'t, (&'static str, u32, u32), &'static [u8]>,
+    pub wf_runs: Table<'t, &'static str, &'static [u8]>,
+    pub wf_runs_by_spec: Table<'t, (&'static str, i64, &'static str), ()>,
+    pub thread_runs: Table<'t, (&'static str, u32), &'static [u8]>,
+    pub node_runs: Table<'t, (&'static str, u32, u32), &'static [u8]>,
+    pub variables: Table<'t, (&'static str, u32, &'static str), &'static [u8]>,
+    pub external_events: Table<'t, (&'static str, &'static str, &'static str), &'static [u8]>,
+    pub unclaimed_events: Table<'t, (&'static str, &'static str, i64, u64), &'static str>,
+    pub events_by_def: Table<'t, (&'static str, bool, i64, u64), (&'static str, &'static str)>,
+    pub correlated_events: Table<'t, (&'static str, &'static str), &'static [u8]>,
+    pub correlation_waiters: Table<'t, (&'static str, &'static str, &'static str, u32, u32), ()>,
+    pub correlated_by_time: Table<'t, (&'static str, i64, &'static str), ()>,
+    pub task_defs: Table<'t, &'static str, &'static [u8]>,
+    pub task_runs: Table<'t, (&'static str, &'static str), &'static [u8]>,
+    pub task_queue: Table<'t, (&'static str, i64, &'static str, &'static str), ()>,
+    pub timers: Table<'t, (i64, &'static str), &'static [u8]>,
+    pub timer_due: Table<'t, &'static str, i64>,
+    pub meta: Table<'t, &'static str, u64>,
 }
 
-tables_struct!(
-    Tables,
-    Table<'t>,
-    &'t WriteTransaction,
-    "Every state table, open for writing in one transaction."
-);
+impl<'t> Tables<'t> {
+    /// Opens every state table in `txn`.
+    pub fn open(txn: &'t WriteTransaction) -> Result<Self> {
+        Ok(Self {
+            external_event_defs: txn.open_table(EXTERNAL_EVENT_DEFS)?,
+            wf_specs: txn.open_table(WF_SPECS)?,
+            wf_runs: txn.open_table(WF_RUNS)?,
+            wf_runs_by_spec: txn.open_table(WF_RUNS_BY_SPEC)?,
+            thread_runs: txn.open_table(THREAD_RUNS)?,
+            node_runs: txn.open_table(NODE_RUNS)?,
+            variables: txn.open_table(VARIABLES)?,
+            external_events: txn.open_table(EXTERNAL_EVENTS)?,
+            unclaimed_events: txn.open_table(UNCLAIMED_EVENTS)?,
+            events_by_def: txn.open_table(EVENTS_BY_DEF)?,
+            correlated_events: txn.open_table(CORRELATED_EVENTS)?,
+            correlation_waiters: txn.open_table(CORRELATION_WAITERS)?,
+            correlated_by_time: txn.open_table(CORRELATED_BY_TIME)?,
+            task_defs: txn.open_table(TASK_DEFS)?,
+            task_runs: txn.open_table(TASK_RUNS)?,
+            task_queue: txn.open_table(TASK_QUEUE)?,
+            timers: txn.open_table(TIMERS)?,
+            timer_due: txn.open_table(TIMER_DUE)?,
+            meta: txn.open_table(META)?,
+        })
+    }
+}
+
 /// Declares [`ReadTables`]: one lazily opened cell and one accessor per state table.
 macro_rules! read_tables {
     ($($field:ident: $def:ident => $k:ty, $v:ty;)*) => {
