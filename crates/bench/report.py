@@ -105,7 +105,7 @@ def ratio(workload, g, ours, peer, peer_name, key="ops_per_s", invert=False):
 
 w1 = group(load("w1.jsonl"))
 w2 = group(load("w2.jsonl") + load("restate-w2.jsonl"))
-# Restate's labels are restate-cluster-seq-repN.
+# Restate's labels are restate-cluster-seq-repN, N the Halter repetition they follow.
 ratio("w1", w1, "halter-3n", "etcd-3m", "etcd")
 ratio("w1", w1, "halter-1n", "etcd-1m", "etcd-1m")
 ratio("w2", w2, "halter-3n", "restate-cluster-seq", "restate")
