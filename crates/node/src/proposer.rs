@@ -11,11 +11,15 @@
 //!
 //! The read index is never below the node's *read floor*, its last log index when it started.
 //! Applies and the committed index are not fsynced every time, so after a whole-cluster power
-//! cut a node that led before it restarts as leader of the same term (its vote is durable)
-//! with a commit index restored from an older point; openraft's read index (that index, or the
-//! first entry of the term) could then be below entries that were applied and read before the
-//! cut. Every entry this node committed as leader is in its own log (it fsyncs before it
-//! replicates), so waiting for the floor covers them. Simulation seed 307 is the check.
+//! cut a node restarts with a commit index restored from an older point. When a node that led
+//! before could restart as leader of the same term (openraft 0.9 does so when its saved vote
+//! is committed), openraft's read index (that index, or the first entry of the term) could then
+//! be below entries that were applied and read before the cut; simulation seed 307 found it.
+//! The log store now hands the vote back uncommitted (`LogStore::read_vote`), so a restarted
+//! leader must win a new term and commit its first entry before any read, and that entry is
+//! above every committed one. The floor stays as a second guard that costs nothing after
+//! start-up: every entry this node committed as leader is in its own log (openraft counts the
+//! leader's copy only once it is flushed), so waiting for the floor covers them.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -107,7 +111,7 @@ async fn run_read_rounds(
         let round = match raft.ensure_linearizable().await {
             Ok(log_id) => match log_id.map_or(0, |l| l.index) {
                 index if index >= read_floor => ReadRound::Index(index),
-                // Only right after a restart as leader (see the module comment).
+                // Only right after a restart (see the module comment).
                 _ => match raft
                     .wait(Some(deadline))
                     .applied_index_at_least(Some(read_floor), "read floor after restart")

@@ -526,8 +526,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(())
     }
 
+    /// The saved vote, always as not yet committed, so that a node that led before it stopped
+    /// restarts as a follower and the cluster elects a leader in a new term.
+    ///
+    /// openraft 0.9 restarts a node whose saved vote is its own committed one as leader of that
+    /// same term at once. Here that is unsafe: the leader hands its entries to followers before
+    /// its own log has them durably (`speculate.rs`), so it can stop (a crash, a power cut) after
+    /// a follower stored entry `(term, leader, i)` and before it wrote that entry itself. Leading
+    /// the same term again, it would give the next command the same log id `(term, leader, i)`,
+    /// and a follower skips an entry whose log id it already has: the two logs would then
+    /// commit different commands under one id. In a new term every new entry has a new id, and
+    /// the follower's stray entry loses to the new leader's log as Raft requires. The cost is
+    /// one election after a restart of the leader.
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
-        self.read_meta(VOTE)
+        Ok(self.read_meta::<Vote<NodeId>>(VOTE)?.map(|mut v| {
+            v.committed = false;
+            v
+        }))
     }
 
     async fn save_committed(
@@ -590,6 +605,28 @@ mod tests {
             log_id: LogId::new(CommittedLeaderId::new(3, 1), index),
             payload,
         }
+    }
+
+    /// Invariant: a node never restarts as leader of the term it led (see `read_vote`): the vote
+    /// it saved as committed reads back with the same leader id, not committed.
+    #[tokio::test]
+    async fn a_committed_vote_reads_back_uncommitted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.redb");
+        let vote = Vote::new_committed(7, 2);
+        LogStore::open(&path)
+            .unwrap()
+            .save_vote(&vote)
+            .await
+            .unwrap();
+        // As after a restart: a fresh store on the same files.
+        let mut store = LogStore::open(&path).unwrap();
+        let read = store.read_vote().await.unwrap().unwrap();
+        assert_eq!(read.leader_id, vote.leader_id);
+        assert!(!read.committed);
+        // An uncommitted vote (a candidate's) reads back as it was.
+        store.save_vote(&Vote::new(8, 3)).await.unwrap();
+        assert_eq!(store.read_vote().await.unwrap(), Some(Vote::new(8, 3)));
     }
 
     /// A batch entry survives the log's encoding with its commands in order, and a single
