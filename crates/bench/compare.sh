@@ -2,8 +2,8 @@
 # Halter against its peers on this machine, in one run: W1 durable writes against etcd (3 members
 # and 1), W2 deliver-to-resume against Restate's awakeable workflow (3 nodes), then W3 timers,
 # W4 failover and W5 scale for Halter. Repetitions of Halter, Restate and etcd are interleaved,
-# each on a fresh cluster; figures are medians over repetitions. Writes docs/benchmarks.md, the charts in
-# docs/bench/, and prints one `ratio ...` line per comparison point.
+# each on a fresh cluster; figures are medians over repetitions. Writes docs/benchmarks.md, the
+# charts in docs/bench/, and prints one `ratio ...` line per comparison point.
 #
 #   crates/bench/compare.sh
 #

@@ -681,7 +681,7 @@ impl NodeCtx {
             .store
             .begin_read()
             .map_err(|e| Status::internal(e.to_string()))?;
-        let tables = ReadTables::open(&txn).map_err(|e| Status::internal(e.to_string()))?;
+        let tables = ReadTables::new(&txn);
         f(&tables).map_err(|e| match e {
             Outcome::Rejected(r) => to_status(&r),
             Outcome::Fatal(e) => Status::internal(e.to_string()),

@@ -6,8 +6,9 @@
 //!
 //! Every replica pays this for every command, so on a 3-node cluster on one machine it counts
 //! three times. It also times a `GetWfRun` as a node serves it (a read transaction, the tables,
-//! the query) over the W2 runs just applied. Run with `cargo bench -p halter-state-machine --bench apply`; `HALTER_APPLY_N`
-//! sets the commands per repetition (default 20,000), `HALTER_APPLY_DIR` where the file goes.
+//! the query) over the W2 runs just applied. Run with
+//! `cargo bench -p halter-state-machine --bench apply`; `HALTER_APPLY_N` sets the commands per
+//! repetition (default 20,000), `HALTER_APPLY_DIR` where the file goes.
 
 use std::time::Instant;
 
@@ -131,7 +132,7 @@ fn measure_reads(b: &Bench, ids: &[String]) -> f64 {
     let started = Instant::now();
     for id in ids {
         let txn = b.store.begin_read().expect("begin read");
-        let tables = ReadTables::open(&txn).expect("tables");
+        let tables = ReadTables::new(&txn);
         let run = query::get_wf_run(
             &tables,
             &WfRunId {
@@ -143,6 +144,11 @@ fn measure_reads(b: &Bench, ids: &[String]) -> f64 {
         assert_eq!(run.status(), LhStatus::Completed, "{id}");
     }
     started.elapsed().as_secs_f64() * 1e6 / ids.len() as f64
+}
+
+/// The WfRun id of W2's `i`-th workflow in repetition `rep`: 64 clients, each its own prefix.
+fn w2_id(rep: usize, i: usize) -> String {
+    format!("w2-{rep}-{}-{}", i % 64, i / 64)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -185,7 +191,7 @@ fn main() {
             )]
         }));
         w2.push(measure(&mut b, n, |i| {
-            let id = format!("w2-{rep}-{}-{}", i % 64, i / 64);
+            let id = w2_id(rep, i);
             vec![
                 Kind::RunWf(RunWfRequest {
                     wf_spec_name: "w2".into(),
@@ -195,9 +201,7 @@ fn main() {
                 put_event(id, "w2-go", format!("{rep:08x}{i:024x}")),
             ]
         }));
-        let ids: Vec<String> = (0..n)
-            .map(|i| format!("w2-{rep}-{}-{}", i % 64, i / 64))
-            .collect();
+        let ids: Vec<String> = (0..n).map(|i| w2_id(rep, i)).collect();
         reads.push(measure_reads(&b, &ids));
     }
     let _ = std::fs::remove_file(&path);

@@ -166,7 +166,7 @@ fn main() {
 
     // 5. Read the WfRun and its variable back.
     let txn = store.begin_read().expect("read");
-    let tables = ReadTables::open(&txn).expect("tables");
+    let tables = ReadTables::new(&txn);
     let run = query::get_wf_run(
         &tables,
         &WfRunId {

@@ -98,7 +98,7 @@ fn to_kind(op: &Op, store: &Store, now: i64) -> Option<Kind> {
         }),
         Op::Fire => {
             let txn = store.begin_read().unwrap();
-            let t = ReadTables::open(&txn).unwrap();
+            let t = ReadTables::new(&txn);
             let due = timers::due(t.timers().unwrap(), now, 1000).unwrap();
             if due.is_empty() {
                 return None;
@@ -158,7 +158,7 @@ fn node_runs(t: &ReadTables) -> Vec<NodeRun> {
 
 fn check_invariants(store: &Store) -> Result<(), TestCaseError> {
     let txn = store.begin_read().unwrap();
-    let t = ReadTables::open(&txn).unwrap();
+    let t = ReadTables::new(&txn);
     let events = events(&t);
     let nodes = node_runs(&t);
     let mut claims: BTreeMap<(String, String, String), usize> = BTreeMap::new();

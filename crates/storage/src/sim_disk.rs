@@ -144,7 +144,7 @@ mod tests {
         disk.power_on();
         let store = Store::with_backend(disk.clone()).unwrap();
         let txn = store.begin_read().unwrap();
-        let t = crate::ReadTables::open(&txn).unwrap();
+        let t = crate::ReadTables::new(&txn);
         assert_eq!(
             t.meta().unwrap().get("durable").unwrap().map(|g| g.value()),
             Some(1)

@@ -167,12 +167,12 @@ macro_rules! read_tables {
         }
 
         impl<'t> ReadTables<'t> {
-            /// The tables of `txn`; none is opened yet.
-            pub fn open(txn: &'t ReadTransaction) -> Result<Self> {
-                Ok(Self {
+            /// The tables of `txn`; none is opened yet, so this cannot fail.
+            pub fn new(txn: &'t ReadTransaction) -> Self {
+                Self {
                     txn,
                     $($field: OnceCell::new(),)*
-                })
+                }
             }
 
             $(
@@ -239,7 +239,7 @@ mod tests {
         };
         write("before");
         let txn = store.begin_read().unwrap();
-        let t = ReadTables::open(&txn).unwrap();
+        let t = ReadTables::new(&txn);
         // `meta` opened before the next commit, `wf_runs` only after it.
         assert_eq!(t.meta().unwrap().len().unwrap(), 1);
         write("after");
@@ -248,7 +248,7 @@ mod tests {
         assert!(t.meta().unwrap().get("after").unwrap().is_none());
         // The commit is there for a read that begins after it: the check above could fail.
         let later = store.begin_read().unwrap();
-        let t2 = ReadTables::open(&later).unwrap();
+        let t2 = ReadTables::new(&later);
         assert!(t2.wf_runs().unwrap().get("after").unwrap().is_some());
     }
 }

@@ -175,7 +175,7 @@ impl LogStore {
     /// From now on, hands the batches this node appends as leader to `speculator` before
     /// making them durable (see `speculate.rs`).
     pub fn speculate_to(&mut self, speculator: Speculator) -> Result<(), StorageError<NodeId>> {
-        self.vote = self.read_meta(VOTE)?;
+        self.vote = self.saved_vote()?;
         self.speculator = Some(speculator);
         Ok(())
     }
@@ -342,6 +342,15 @@ impl LogStore {
             Some(txn) => self.absorb(txn, &mut wal, &mut entries),
             None => Ok(()),
         }
+    }
+
+    /// The vote as saved, but never committed (see `read_vote`): what openraft starts from,
+    /// and what the speculator checks until openraft saves a vote again.
+    fn saved_vote(&self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
+        Ok(self.read_meta::<Vote<NodeId>>(VOTE)?.map(|mut v| {
+            v.committed = false;
+            v
+        }))
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(
@@ -539,10 +548,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// the follower's stray entry loses to the new leader's log as Raft requires. The cost is
     /// one election after a restart of the leader.
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
-        Ok(self.read_meta::<Vote<NodeId>>(VOTE)?.map(|mut v| {
-            v.committed = false;
-            v
-        }))
+        self.saved_vote()
     }
 
     async fn save_committed(

@@ -60,7 +60,7 @@ impl Harness {
 
     pub fn read<T>(&self, f: impl FnOnce(&ReadTables) -> T) -> T {
         let txn = self.store.begin_read().unwrap();
-        let t = ReadTables::open(&txn).unwrap();
+        let t = ReadTables::new(&txn);
         f(&t)
     }
 
