@@ -514,12 +514,9 @@ mod tests {
         let txn = store.begin_write().expect("txn");
         let event = {
             let mut tables = Tables::open(&txn).expect("tables");
-            let mut ctx = Ctx {
-                tables: &mut tables,
-                now_ms: NOW + 1,
-                effects: Vec::new(),
-            };
+            let mut ctx = Ctx::new(&mut tables, NOW + 1);
             let event = f(&mut ctx).unwrap_or_else(|_| panic!("command failed"));
+            ctx.flush_nodes().expect("flush");
             ctx.tables
                 .meta
                 .insert(meta::CLOCK_MS, (NOW + 1) as u64)

@@ -87,13 +87,10 @@ pub fn apply(tables: &mut Tables<'_>, cmd: &Command) -> Result<Applied, ApplyErr
     let clock = tables.meta.get(meta::CLOCK_MS)?.map(|g| g.value() as i64);
     // Applied time never goes backwards, whatever a new leader's clock says.
     let now_ms = clock.map_or(cmd.proposed_at_ms, |c| c.max(cmd.proposed_at_ms));
-    let mut ctx = Ctx {
-        tables,
-        now_ms,
-        effects: Vec::new(),
-    };
+    let mut ctx = Ctx::new(tables, now_ms);
     match dispatch(&mut ctx, cmd) {
         Ok(response) => {
+            ctx.flush_nodes()?;
             if clock != Some(now_ms) {
                 ctx.tables
                     .meta

@@ -89,21 +89,27 @@ where
     Ok(Some(run))
 }
 
+/// A NodeRun as this command sees it: what it wrote, else what is stored.
 pub fn get_node(ctx: &Ctx, wf: &str, thread: i32, pos: i32) -> HResult<Option<NodeRun>> {
+    if let Some(nr) = ctx.written_node(wf, thread as u32, pos as u32) {
+        return Ok(Some(nr.clone()));
+    }
     Ok(codec::get(
         &ctx.tables.node_runs,
         (wf, thread as u32, pos as u32),
     )?)
 }
 
+/// Writes a NodeRun; it reaches the table when the command succeeds (see [`Ctx::flush_nodes`]).
 pub fn put_node(ctx: &mut Ctx, nr: &NodeRun) -> HResult<()> {
     let id = nr.id.clone().unwrap_or_default();
     let wf = id.wf_run_id.map(|w| w.id).unwrap_or_default();
-    codec::put(
-        &mut ctx.tables.node_runs,
-        (wf.as_str(), id.thread_run_number as u32, id.position as u32),
-        nr,
-    )?;
+    ctx.write_node(
+        wf,
+        id.thread_run_number as u32,
+        id.position as u32,
+        nr.clone(),
+    );
     Ok(())
 }
 

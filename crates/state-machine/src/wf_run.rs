@@ -182,6 +182,8 @@ pub fn delete(ctx: &mut Ctx, req: &DeleteWfRunRequest) -> HResult<()> {
 }
 
 pub fn delete_by_id(ctx: &mut Ctx, wf: &str) -> HResult<()> {
+    // The scan below must see every NodeRun, and nothing written earlier may come back after.
+    ctx.flush_nodes()?;
     if let Some(run) = codec::get::<_, WfRun, _>(&ctx.tables.wf_runs, wf)? {
         let spec = run.wf_spec_id.map(|s| s.name).unwrap_or_default();
         let start = run.start_time.as_ref().map(ms).unwrap_or_default();
@@ -218,6 +220,7 @@ pub fn delete_by_id(ctx: &mut Ctx, wf: &str) -> HResult<()> {
         ctx.tables.node_runs.remove((wf, t, p))?;
         timers::cancel(ctx, &timers::node_run_timer_id(wf, t as i32, p as i32))?;
     }
+    ctx.forget_nodes_of(wf);
     ctx.tables
         .variables
         .retain_in((wf, 0u32, "")..(wf, u32::MAX, ""), |_, _| false)?;

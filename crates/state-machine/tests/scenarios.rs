@@ -683,6 +683,75 @@ fn s8_run_wf_checks_spec_id_and_variables() {
     ));
 }
 
+/// `NodeOutput` of a node name is the output of its latest NodeRun, whether that NodeRun was
+/// stored by an earlier command or written by this one: the command's NodeRuns reach the table
+/// only when it succeeds (`Ctx::flush_nodes`), so both places must be read, and at the same
+/// position the one this command wrote wins.
+#[test]
+fn s8_node_output_is_the_latest_run_of_the_node_in_this_command_or_before() {
+    fn output_of(node: &str) -> VariableAssignment {
+        VariableAssignment {
+            source: Some(variable_assignment::Source::NodeOutput(
+                variable_assignment::NodeOutputReference {
+                    node_name: node.into(),
+                },
+            )),
+            ..Default::default()
+        }
+    }
+    fn assign(var: &str, node: &str) -> VariableMutation {
+        VariableMutation {
+            lhs_name: var.into(),
+            operation: VariableMutationType::Assign as i32,
+            rhs_value: Some(variable_mutation::RhsValue::RhsAssignment(output_of(node))),
+            ..Default::default()
+        }
+    }
+    let mut h = Harness::new();
+    h.put_def("step");
+    h.put_def("fin");
+    // 1-wait loops back to itself while its event says "again".
+    let mut again = edge("1-wait");
+    again.edge_condition = Some(edge::EdgeCondition::LegacyCondition(LegacyEdgeCondition {
+        comparator: Comparator::Equals as i32,
+        left: Some(output_of("1-wait")),
+        right: Some(lit(values::str("again"))),
+    }));
+    again.variable_mutations = vec![assign("last", "1-wait")];
+    let mut on = edge("2-fin");
+    on.variable_mutations = vec![assign("last", "1-wait")];
+    let mut out = edge("3-exit");
+    out.variable_mutations = vec![assign("seen", "1-wait"), assign("fin", "2-fin")];
+    let s = spec(
+        "loop",
+        vec![
+            ("0-entry", entry("1-wait")),
+            ("1-wait", wait("step", None, vec![again, on])),
+            ("2-fin", wait("fin", None, vec![out])),
+            ("3-exit", exit()),
+        ],
+        vec![
+            var_def("last", VariableType::Str, false),
+            var_def("seen", VariableType::Str, false),
+            var_def("fin", VariableType::Str, false),
+        ],
+    );
+    h.put_spec(s);
+    h.run("loop", "wf1");
+    // The NodeRun at position 1 is stored waiting and completed by this command.
+    h.post("wf1", "step", values::str("again"));
+    assert_eq!(h.variable("wf1", "last"), values::str("again"));
+    assert_eq!(h.node_run("wf1", 0, 2).node_name, "1-wait");
+    // Position 2 is stored waiting; this command completes it, and it is newer than position 1.
+    h.post("wf1", "step", values::str("done"));
+    assert_eq!(h.variable("wf1", "last"), values::str("done"));
+    // Now both runs of 1-wait are stored, and only 2-fin was written by this command.
+    h.post("wf1", "fin", values::str("end"));
+    assert_eq!(h.variable("wf1", "seen"), values::str("done"));
+    assert_eq!(h.variable("wf1", "fin"), values::str("end"));
+    assert_eq!(h.status("wf1"), LhStatus::Completed);
+}
+
 #[test]
 fn s8_edges_with_conditions_choose_the_first_matching_branch() {
     let mut h = Harness::new();

@@ -93,24 +93,40 @@ impl Scope for ThreadScope<'_, '_, '_> {
             .map_err(|e| format!("storage: {e}"))
     }
 
+    /// The output of the latest NodeRun of `node_name` in this thread: among the stored ones
+    /// and those this command wrote (which win at the same position).
     fn node_output(&mut self, node_name: &str) -> Result<Option<VariableValue>, String> {
         let t = self.chain[0] as u32;
+        let written = self
+            .ctx
+            .written_nodes_of(self.wf, t)
+            .rev()
+            .find(|(_, nr)| nr.node_name == node_name);
+        let from = written.map_or(0, |(p, _)| p);
         let range = self
             .ctx
             .tables
             .node_runs
-            .range((self.wf, t, 0u32)..=(self.wf, t, u32::MAX))
+            .range((self.wf, t, from)..=(self.wf, t, u32::MAX))
             .map_err(|e| e.to_string())?;
+        let mut stored = None;
         for row in range.rev() {
-            let (_, v) = row.map_err(|e| e.to_string())?;
+            let (k, v) = row.map_err(|e| e.to_string())?;
             let nr: NodeRun = codec::decode(v.value()).map_err(|e| e.to_string())?;
             if nr.node_name == node_name {
-                return output_of(self.ctx, &nr)
-                    .map(Some)
-                    .map_err(|e| e.to_string());
+                stored = Some((k.value().2, nr));
+                break;
             }
         }
-        Ok(None)
+        let latest = match (written, stored) {
+            (Some((wp, w)), Some((sp, _))) if wp >= sp => w.clone(),
+            (_, Some((sp, s))) => self.ctx.written_node(self.wf, t, sp).cloned().unwrap_or(s),
+            (Some((_, w)), None) => w.clone(),
+            (None, None) => return Ok(None),
+        };
+        output_of(self.ctx, &latest)
+            .map(Some)
+            .map_err(|e| e.to_string())
     }
 }
 
