@@ -392,6 +392,7 @@ async fn membership_add_a_learner_promote_it_and_remove_another() {
     let mut c = Cluster::start(3, &[]);
     let leader = c.wait_leader(T).await;
     let four = c.add_node();
+    c.wait_listening(four, T).await;
     let mut admin = c.admin(follower_of(leader)).await;
     let n4 = &c.nodes[four];
     admin

@@ -116,6 +116,26 @@ impl Cluster {
         i
     }
 
+    /// Waits until node `i` accepts connections on both its ports, as an operator would before
+    /// adding it to the cluster: a process just spawned on a busy machine may not listen yet.
+    pub async fn wait_listening(&self, i: usize, timeout: Duration) {
+        let start = Instant::now();
+        let n = &self.nodes[i];
+        loop {
+            let up = |a: &str| std::net::TcpStream::connect(a).is_ok();
+            if up(&n.client_addr) && up(&n.peer_addr) {
+                return;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "node {} is not listening after {timeout:?}\n{}",
+                n.id,
+                self.log_tails(30)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// SIGKILL.
     pub fn kill(&mut self, i: usize) {
         if let Some(mut c) = self.nodes[i].child.take() {
