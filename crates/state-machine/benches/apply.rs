@@ -86,7 +86,7 @@ impl Bench {
         txn.set_durability(redb::Durability::None)
             .expect("durability");
         {
-            let mut tables = Tables::open(&txn).expect("tables");
+            let mut tables = Tables::new(&txn);
             for kind in kinds {
                 let applied = apply(&mut tables, &command(kind, self.now)).expect("apply");
                 if let Err(r) = applied.response {

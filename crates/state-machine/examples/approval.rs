@@ -15,7 +15,7 @@ use halter_storage::{ReadTables, Store, Tables};
 fn step(store: &Store, now_ms: i64, kind: Kind) -> Response {
     let txn = store.begin_write().expect("begin");
     let applied = {
-        let mut tables = Tables::open(&txn).expect("tables");
+        let mut tables = Tables::new(&txn);
         apply(&mut tables, &command(kind, now_ms)).expect("apply")
     };
     txn.commit().expect("commit");

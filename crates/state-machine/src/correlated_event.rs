@@ -59,14 +59,17 @@ pub fn check_key(key: &str) -> Result<(), Rejection> {
 }
 
 pub fn get(ctx: &Ctx, def: &str, key: &str) -> HResult<Option<CorrelatedEvent>> {
-    Ok(codec::get(&ctx.tables.correlated_events, (def, key))?)
+    Ok(codec::get(
+        ctx.tables.correlated_events.open()?,
+        (def, key),
+    )?)
 }
 
 fn save(ctx: &mut Ctx, ev: &CorrelatedEvent) -> HResult<()> {
     let id = ev.id.clone().unwrap_or_default();
     let def = id.external_event_def_id.map(|d| d.name).unwrap_or_default();
     codec::put(
-        &mut ctx.tables.correlated_events,
+        ctx.tables.correlated_events.open_mut()?,
         (def.as_str(), id.key.as_str()),
         ev,
     )?;
@@ -77,8 +80,14 @@ fn save(ctx: &mut Ctx, ev: &CorrelatedEvent) -> HResult<()> {
 pub fn remove(ctx: &mut Ctx, def: &str, key: &str) -> HResult<()> {
     if let Some(ev) = get(ctx, def, key)? {
         let created = ev.created_at.as_ref().map(ms).unwrap_or_default();
-        ctx.tables.correlated_by_time.remove((def, created, key))?;
-        ctx.tables.correlated_events.remove((def, key))?;
+        ctx.tables
+            .correlated_by_time
+            .open_mut()?
+            .remove((def, created, key))?;
+        ctx.tables
+            .correlated_events
+            .open_mut()?
+            .remove((def, key))?;
     }
     timers::cancel(ctx, &ttl_timer_id(def, key))
 }
@@ -89,7 +98,7 @@ pub fn remove(ctx: &mut Ctx, def: &str, key: &str) -> HResult<()> {
 pub fn put(ctx: &mut Ctx, req: &PutCorrelatedEventRequest) -> HResult<CorrelatedEvent> {
     let def_name = def_name(req.external_event_def_id.as_ref())?;
     check_key(&req.key)?;
-    let def: ExternalEventDef = codec::get(&ctx.tables.external_event_defs, def_name)?
+    let def: ExternalEventDef = codec::get(ctx.tables.external_event_defs.open()?, def_name)?
         .ok_or_else(|| invalid(format!("No ExternalEventDef named '{def_name}'")))?;
     let Some(cfg) = def.correlated_event_config else {
         return Err(invalid(format!(
@@ -122,6 +131,7 @@ pub fn put(ctx: &mut Ctx, req: &PutCorrelatedEventRequest) -> HResult<Correlated
     };
     ctx.tables
         .correlated_by_time
+        .open_mut()?
         .insert((def_name, ctx.now_ms, req.key.as_str()), ())?;
     if let Some(ttl) = cfg.ttl_seconds {
         timers::arm(
@@ -151,6 +161,7 @@ fn take_waiters(ctx: &mut Ctx, def: &str, key: &str) -> HResult<Vec<(String, i32
     for row in ctx
         .tables
         .correlation_waiters
+        .open()?
         .range((def, key, "", 0u32, 0u32)..=(def, key, "\u{10FFFF}", u32::MAX, u32::MAX))?
     {
         let (k, _) = row?;
@@ -158,9 +169,13 @@ fn take_waiters(ctx: &mut Ctx, def: &str, key: &str) -> HResult<Vec<(String, i32
         out.push((wf.to_string(), t as i32, p as i32));
     }
     for (wf, t, p) in &out {
-        ctx.tables
-            .correlation_waiters
-            .remove((def, key, wf.as_str(), *t as u32, *p as u32))?;
+        ctx.tables.correlation_waiters.open_mut()?.remove((
+            def,
+            key,
+            wf.as_str(),
+            *t as u32,
+            *p as u32,
+        ))?;
     }
     Ok(out)
 }
@@ -256,13 +271,14 @@ pub fn on_arrival(
     let Some(mut ev) = get(ctx, def, key)? else {
         ctx.tables
             .correlation_waiters
+            .open_mut()?
             .insert((def, key, wf, thread as u32, position as u32), ())?;
         return Ok(());
     };
     let id = create_event(ctx, wf, def, ev.content.clone(), thread, position)?;
     ev.external_events.push(id);
     let delete_after_first =
-        codec::get::<_, ExternalEventDef, _>(&ctx.tables.external_event_defs, def)?
+        codec::get::<_, ExternalEventDef, _>(ctx.tables.external_event_defs.open()?, def)?
             .and_then(|d| d.correlated_event_config)
             .is_some_and(|c| c.delete_after_first_correlation);
     if delete_after_first {
@@ -281,9 +297,13 @@ pub fn forget_waiter(
     thread: i32,
     position: i32,
 ) -> HResult<()> {
-    ctx.tables
-        .correlation_waiters
-        .remove((def, key, wf, thread as u32, position as u32))?;
+    ctx.tables.correlation_waiters.open_mut()?.remove((
+        def,
+        key,
+        wf,
+        thread as u32,
+        position as u32,
+    ))?;
     Ok(())
 }
 

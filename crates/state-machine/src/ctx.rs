@@ -79,7 +79,7 @@ impl<'a, 't> Ctx<'a, 't> {
     /// reads or changes `tables.node_runs` directly calls it first.
     pub fn flush_nodes(&mut self) -> Result<(), ApplyError> {
         for ((wf, t, p), nr) in std::mem::take(&mut self.nodes) {
-            codec::put(&mut self.tables.node_runs, (wf.as_str(), t, p), &nr)?;
+            codec::put(self.tables.node_runs.open_mut()?, (wf.as_str(), t, p), &nr)?;
         }
         Ok(())
     }

@@ -40,7 +40,7 @@ fn key(id: &ExternalEventId) -> (&str, &str, &str) {
 }
 
 pub fn get(ctx: &Ctx, id: &ExternalEventId) -> HResult<Option<StoredExternalEvent>> {
-    Ok(codec::get(&ctx.tables.external_events, key(id))?)
+    Ok(codec::get(ctx.tables.external_events.open()?, key(id))?)
 }
 
 /// The sequence number the next stored event gets.
@@ -48,6 +48,7 @@ pub fn peek_seq(ctx: &Ctx) -> HResult<u64> {
     Ok(ctx
         .tables
         .meta
+        .open()?
         .get(meta::EVENT_SEQ)?
         .map(|g| g.value())
         .unwrap_or(0))
@@ -56,7 +57,10 @@ pub fn peek_seq(ctx: &Ctx) -> HResult<u64> {
 /// Takes the next event sequence number.
 pub fn next_seq(ctx: &mut Ctx) -> HResult<u64> {
     let seq = peek_seq(ctx)?;
-    ctx.tables.meta.insert(meta::EVENT_SEQ, seq + 1)?;
+    ctx.tables
+        .meta
+        .open_mut()?
+        .insert(meta::EVENT_SEQ, seq + 1)?;
     Ok(seq)
 }
 
@@ -78,9 +82,15 @@ fn check(ctx: &Ctx, req: &PutExternalEventRequest) -> Result<ExternalEventDef, R
         .map(|d| d.name.as_str())
         .ok_or_else(|| invalid("missing external_event_def_id"))?;
     check_name("ExternalEventDef name", def_name)?;
-    let def: ExternalEventDef = codec::get(&ctx.tables.external_event_defs, def_name)
-        .map_err(|e| invalid(e.to_string()))?
-        .ok_or_else(|| invalid(format!("No ExternalEventDef named '{def_name}'")))?;
+    let def: ExternalEventDef = codec::get(
+        ctx.tables
+            .external_event_defs
+            .open()
+            .map_err(|e| invalid(e.to_string()))?,
+        def_name,
+    )
+    .map_err(|e| invalid(e.to_string()))?
+    .ok_or_else(|| invalid(format!("No ExternalEventDef named '{def_name}'")))?;
     // The receiving node generates a missing guid before proposing, so the log always has one.
     let guid = req
         .guid
@@ -213,12 +223,13 @@ fn put_claimed(
     stored.event = Some(event.clone());
     let guid = req.guid.as_deref().unwrap_or_default();
     codec::put(
-        &mut ctx.tables.external_events,
+        ctx.tables.external_events.open_mut()?,
         (wf.as_str(), def, guid),
         &stored,
     )?;
     ctx.tables
         .events_by_def
+        .open_mut()?
         .insert((def, true, ctx.now_ms, stored.seq), (wf.as_str(), guid))?;
     interpreter::took_event(ctx, &wf, number, &mut nr, &event)?;
     put_node(ctx, &nr)?;
@@ -231,6 +242,7 @@ fn has_unclaimed(ctx: &Ctx, wf: &str, def: &str) -> HResult<bool> {
     Ok(ctx
         .tables
         .unclaimed_events
+        .open()?
         .range((wf, def, i64::MIN, 0u64)..=(wf, def, i64::MAX, u64::MAX))?
         .next()
         .is_some())
@@ -243,7 +255,13 @@ pub fn store(ctx: &mut Ctx, req: &PutExternalEventRequest) -> HResult<ExternalEv
         .as_ref()
         .map(|d| d.name.as_str())
         .unwrap_or_default();
-    let def: Option<ExternalEventDef> = codec::get(&ctx.tables.external_event_defs, def_name)?;
+    let def: Option<ExternalEventDef> = codec::get(
+        ctx.tables
+            .external_event_defs
+            .open()
+            .map_err(|e| invalid(e.to_string()))?,
+        def_name,
+    )?;
     store_with_def(ctx, req, def.as_ref())
 }
 
@@ -286,15 +304,17 @@ fn store_with_def(
     let seq = stored.seq;
     let (wf, def_name, guid) = key(&id);
     codec::put(
-        &mut ctx.tables.external_events,
+        ctx.tables.external_events.open_mut()?,
         (wf, def_name, guid),
         &stored,
     )?;
     ctx.tables
         .unclaimed_events
+        .open_mut()?
         .insert((wf, def_name, ctx.now_ms, seq), guid)?;
     ctx.tables
         .events_by_def
+        .open_mut()?
         .insert((def_name, false, ctx.now_ms, seq), (wf, guid))?;
 
     use halter_api::littlehorse::external_event_retention_policy::ExtEvtGcPolicy;
@@ -326,13 +346,14 @@ pub fn claim_oldest(
     for row in ctx
         .tables
         .unclaimed_events
+        .open()?
         .range((wf, def, i64::MIN, 0u64)..=(wf, def, i64::MAX, u64::MAX))?
     {
         let (k, v) = row?;
         let (_, _, created, seq) = k.value();
         let guid = v.value().to_string();
         let stored: Option<StoredExternalEvent> =
-            codec::get(&ctx.tables.external_events, (wf, def, guid.as_str()))?;
+            codec::get(ctx.tables.external_events.open()?, (wf, def, guid.as_str()))?;
         let Some(stored) = stored else { continue };
         let thread_ok = stored.target_thread_run_number.is_none_or(|t| t == thread);
         let pos_ok = stored
@@ -385,14 +406,21 @@ fn mark_claimed(
     stored.event = Some(event.clone());
     ctx.tables
         .unclaimed_events
+        .open_mut()?
         .remove((wf, def, created, seq))?;
     ctx.tables
         .events_by_def
+        .open_mut()?
         .remove((def, false, created, seq))?;
     ctx.tables
         .events_by_def
+        .open_mut()?
         .insert((def, true, created, seq), (wf, guid))?;
-    codec::put(&mut ctx.tables.external_events, (wf, def, guid), &stored)?;
+    codec::put(
+        ctx.tables.external_events.open_mut()?,
+        (wf, def, guid),
+        &stored,
+    )?;
     // A claimed event stays with its WfRun: its retention no longer applies.
     timers::cancel(ctx, &timers::event_retention_timer_id(wf, def, guid))?;
     Ok(event)
@@ -401,16 +429,21 @@ fn mark_claimed(
 /// Removes an event and its index rows and timer.
 pub fn delete(ctx: &mut Ctx, wf: &str, def: &str, guid: &str) -> HResult<()> {
     let stored: Option<StoredExternalEvent> =
-        codec::get(&ctx.tables.external_events, (wf, def, guid))?;
+        codec::get(ctx.tables.external_events.open()?, (wf, def, guid))?;
     let Some(stored) = stored else { return Ok(()) };
     let event = stored.event.unwrap_or_default();
     let created = event.created_at.as_ref().map(ms).unwrap_or_default();
-    ctx.tables.external_events.remove((wf, def, guid))?;
+    ctx.tables
+        .external_events
+        .open_mut()?
+        .remove((wf, def, guid))?;
     ctx.tables
         .unclaimed_events
+        .open_mut()?
         .remove((wf, def, created, stored.seq))?;
     ctx.tables
         .events_by_def
+        .open_mut()?
         .remove((def, event.claimed, created, stored.seq))?;
     timers::cancel(ctx, &timers::event_retention_timer_id(wf, def, guid))?;
     Ok(())
@@ -430,7 +463,7 @@ pub fn expire(ctx: &mut Ctx, id: &ExternalEventId) -> HResult<()> {
 /// Every event of a WfRun (claimed or not, put before or after it existed).
 pub fn delete_all_of(ctx: &mut Ctx, wf: &str) -> HResult<()> {
     let mut keys = Vec::new();
-    for row in ctx.tables.external_events.range((wf, "", "")..)? {
+    for row in ctx.tables.external_events.open()?.range((wf, "", "")..)? {
         let (k, _) = row?;
         let (w, d, g) = k.value();
         if w != wf {
@@ -497,7 +530,7 @@ mod tests {
         for kind in kinds {
             let txn = store.begin_write().expect("txn");
             {
-                let mut tables = Tables::open(&txn).expect("tables");
+                let mut tables = Tables::new(&txn);
                 let applied = apply(&mut tables, &command(kind, NOW)).expect("apply");
                 assert!(applied.response.is_ok(), "{:?}", applied.response);
             }
@@ -513,12 +546,14 @@ mod tests {
     ) -> (ExternalEvent, String) {
         let txn = store.begin_write().expect("txn");
         let event = {
-            let mut tables = Tables::open(&txn).expect("tables");
+            let mut tables = Tables::new(&txn);
             let mut ctx = Ctx::new(&mut tables, NOW + 1);
             let event = f(&mut ctx).unwrap_or_else(|_| panic!("command failed"));
             ctx.flush_nodes().expect("flush");
             ctx.tables
                 .meta
+                .open_mut()
+                .expect("meta")
                 .insert(meta::CLOCK_MS, (NOW + 1) as u64)
                 .expect("clock");
             event
@@ -551,7 +586,7 @@ mod tests {
 
     /// The long way round, as `put` took it before the shortcut existed.
     fn long_way(ctx: &mut Ctx, req: &PutExternalEventRequest) -> HResult<ExternalEvent> {
-        let def = codec::get(&ctx.tables.external_event_defs, "go")?;
+        let def = codec::get(ctx.tables.external_event_defs.open()?, "go")?;
         store_with_def(ctx, req, def.as_ref())?;
         let wf = req
             .wf_run_id

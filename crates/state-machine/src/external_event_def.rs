@@ -42,7 +42,7 @@ pub fn put(ctx: &mut Ctx, req: &PutExternalEventDefRequest) -> HResult<ExternalE
         }
     }
     let existing: Option<ExternalEventDef> =
-        codec::get(&ctx.tables.external_event_defs, req.name.as_str())?;
+        codec::get(ctx.tables.external_event_defs.open()?, req.name.as_str())?;
     let def = ExternalEventDef {
         id: Some(ExternalEventDefId {
             name: req.name.clone(),
@@ -53,7 +53,11 @@ pub fn put(ctx: &mut Ctx, req: &PutExternalEventDefRequest) -> HResult<ExternalE
         type_information: req.content_type.clone(),
         correlated_event_config: req.correlated_event_config,
     };
-    codec::put(&mut ctx.tables.external_event_defs, req.name.as_str(), &def)?;
+    codec::put(
+        ctx.tables.external_event_defs.open_mut()?,
+        req.name.as_str(),
+        &def,
+    )?;
     Ok(def)
 }
 
@@ -66,6 +70,6 @@ pub fn delete(ctx: &mut Ctx, req: &DeleteExternalEventDefRequest) -> HResult<()>
         .map(|i| i.name.as_str())
         .ok_or_else(|| invalid("missing id"))?;
     check_name("ExternalEventDef name", name)?;
-    ctx.tables.external_event_defs.remove(name)?;
+    ctx.tables.external_event_defs.open_mut()?.remove(name)?;
     Ok(())
 }

@@ -84,7 +84,11 @@ pub fn apply(tables: &mut Tables<'_>, cmd: &Command) -> Result<Applied, ApplyErr
             supported: LOG_FORMAT_VERSION,
         });
     }
-    let clock = tables.meta.get(meta::CLOCK_MS)?.map(|g| g.value() as i64);
+    let clock = tables
+        .meta
+        .open()?
+        .get(meta::CLOCK_MS)?
+        .map(|g| g.value() as i64);
     // Applied time never goes backwards, whatever a new leader's clock says.
     let now_ms = clock.map_or(cmd.proposed_at_ms, |c| c.max(cmd.proposed_at_ms));
     let mut ctx = Ctx::new(tables, now_ms);
@@ -94,6 +98,7 @@ pub fn apply(tables: &mut Tables<'_>, cmd: &Command) -> Result<Applied, ApplyErr
             if clock != Some(now_ms) {
                 ctx.tables
                     .meta
+                    .open_mut()?
                     .insert(meta::CLOCK_MS, now_ms.max(0) as u64)?;
             }
             Ok(Applied {

@@ -29,10 +29,10 @@ impl RunState {
 
     /// Loads the WfRun `id`, or `None` if it does not exist (or its spec is gone).
     pub fn load(ctx: &Ctx, id: &str) -> HResult<Option<RunState>> {
-        let Some(wf_run) = codec::get::<_, WfRun, _>(&ctx.tables.wf_runs, id)? else {
+        let Some(wf_run) = codec::get::<_, WfRun, _>(ctx.tables.wf_runs.open()?, id)? else {
             return Ok(None);
         };
-        let threads = load_threads(&ctx.tables.thread_runs, id)?
+        let threads = load_threads(ctx.tables.thread_runs.open()?, id)?
             .into_iter()
             .map(|t| (t.number, t))
             .collect();
@@ -42,7 +42,7 @@ impl RunState {
             spec_id.major_version as u32,
             spec_id.revision as u32,
         );
-        let Some(spec) = codec::get::<_, WfSpec, _>(&ctx.tables.wf_specs, key)? else {
+        let Some(spec) = codec::get::<_, WfSpec, _>(ctx.tables.wf_specs.open()?, key)? else {
             return Ok(None);
         };
         Ok(Some(RunState {
@@ -54,9 +54,13 @@ impl RunState {
 
     pub fn save(&self, ctx: &mut Ctx) -> HResult<()> {
         let id = self.id().to_string();
-        codec::put(&mut ctx.tables.wf_runs, id.as_str(), &self.wf_run)?;
+        codec::put(ctx.tables.wf_runs.open_mut()?, id.as_str(), &self.wf_run)?;
         for (n, t) in &self.threads {
-            codec::put(&mut ctx.tables.thread_runs, (id.as_str(), *n as u32), t)?;
+            codec::put(
+                ctx.tables.thread_runs.open_mut()?,
+                (id.as_str(), *n as u32),
+                t,
+            )?;
         }
         ctx.effects.push(Effect::WfRunChanged { wf_run_id: id });
         Ok(())
@@ -95,7 +99,7 @@ pub fn get_node(ctx: &Ctx, wf: &str, thread: i32, pos: i32) -> HResult<Option<No
         return Ok(Some(nr.clone()));
     }
     Ok(codec::get(
-        &ctx.tables.node_runs,
+        ctx.tables.node_runs.open()?,
         (wf, thread as u32, pos as u32),
     )?)
 }
@@ -115,7 +119,7 @@ pub fn put_node(ctx: &mut Ctx, nr: &NodeRun) -> HResult<()> {
 
 pub fn get_variable(ctx: &Ctx, wf: &str, thread: i32, name: &str) -> HResult<Option<Variable>> {
     Ok(codec::get(
-        &ctx.tables.variables,
+        ctx.tables.variables.open()?,
         (wf, thread as u32, name),
     )?)
 }
@@ -124,7 +128,7 @@ pub fn put_variable(ctx: &mut Ctx, v: &Variable) -> HResult<()> {
     let id = v.id.clone().unwrap_or_default();
     let wf = id.wf_run_id.map(|w| w.id).unwrap_or_default();
     codec::put(
-        &mut ctx.tables.variables,
+        ctx.tables.variables.open_mut()?,
         (wf.as_str(), id.thread_run_number as u32, id.name.as_str()),
         v,
     )?;

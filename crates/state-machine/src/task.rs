@@ -78,12 +78,12 @@ fn run_key(id: &TaskRunId) -> (&str, &str) {
 }
 
 pub fn get_run(ctx: &Ctx, id: &TaskRunId) -> HResult<Option<TaskRun>> {
-    Ok(codec::get(&ctx.tables.task_runs, run_key(id))?)
+    Ok(codec::get(ctx.tables.task_runs.open()?, run_key(id))?)
 }
 
 fn save_run(ctx: &mut Ctx, tr: &TaskRun) -> HResult<()> {
     let id = tr.id.clone().unwrap_or_default();
-    codec::put(&mut ctx.tables.task_runs, run_key(&id), tr)?;
+    codec::put(ctx.tables.task_runs.open_mut()?, run_key(&id), tr)?;
     Ok(())
 }
 
@@ -150,7 +150,9 @@ pub fn put_def(ctx: &mut Ctx, req: &PutTaskDefRequest) -> HResult<TaskDef> {
         return_type: req.return_type.clone(),
         description: req.description.clone(),
     };
-    if let Some(existing) = codec::get::<_, TaskDef, _>(&ctx.tables.task_defs, req.name.as_str())? {
+    if let Some(existing) =
+        codec::get::<_, TaskDef, _>(ctx.tables.task_defs.open()?, req.name.as_str())?
+    {
         let same = TaskDef {
             created_at: existing.created_at,
             ..def.clone()
@@ -164,7 +166,7 @@ pub fn put_def(ctx: &mut Ctx, req: &PutTaskDefRequest) -> HResult<TaskDef> {
         ))
         .into());
     }
-    codec::put(&mut ctx.tables.task_defs, req.name.as_str(), &def)?;
+    codec::put(ctx.tables.task_defs.open_mut()?, req.name.as_str(), &def)?;
     Ok(def)
 }
 
@@ -177,7 +179,7 @@ pub fn delete_def(ctx: &mut Ctx, req: &DeleteTaskDefRequest) -> HResult<()> {
         .map(|i| i.name.as_str())
         .ok_or_else(|| invalid("missing id"))?;
     check_name("TaskDef name", name)?;
-    if ctx.tables.task_defs.remove(name)?.is_none() {
+    if ctx.tables.task_defs.open_mut()?.remove(name)?.is_none() {
         return Err(Rejection::NotFound(format!("TaskDef '{name}' not found")).into());
     }
     Ok(())
@@ -225,7 +227,8 @@ pub fn schedule(
             )))
         }
     };
-    let Some(def) = codec::get::<_, TaskDef, _>(&ctx.tables.task_defs, def_name.as_str())? else {
+    let Some(def) = codec::get::<_, TaskDef, _>(ctx.tables.task_defs.open()?, def_name.as_str())?
+    else {
         return Ok(Err((
             LhErrorType::TaskError,
             format!("TaskDef '{def_name}' does not exist (deleted?)"),
@@ -331,6 +334,7 @@ fn queue(ctx: &mut Ctx, tr: &TaskRun, at_ms: i64) -> HResult<()> {
     let (wf, guid) = run_key(&id);
     ctx.tables
         .task_queue
+        .open_mut()?
         .insert((def.as_str(), at_ms, wf, guid), ())?;
     ctx.effects.push(Effect::TaskQueued { task_def: def });
     Ok(())
@@ -343,6 +347,7 @@ pub fn claim(ctx: &mut Ctx, req: &ClaimTask) -> HResult<Option<ScheduledTask>> {
     let first = ctx
         .tables
         .task_queue
+        .open()?
         .range((def, i64::MIN, "", "")..=(def, i64::MAX, "\u{10FFFF}", "\u{10FFFF}"))?
         .next()
         .transpose()?
@@ -355,6 +360,7 @@ pub fn claim(ctx: &mut Ctx, req: &ClaimTask) -> HResult<Option<ScheduledTask>> {
     };
     ctx.tables
         .task_queue
+        .open_mut()?
         .remove((def, at, wf.as_str(), guid.as_str()))?;
     let id = TaskRunId {
         wf_run_id: Some(WfRunId {
@@ -510,7 +516,7 @@ pub fn fire_retry(ctx: &mut Ctx, id: &TaskRunId) -> HResult<()> {
 /// Whether a value fits the TaskDef's return type (unset return type: anything, i.e. void).
 fn fits_return_type(ctx: &Ctx, tr: &TaskRun, v: &VariableValue) -> HResult<bool> {
     let def_name = tr.task_def_id.clone().unwrap_or_default().name;
-    let def: Option<TaskDef> = codec::get(&ctx.tables.task_defs, def_name.as_str())?;
+    let def: Option<TaskDef> = codec::get(ctx.tables.task_defs.open()?, def_name.as_str())?;
     let Some(td) = def.and_then(|d| d.return_type).and_then(|r| r.return_type) else {
         return Ok(true);
     };
@@ -654,7 +660,12 @@ pub fn output(ctx: &Ctx, id: &TaskRunId) -> HResult<Option<VariableValue>> {
 /// Removes a WfRun's TaskRuns, their queue rows and timers.
 pub fn delete_all_of(ctx: &mut Ctx, wf: &str) -> HResult<()> {
     let mut runs = Vec::new();
-    for row in ctx.tables.task_runs.range((wf, "")..=(wf, "\u{10FFFF}"))? {
+    for row in ctx
+        .tables
+        .task_runs
+        .open()?
+        .range((wf, "")..=(wf, "\u{10FFFF}"))?
+    {
         let (_, v) = row?;
         runs.push(codec::decode::<TaskRun>(v.value())?);
     }
@@ -670,13 +681,17 @@ pub fn delete_all_of(ctx: &mut Ctx, wf: &str) -> HResult<()> {
         {
             ctx.tables
                 .task_queue
+                .open_mut()?
                 .remove((def.as_str(), ms(at), wf, guid.as_str()))?;
         }
         for n in 0..tr.attempts.len() {
             timers::cancel(ctx, &timeout_timer_id(wf, &guid, n as i32))?;
         }
         timers::cancel(ctx, &retry_timer_id(wf, &guid))?;
-        ctx.tables.task_runs.remove((wf, guid.as_str()))?;
+        ctx.tables
+            .task_runs
+            .open_mut()?
+            .remove((wf, guid.as_str()))?;
     }
     Ok(())
 }

@@ -27,24 +27,29 @@ pub fn wf_run_retention_timer_id(wf_run_id: &str) -> String {
 pub fn arm(ctx: &mut Ctx, id: &str, due_ms: i64, kind: timer::Kind) -> HResult<()> {
     cancel(ctx, id)?;
     let t = Timer { kind: Some(kind) };
-    codec::put(&mut ctx.tables.timers, (due_ms, id), &t)?;
-    ctx.tables.timer_due.insert(id, due_ms)?;
+    codec::put(ctx.tables.timers.open_mut()?, (due_ms, id), &t)?;
+    ctx.tables.timer_due.open_mut()?.insert(id, due_ms)?;
     ctx.effects.push(Effect::TimerArmed { due_ms });
     Ok(())
 }
 
 /// Removes the timer `id` if it exists.
 pub fn cancel(ctx: &mut Ctx, id: &str) -> HResult<()> {
-    let due = ctx.tables.timer_due.remove(id)?.map(|g| g.value());
+    let due = ctx
+        .tables
+        .timer_due
+        .open_mut()?
+        .remove(id)?
+        .map(|g| g.value());
     if let Some(due) = due {
-        ctx.tables.timers.remove((due, id))?;
+        ctx.tables.timers.open_mut()?.remove((due, id))?;
     }
     Ok(())
 }
 
 /// The timer `(due_ms, id)` if it still exists.
 pub fn get(ctx: &Ctx, due_ms: i64, id: &str) -> HResult<Option<Timer>> {
-    Ok(codec::get(&ctx.tables.timers, (due_ms, id))?)
+    Ok(codec::get(ctx.tables.timers.open()?, (due_ms, id))?)
 }
 
 /// Every timer due at or before `now_ms`, oldest first, at most `limit`: what a leader proposes.

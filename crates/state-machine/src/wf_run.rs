@@ -36,13 +36,17 @@ fn find_spec(ctx: &Ctx, req: &RunWfRequest) -> HResult<WfSpec> {
         (Some(m), _) if m < 0 => return Err(invalid("major_version must not be negative").into()),
         (_, Some(r)) if r < 0 => return Err(invalid("revision must not be negative").into()),
         (Some(m), Some(r)) => codec::get(
-            &ctx.tables.wf_specs,
+            ctx.tables.wf_specs.open()?,
             (req.wf_spec_name.as_str(), m as u32, r as u32),
         )?,
-        (Some(m), None) => {
-            crate::wf_spec::latest(&ctx.tables.wf_specs, &req.wf_spec_name, Some(m as u32))?
+        (Some(m), None) => crate::wf_spec::latest(
+            ctx.tables.wf_specs.open()?,
+            &req.wf_spec_name,
+            Some(m as u32),
+        )?,
+        (None, None) => {
+            crate::wf_spec::latest(ctx.tables.wf_specs.open()?, &req.wf_spec_name, None)?
         }
-        (None, None) => crate::wf_spec::latest(&ctx.tables.wf_specs, &req.wf_spec_name, None)?,
     };
     Ok(spec.ok_or_else(not_found)?)
 }
@@ -58,7 +62,7 @@ pub fn run(ctx: &mut Ctx, req: &RunWfRequest) -> HResult<WfRun> {
     if req.parent_wf_run_id.is_some() {
         return Err(invalid("parent_wf_run_id (child WfRuns) is not supported yet").into());
     }
-    if codec::get::<_, WfRun, _>(&ctx.tables.wf_runs, id)?.is_some() {
+    if codec::get::<_, WfRun, _>(ctx.tables.wf_runs.open()?, id)?.is_some() {
         return Err(Rejection::AlreadyExists(format!("WfRun '{id}' already exists")).into());
     }
     let entry = spec
@@ -127,6 +131,7 @@ pub fn run(ctx: &mut Ctx, req: &RunWfRequest) -> HResult<WfRun> {
     let spec_name = spec.id.as_ref().map(|s| s.name.clone()).unwrap_or_default();
     ctx.tables
         .wf_runs_by_spec
+        .open_mut()?
         .insert((spec_name.as_str(), ctx.now_ms, id), ())?;
     create_variables(ctx, &wf_run_id, spec.id.clone(), 0, initial)?;
     let entry_name = spec.entrypoint_thread_name.clone();
@@ -184,21 +189,24 @@ pub fn delete(ctx: &mut Ctx, req: &DeleteWfRunRequest) -> HResult<()> {
 pub fn delete_by_id(ctx: &mut Ctx, wf: &str) -> HResult<()> {
     // The scan below must see every NodeRun, and nothing written earlier may come back after.
     ctx.flush_nodes()?;
-    if let Some(run) = codec::get::<_, WfRun, _>(&ctx.tables.wf_runs, wf)? {
+    if let Some(run) = codec::get::<_, WfRun, _>(ctx.tables.wf_runs.open()?, wf)? {
         let spec = run.wf_spec_id.map(|s| s.name).unwrap_or_default();
         let start = run.start_time.as_ref().map(ms).unwrap_or_default();
         ctx.tables
             .wf_runs_by_spec
+            .open_mut()?
             .remove((spec.as_str(), start, wf))?;
     }
-    ctx.tables.wf_runs.remove(wf)?;
+    ctx.tables.wf_runs.open_mut()?.remove(wf)?;
     ctx.tables
         .thread_runs
+        .open_mut()?
         .retain_in((wf, 0u32)..=(wf, u32::MAX), |_, _| false)?;
     let mut node_keys = Vec::new();
     for row in ctx
         .tables
         .node_runs
+        .open()?
         .range((wf, 0u32, 0u32)..=(wf, u32::MAX, u32::MAX))?
     {
         let (k, _) = row?;
@@ -217,12 +225,13 @@ pub fn delete_by_id(ctx: &mut Ctx, wf: &str) -> HResult<()> {
                 }
             }
         }
-        ctx.tables.node_runs.remove((wf, t, p))?;
+        ctx.tables.node_runs.open_mut()?.remove((wf, t, p))?;
         timers::cancel(ctx, &timers::node_run_timer_id(wf, t as i32, p as i32))?;
     }
     ctx.forget_nodes_of(wf);
     ctx.tables
         .variables
+        .open_mut()?
         .retain_in((wf, 0u32, "")..(wf, u32::MAX, ""), |_, _| false)?;
     external_event::delete_all_of(ctx, wf)?;
     crate::task::delete_all_of(ctx, wf)?;

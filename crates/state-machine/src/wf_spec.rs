@@ -266,7 +266,11 @@ impl Checker<'_, '_, '_> {
                     .map(|d| d.name.as_str())
                     .unwrap_or_default();
                 if codec::get::<_, halter_api::littlehorse::ExternalEventDef, _>(
-                    &self.ctx.tables.external_event_defs,
+                    self.ctx
+                        .tables
+                        .external_event_defs
+                        .open()
+                        .map_err(|e| invalid(e.to_string()))?,
                     def,
                 )
                 .map_err(|e| invalid(e.to_string()))?
@@ -298,9 +302,15 @@ impl Checker<'_, '_, '_> {
                 use halter_api::littlehorse::task_node::TaskToExecute;
                 match &t.task_to_execute {
                     Some(TaskToExecute::TaskDefId(id)) => {
-                        let def: Option<halter_api::littlehorse::TaskDef> =
-                            codec::get(&self.ctx.tables.task_defs, id.name.as_str())
-                                .map_err(|e| invalid(e.to_string()))?;
+                        let def: Option<halter_api::littlehorse::TaskDef> = codec::get(
+                            self.ctx
+                                .tables
+                                .task_defs
+                                .open()
+                                .map_err(|e| invalid(e.to_string()))?,
+                            id.name.as_str(),
+                        )
+                        .map_err(|e| invalid(e.to_string()))?;
                         let Some(def) = def else {
                             return Err(self.err(
                                 Some(name),
@@ -556,7 +566,10 @@ fn interrupts(
             .unwrap_or_default();
         let err = |m: String| invalid(format!("thread '{thread}', interrupt on '{def}': {m}"));
         if codec::get::<_, halter_api::littlehorse::ExternalEventDef, _>(
-            &ctx.tables.external_event_defs,
+            ctx.tables
+                .external_event_defs
+                .open()
+                .map_err(|e| invalid(e.to_string()))?,
             def,
         )
         .map_err(|e| invalid(e.to_string()))?
@@ -673,7 +686,7 @@ pub fn put(ctx: &mut Ctx, req: &PutWfSpecRequest) -> HResult<WfSpec> {
         }
         .encode_to_vec()
     };
-    let current = latest(&ctx.tables.wf_specs, &req.name, None)?;
+    let current = latest(ctx.tables.wf_specs.open()?, &req.name, None)?;
     let (major, revision) = match &current {
         None => (0, 0),
         Some(cur) => {
@@ -730,7 +743,7 @@ pub fn put(ctx: &mut Ctx, req: &PutWfSpecRequest) -> HResult<WfSpec> {
         parent_wf_spec: None,
     };
     codec::put(
-        &mut ctx.tables.wf_specs,
+        ctx.tables.wf_specs.open_mut()?,
         (req.name.as_str(), major as u32, revision as u32),
         &spec,
     )?;
@@ -745,13 +758,14 @@ pub fn delete(ctx: &mut Ctx, req: &DeleteWfSpecRequest) -> HResult<()> {
         return Err(invalid("WfSpec versions are not negative").into());
     }
     let lo = (id.name.as_str(), i64::MIN, "");
-    for row in ctx.tables.wf_runs_by_spec.range(lo..)? {
+    for row in ctx.tables.wf_runs_by_spec.open()?.range(lo..)? {
         let (k, _) = row?;
         let (name, _, run_id) = k.value();
         if name != id.name {
             break;
         }
-        let run: Option<halter_api::littlehorse::WfRun> = codec::get(&ctx.tables.wf_runs, run_id)?;
+        let run: Option<halter_api::littlehorse::WfRun> =
+            codec::get(ctx.tables.wf_runs.open()?, run_id)?;
         if let Some(run) = run {
             let same = run.wf_spec_id.as_ref() == Some(id);
             let active = !crate::wf_run::is_terminal(run.status());
@@ -769,7 +783,7 @@ pub fn delete(ctx: &mut Ctx, req: &DeleteWfSpecRequest) -> HResult<()> {
             }
         }
     }
-    ctx.tables.wf_specs.remove((
+    ctx.tables.wf_specs.open_mut()?.remove((
         id.name.as_str(),
         id.major_version as u32,
         id.revision as u32,

@@ -128,7 +128,7 @@ fn to_kind(op: &Op, store: &Store, now: i64) -> Option<Kind> {
 fn apply_one(store: &Store, kind: Kind, now: i64) -> bool {
     let txn = store.begin_write().unwrap();
     let ok = {
-        let mut tables = Tables::open(&txn).unwrap();
+        let mut tables = Tables::new(&txn);
         apply(&mut tables, &command(kind, now))
             .unwrap()
             .response
@@ -302,7 +302,7 @@ proptest! {
             let before = digest(&store.begin_read().unwrap()).unwrap();
             let txn = store.begin_write().unwrap();
             let out = {
-                let mut tables = Tables::open(&txn).unwrap();
+                let mut tables = Tables::new(&txn);
                 apply(&mut tables, &cmd)
             };
             txn.commit().unwrap();
@@ -344,7 +344,7 @@ proptest! {
             let before = digest(&store.begin_read().unwrap()).unwrap();
             let txn = store.begin_write().unwrap();
             let applied = {
-                let mut tables = Tables::open(&txn).unwrap();
+                let mut tables = Tables::new(&txn);
                 apply(&mut tables, &command(kind, now)).unwrap()
             };
             txn.commit().unwrap();

@@ -1098,7 +1098,7 @@ fn s9_reads_of_missing_objects_are_not_found() {
 fn s10_a_newer_log_format_is_refused_not_misread() {
     let h = Harness::new();
     let txn = h.store.begin_write().unwrap();
-    let mut tables = halter_storage::Tables::open(&txn).unwrap();
+    let mut tables = halter_storage::Tables::new(&txn);
     let mut cmd = halter_state_machine::command(Kind::FireTimers(Default::default()), 0);
     cmd.format_version = halter_api::LOG_FORMAT_VERSION + 1;
     assert!(matches!(

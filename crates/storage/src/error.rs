@@ -17,6 +17,8 @@ pub enum StorageError {
     Io(#[from] std::io::Error),
     #[error("snapshot: {0}")]
     Snapshot(String),
+    #[error("state table {0} is not open")]
+    NotOpen(String),
     #[error("corrupt record in {table}: {source}")]
     Corrupt {
         table: &'static str,

@@ -122,17 +122,19 @@ mod tests {
         let store = {
             let store = Store::with_backend(disk.clone()).unwrap();
             let txn = store.begin_write().unwrap();
-            Tables::open(&txn)
-                .unwrap()
+            Tables::new(&txn)
                 .meta
+                .open_mut()
+                .unwrap()
                 .insert("durable", 1)
                 .unwrap();
             txn.commit().unwrap();
             let mut txn = store.begin_write().unwrap();
             txn.set_durability(redb::Durability::None).unwrap();
-            Tables::open(&txn)
-                .unwrap()
+            Tables::new(&txn)
                 .meta
+                .open_mut()
+                .unwrap()
                 .insert("volatile", 2)
                 .unwrap();
             txn.commit().unwrap();

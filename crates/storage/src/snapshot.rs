@@ -201,16 +201,18 @@ mod tests {
         let a = Store::in_memory().unwrap();
         let txn = a.begin_write().unwrap();
         {
-            let mut t = Tables::open(&txn).unwrap();
-            t.meta.insert("event_seq", 7).unwrap();
+            let mut t = Tables::new(&txn);
+            t.meta.open_mut().unwrap().insert("event_seq", 7).unwrap();
             for i in 0..(CHUNK_ROWS as i64 * 2 + 5) {
                 let id = format!("n/x/0/{i}");
                 t.timers
+                    .open_mut()
+                    .unwrap()
                     .insert((i, id.as_str()), [1u8, 2].as_slice())
                     .unwrap();
             }
             codec::put(
-                &mut t.external_event_defs,
+                t.external_event_defs.open_mut().unwrap(),
                 "d",
                 &halter_api::littlehorse::ExternalEventDef::default(),
             )
@@ -223,7 +225,12 @@ mod tests {
     fn install(bytes: &[u8]) -> Result<(Store, Vec<u8>, u64)> {
         let b = Store::in_memory().unwrap();
         let txn = b.begin_write().unwrap();
-        Tables::open(&txn).unwrap().meta.insert("junk", 1).unwrap();
+        Tables::new(&txn)
+            .meta
+            .open_mut()
+            .unwrap()
+            .insert("junk", 1)
+            .unwrap();
         let mut input = bytes;
         let meta = read_meta(&mut input)?;
         let rows = read_rows(&txn, &mut input)?;

@@ -10,9 +10,12 @@
 
 use std::cell::OnceCell;
 
-use redb::{ReadOnlyTable, ReadTransaction, Table, TableDefinition, WriteTransaction};
+use redb::{
+    Key, ReadOnlyTable, ReadTransaction, Table, TableDefinition, TableHandle, Value,
+    WriteTransaction,
+};
 
-use crate::error::Result;
+use crate::error::{Result, StorageError};
 
 /// `ExternalEventDef` by name.
 pub const EXTERNAL_EVENT_DEFS: TableDefinition<&str, &[u8]> =
@@ -102,55 +105,90 @@ macro_rules! for_each_table {
     };
 }
 
-/// Every state table, open for writing in one transaction. The commands borrow several at once,
-/// so they are fields, all opened with the transaction (see [`ReadTables`] for reads).
-pub struct Tables<'t> {
-    pub external_event_defs: Table<'t, &'static str, &'static [u8]>,
-    pub wf_specs: Table<'t, (&'static str, u32, u32), &'static [u8]>,
-    pub wf_runs: Table<'t, &'static str, &'static [u8]>,
-    pub wf_runs_by_spec: Table<'t, (&'static str, i64, &'static str), ()>,
-    pub thread_runs: Table<'t, (&'static str, u32), &'static [u8]>,
-    pub node_runs: Table<'t, (&'static str, u32, u32), &'static [u8]>,
-    pub variables: Table<'t, (&'static str, u32, &'static str), &'static [u8]>,
-    pub external_events: Table<'t, (&'static str, &'static str, &'static str), &'static [u8]>,
-    pub unclaimed_events: Table<'t, (&'static str, &'static str, i64, u64), &'static str>,
-    pub events_by_def: Table<'t, (&'static str, bool, i64, u64), (&'static str, &'static str)>,
-    pub correlated_events: Table<'t, (&'static str, &'static str), &'static [u8]>,
-    pub correlation_waiters: Table<'t, (&'static str, &'static str, &'static str, u32, u32), ()>,
-    pub correlated_by_time: Table<'t, (&'static str, i64, &'static str), ()>,
-    pub task_defs: Table<'t, &'static str, &'static [u8]>,
-    pub task_runs: Table<'t, (&'static str, &'static str), &'static [u8]>,
-    pub task_queue: Table<'t, (&'static str, i64, &'static str, &'static str), ()>,
-    pub timers: Table<'t, (i64, &'static str), &'static [u8]>,
-    pub timer_due: Table<'t, &'static str, i64>,
-    pub meta: Table<'t, &'static str, u64>,
+/// One state table of a write transaction, opened the first time a command uses it.
+pub struct LazyTable<'t, K: Key + 'static, V: Value + 'static> {
+    txn: &'t WriteTransaction,
+    def: TableDefinition<'static, K, V>,
+    table: OnceCell<Table<'t, K, V>>,
 }
 
-impl<'t> Tables<'t> {
-    /// Opens every state table in `txn`.
-    pub fn open(txn: &'t WriteTransaction) -> Result<Self> {
-        Ok(Self {
-            external_event_defs: txn.open_table(EXTERNAL_EVENT_DEFS)?,
-            wf_specs: txn.open_table(WF_SPECS)?,
-            wf_runs: txn.open_table(WF_RUNS)?,
-            wf_runs_by_spec: txn.open_table(WF_RUNS_BY_SPEC)?,
-            thread_runs: txn.open_table(THREAD_RUNS)?,
-            node_runs: txn.open_table(NODE_RUNS)?,
-            variables: txn.open_table(VARIABLES)?,
-            external_events: txn.open_table(EXTERNAL_EVENTS)?,
-            unclaimed_events: txn.open_table(UNCLAIMED_EVENTS)?,
-            events_by_def: txn.open_table(EVENTS_BY_DEF)?,
-            correlated_events: txn.open_table(CORRELATED_EVENTS)?,
-            correlation_waiters: txn.open_table(CORRELATION_WAITERS)?,
-            correlated_by_time: txn.open_table(CORRELATED_BY_TIME)?,
-            task_defs: txn.open_table(TASK_DEFS)?,
-            task_runs: txn.open_table(TASK_RUNS)?,
-            task_queue: txn.open_table(TASK_QUEUE)?,
-            timers: txn.open_table(TIMERS)?,
-            timer_due: txn.open_table(TIMER_DUE)?,
-            meta: txn.open_table(META)?,
-        })
+impl<'t, K: Key + 'static, V: Value + 'static> LazyTable<'t, K, V> {
+    fn new(txn: &'t WriteTransaction, def: TableDefinition<'static, K, V>) -> Self {
+        Self {
+            txn,
+            def,
+            table: OnceCell::new(),
+        }
     }
+
+    /// The table, to read; opened now if no command of the transaction has used it yet.
+    pub fn open(&self) -> Result<&Table<'t, K, V>> {
+        if let Some(t) = self.table.get() {
+            return Ok(t);
+        }
+        let opened = self.txn.open_table(self.def)?;
+        Ok(self.table.get_or_init(|| opened))
+    }
+
+    /// The table, to write; opened now if no command of the transaction has used it yet.
+    pub fn open_mut(&mut self) -> Result<&mut Table<'t, K, V>> {
+        self.open()?;
+        self.table
+            .get_mut()
+            .ok_or_else(|| StorageError::NotOpen(self.def.name().to_string()))
+    }
+}
+
+/// Declares [`Tables`]: one [`LazyTable`] per state table.
+macro_rules! tables {
+    ($($field:ident: $def:ident => $k:ty, $v:ty;)*) => {
+        /// Every state table of one write transaction, each opened the first time a command
+        /// uses it. They are fields, so a command can hold several at once. Opening all
+        /// nineteen (a lookup in redb's table of tables each) cost about 50 us per apply
+        /// transaction in the cluster, a quarter of the apply of a W1 event at one client,
+        /// where a command uses three to nine (`docs/bench/analysis.md`, eleventh and
+        /// thirteenth sessions).
+        pub struct Tables<'t> {
+            $(pub $field: LazyTable<'t, $k, $v>,)*
+        }
+
+        impl<'t> Tables<'t> {
+            /// The tables of `txn`; none is opened yet, so this cannot fail.
+            pub fn new(txn: &'t WriteTransaction) -> Self {
+                Self {
+                    $($field: LazyTable::new(txn, $def),)*
+                }
+            }
+
+            /// Opens every table, creating any that is missing.
+            fn open_all(&self) -> Result<()> {
+                $(self.$field.open()?;)*
+                Ok(())
+            }
+        }
+    };
+}
+
+tables! {
+    external_event_defs: EXTERNAL_EVENT_DEFS => &'static str, &'static [u8];
+    wf_specs: WF_SPECS => (&'static str, u32, u32), &'static [u8];
+    wf_runs: WF_RUNS => &'static str, &'static [u8];
+    wf_runs_by_spec: WF_RUNS_BY_SPEC => (&'static str, i64, &'static str), ();
+    thread_runs: THREAD_RUNS => (&'static str, u32), &'static [u8];
+    node_runs: NODE_RUNS => (&'static str, u32, u32), &'static [u8];
+    variables: VARIABLES => (&'static str, u32, &'static str), &'static [u8];
+    external_events: EXTERNAL_EVENTS => (&'static str, &'static str, &'static str), &'static [u8];
+    unclaimed_events: UNCLAIMED_EVENTS => (&'static str, &'static str, i64, u64), &'static str;
+    events_by_def: EVENTS_BY_DEF => (&'static str, bool, i64, u64), (&'static str, &'static str);
+    correlated_events: CORRELATED_EVENTS => (&'static str, &'static str), &'static [u8];
+    correlation_waiters: CORRELATION_WAITERS => (&'static str, &'static str, &'static str, u32, u32), ();
+    correlated_by_time: CORRELATED_BY_TIME => (&'static str, i64, &'static str), ();
+    task_defs: TASK_DEFS => &'static str, &'static [u8];
+    task_runs: TASK_RUNS => (&'static str, &'static str), &'static [u8];
+    task_queue: TASK_QUEUE => (&'static str, i64, &'static str, &'static str), ();
+    timers: TIMERS => (i64, &'static str), &'static [u8];
+    timer_due: TIMER_DUE => &'static str, i64;
+    meta: META => &'static str, u64;
 }
 
 /// Declares [`ReadTables`]: one lazily opened cell and one accessor per state table.
@@ -213,15 +251,39 @@ read_tables! {
 
 /// Creates any missing state table, so that read transactions never meet a missing table.
 pub fn create_all(txn: &WriteTransaction) -> Result<()> {
-    Tables::open(txn).map(drop)
+    Tables::new(txn).open_all()
 }
 
 #[cfg(test)]
 mod tests {
-    use redb::ReadableTableMetadata;
+    use redb::{ReadableTable, ReadableTableMetadata};
 
     use super::*;
     use crate::Store;
+
+    /// Invariant: a [`LazyTable`] is opened once per transaction and then shared by reads and
+    /// writes (redb refuses to open a table twice in one write transaction), and a write through
+    /// it is seen by reads through it at once and by the commit.
+    #[test]
+    fn a_lazy_table_opens_once_and_reads_its_own_writes() {
+        let store = Store::in_memory().unwrap();
+        let txn = store.begin_write().unwrap();
+        {
+            let mut t = Tables::new(&txn);
+            assert!(t.meta.open().unwrap().get("k").unwrap().is_none());
+            t.meta.open_mut().unwrap().insert("k", 7).unwrap();
+            assert_eq!(t.meta.open().unwrap().get("k").unwrap().unwrap().value(), 7);
+            t.meta.open_mut().unwrap().insert("k", 8).unwrap();
+            // A table no command used is opened at its first use, after the others.
+            t.timer_due.open_mut().unwrap().insert("x", 1).unwrap();
+            assert_eq!(t.meta.open().unwrap().len().unwrap(), 1);
+        }
+        txn.commit().unwrap();
+        let read = store.begin_read().unwrap();
+        let t = ReadTables::new(&read);
+        assert_eq!(t.meta().unwrap().get("k").unwrap().unwrap().value(), 8);
+        assert_eq!(t.timer_due().unwrap().get("x").unwrap().unwrap().value(), 1);
+    }
 
     /// Invariant: a table [`ReadTables`] opens late still belongs to the snapshot its read
     /// transaction took, so one read never mixes states, whichever of its tables it opens
@@ -231,9 +293,13 @@ mod tests {
         let store = Store::in_memory().unwrap();
         let write = |key: &str| {
             let txn = store.begin_write().unwrap();
-            let mut t = Tables::open(&txn).unwrap();
-            t.meta.insert(key, 1).unwrap();
-            t.wf_runs.insert(key, b"run".as_slice()).unwrap();
+            let mut t = Tables::new(&txn);
+            t.meta.open_mut().unwrap().insert(key, 1).unwrap();
+            t.wf_runs
+                .open_mut()
+                .unwrap()
+                .insert(key, b"run".as_slice())
+                .unwrap();
             drop(t);
             txn.commit().unwrap();
         };

@@ -234,7 +234,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 .map_err(io_write)?;
         }
         {
-            let mut tables = Tables::open(&txn).map_err(io_write)?;
+            let mut tables = Tables::new(&txn);
             let mut sm = txn.open_table(RAFT_SM).map_err(io_write)?;
             let mut last = None;
             for entry in entries {

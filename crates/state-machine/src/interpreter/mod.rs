@@ -107,6 +107,8 @@ impl Scope for ThreadScope<'_, '_, '_> {
             .ctx
             .tables
             .node_runs
+            .open()
+            .map_err(|e| e.to_string())?
             .range((self.wf, t, from)..=(self.wf, t, u32::MAX))
             .map_err(|e| e.to_string())?;
         let mut stored = None;

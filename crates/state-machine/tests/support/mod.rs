@@ -34,7 +34,7 @@ impl Harness {
     pub fn apply(&mut self, kind: Kind) -> Applied {
         let txn = self.store.begin_write().unwrap();
         let applied = {
-            let mut tables = Tables::open(&txn).unwrap();
+            let mut tables = Tables::new(&txn);
             apply(&mut tables, &command(kind, self.now)).unwrap()
         };
         txn.commit().unwrap();
