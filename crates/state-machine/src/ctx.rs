@@ -21,9 +21,9 @@ pub enum Effect {
 }
 
 pub struct Ctx<'a, 't> {
-    /// The open tables. `node_runs` is read and written through [`crate::run_state::get_node`]
-    /// and [`crate::run_state::put_node`] only, or after [`Ctx::flush_nodes`]: the NodeRuns
-    /// this command wrote wait in [`Ctx::nodes`] until it succeeds.
+    /// The transaction's tables, each opened on first use. The NodeRuns this command wrote are
+    /// not in `node_runs` yet (see `nodes`): code that reads that table must also read them
+    /// (`get_node`, the `NodeOutput` scan) or call [`Ctx::flush_nodes`] first.
     pub tables: &'a mut Tables<'t>,
     /// The command's time: the leader's stamp, never earlier than any command applied before.
     pub now_ms: i64,
@@ -33,7 +33,8 @@ pub struct Ctx<'a, 't> {
     /// wrote (a W2 event: the waiting node completes, the exit node is created and completed),
     /// and each of those was a B-tree insert or lookup: 13 % of the apply bench's time went to
     /// writing NodeRuns. Kept here, each is written once, in key order, when the command
-    /// succeeds; a rejected command drops them with everything else it did.
+    /// succeeds. A rejected command drops them; like every handler, it must reject before its
+    /// first write, since `apply` does not undo the other tables.
     nodes: BTreeMap<(String, u32, u32), NodeRun>,
 }
 
@@ -63,11 +64,6 @@ impl<'a, 't> Ctx<'a, 't> {
         self.nodes
             .range((wf.clone(), thread, 0)..=(wf, thread, u32::MAX))
             .map(|((_, _, p), nr)| (*p, nr))
-    }
-
-    /// Forgets what this command wrote for `wf`'s NodeRuns (the WfRun is being deleted).
-    pub(crate) fn forget_nodes_of(&mut self, wf: &str) {
-        self.nodes.retain(|(w, _, _), _| w != wf);
     }
 
     pub(crate) fn write_node(&mut self, wf: String, thread: u32, pos: u32, nr: NodeRun) {

@@ -138,6 +138,8 @@ pub fn check_content(def: &ExternalEventDef, content: &VariableValue) -> Result<
 }
 
 pub fn put(ctx: &mut Ctx, req: &PutExternalEventRequest) -> HResult<ExternalEvent> {
+    // Opened here, so that a storage failure is fatal, not a rejection from `check`.
+    ctx.tables.external_event_defs.open()?;
     let def = check(ctx, req)?;
     let id = ExternalEventId {
         wf_run_id: req.wf_run_id.clone(),
@@ -255,13 +257,8 @@ pub fn store(ctx: &mut Ctx, req: &PutExternalEventRequest) -> HResult<ExternalEv
         .as_ref()
         .map(|d| d.name.as_str())
         .unwrap_or_default();
-    let def: Option<ExternalEventDef> = codec::get(
-        ctx.tables
-            .external_event_defs
-            .open()
-            .map_err(|e| invalid(e.to_string()))?,
-        def_name,
-    )?;
+    let def: Option<ExternalEventDef> =
+        codec::get(ctx.tables.external_event_defs.open()?, def_name)?;
     store_with_def(ctx, req, def.as_ref())
 }
 

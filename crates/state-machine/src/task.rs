@@ -197,7 +197,7 @@ pub fn schedule(
     node: &TaskNode,
     nr: &mut NodeRun,
 ) -> HResult<Result<(), (LhErrorType, String)>> {
-    let mut scope = ThreadScope::new(ctx, run, thread);
+    let mut scope = ThreadScope::new(ctx, run, thread)?;
     let def_name = match &node.task_to_execute {
         Some(TaskToExecute::TaskDefId(id)) => id.name.clone(),
         Some(TaskToExecute::DynamicTask(a)) => match expr::eval(a, &mut scope) {

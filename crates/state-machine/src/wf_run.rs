@@ -187,7 +187,8 @@ pub fn delete(ctx: &mut Ctx, req: &DeleteWfRunRequest) -> HResult<()> {
 }
 
 pub fn delete_by_id(ctx: &mut Ctx, wf: &str) -> HResult<()> {
-    // The scan below must see every NodeRun, and nothing written earlier may come back after.
+    // The scan below must see every NodeRun, and none written earlier may be written back
+    // after the rows are removed; nothing below writes a NodeRun.
     ctx.flush_nodes()?;
     if let Some(run) = codec::get::<_, WfRun, _>(ctx.tables.wf_runs.open()?, wf)? {
         let spec = run.wf_spec_id.map(|s| s.name).unwrap_or_default();
@@ -228,7 +229,6 @@ pub fn delete_by_id(ctx: &mut Ctx, wf: &str) -> HResult<()> {
         ctx.tables.node_runs.open_mut()?.remove((wf, t, p))?;
         timers::cancel(ctx, &timers::node_run_timer_id(wf, t as i32, p as i32))?;
     }
-    ctx.forget_nodes_of(wf);
     ctx.tables
         .variables
         .open_mut()?

@@ -678,6 +678,9 @@ where
 }
 
 pub fn put(ctx: &mut Ctx, req: &PutWfSpecRequest) -> HResult<WfSpec> {
+    // Opened here, so that a storage failure is fatal, not a rejection from `validate`.
+    ctx.tables.external_event_defs.open()?;
+    ctx.tables.task_defs.open()?;
     validate(ctx, req)?;
     let body = |r: &PutWfSpecRequest| {
         PutWfSpecRequest {

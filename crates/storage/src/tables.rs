@@ -143,11 +143,10 @@ impl<'t, K: Key + 'static, V: Value + 'static> LazyTable<'t, K, V> {
 macro_rules! tables {
     ($($field:ident: $def:ident => $k:ty, $v:ty;)*) => {
         /// Every state table of one write transaction, each opened the first time a command
-        /// uses it. They are fields, so a command can hold several at once. Opening all
-        /// nineteen (a lookup in redb's table of tables each) cost about 50 us per apply
-        /// transaction in the cluster, a quarter of the apply of a W1 event at one client,
-        /// where a command uses three to nine (`docs/bench/analysis.md`, eleventh and
-        /// thirteenth sessions).
+        /// uses it. They are fields, so a command can hold several at once. Opening all of
+        /// them (a lookup in redb's table of tables each) cost 45-55 us per apply transaction
+        /// in the cluster, a quarter of the apply of a W1 event at one client, where a command
+        /// uses three to nine (`docs/bench/analysis.md`, eleventh and thirteenth sessions).
         pub struct Tables<'t> {
             $(pub $field: LazyTable<'t, $k, $v>,)*
         }
@@ -274,7 +273,7 @@ mod tests {
             t.meta.open_mut().unwrap().insert("k", 7).unwrap();
             assert_eq!(t.meta.open().unwrap().get("k").unwrap().unwrap().value(), 7);
             t.meta.open_mut().unwrap().insert("k", 8).unwrap();
-            // A table no command used is opened at its first use, after the others.
+            // A table first used after the others is opened then, in the same transaction.
             t.timer_due.open_mut().unwrap().insert("x", 1).unwrap();
             assert_eq!(t.meta.open().unwrap().len().unwrap(), 1);
         }

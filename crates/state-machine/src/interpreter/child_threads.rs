@@ -41,7 +41,7 @@ pub fn start(
 ) -> HResult<()> {
     let mut given = BTreeMap::new();
     {
-        let mut scope = ThreadScope::new(ctx, run, t);
+        let mut scope = ThreadScope::new(ctx, run, t)?;
         for (name, a) in &node.variables {
             match expr::eval(a, &mut scope) {
                 Ok(v) => {
@@ -100,7 +100,7 @@ pub fn enter(
     mut nr: NodeRun,
 ) -> HResult<()> {
     let numbers: Result<Vec<i32>, String> = {
-        let mut scope = ThreadScope::new(ctx, run, t);
+        let mut scope = ThreadScope::new(ctx, run, t)?;
         match &node.threads_to_wait_for {
             Some(Which::Threads(list)) => list
                 .threads
@@ -439,7 +439,7 @@ pub fn check_exit(ctx: &mut Ctx, run: &mut RunState, t: i32, mut nr: NodeRun) ->
         });
     let output = match result {
         Some(exit_node::Result::ReturnContent(a)) => {
-            let mut scope = ThreadScope::new(ctx, run, t);
+            let mut scope = ThreadScope::new(ctx, run, t)?;
             match expr::eval(&a, &mut scope) {
                 Ok(v) => Some(v),
                 Err(e) => {

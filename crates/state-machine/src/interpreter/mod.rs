@@ -58,7 +58,11 @@ pub(crate) struct ThreadScope<'a, 'b, 't> {
 }
 
 impl<'a, 'b, 't> ThreadScope<'a, 'b, 't> {
-    pub(crate) fn new(ctx: &'a Ctx<'b, 't>, run: &'a RunState, thread: i32) -> Self {
+    /// Opens the tables a scope reads first, so that a storage failure is fatal for the node
+    /// (`?`), not an expression error recorded as a workflow failure on this replica only.
+    pub(crate) fn new(ctx: &'a Ctx<'b, 't>, run: &'a RunState, thread: i32) -> HResult<Self> {
+        ctx.tables.node_runs.open()?;
+        ctx.tables.variables.open()?;
         let mut chain = vec![thread];
         let mut cur = run.threads.get(&thread).and_then(|t| t.parent_thread_id);
         while let Some(p) = cur {
@@ -68,11 +72,11 @@ impl<'a, 'b, 't> ThreadScope<'a, 'b, 't> {
             chain.push(p);
             cur = run.threads.get(&p).and_then(|t| t.parent_thread_id);
         }
-        ThreadScope {
+        Ok(ThreadScope {
             ctx,
             wf: run.id(),
             chain,
-        }
+        })
     }
 
     /// The thread that owns variable `name`.
@@ -270,7 +274,7 @@ fn arrive(
             nr.node_type = Some(NodeType::Exit(ExitRun {}));
             match exit.result {
                 Some(exit_node::Result::FailureDef(f)) => {
-                    let mut scope = ThreadScope::new(ctx, run, thread);
+                    let mut scope = ThreadScope::new(ctx, run, thread)?;
                     let content = f.content.as_ref().map(|c| expr::eval(c, &mut scope));
                     let mut failure = Failure {
                         failure_name: f.failure_name.clone(),
@@ -306,7 +310,7 @@ fn arrive(
                 ..Default::default()
             }));
             let evaluated = {
-                let mut scope = ThreadScope::new(ctx, run, thread);
+                let mut scope = ThreadScope::new(ctx, run, thread)?;
                 timeout_due(&ee, ctx.now_ms, &mut scope)
                     .and_then(|due| Ok((due, correlation_key(&ee, &mut scope)?)))
             };
@@ -338,7 +342,7 @@ fn arrive(
             }
         }
         Some(node::Node::Sleep(s)) => {
-            let mut scope = ThreadScope::new(ctx, run, thread);
+            let mut scope = ThreadScope::new(ctx, run, thread)?;
             let due = match &s.sleep_length {
                 Some(SleepLength::RawSeconds(a)) => match expr::eval(a, &mut scope) {
                     Ok(VariableValue {
@@ -712,7 +716,7 @@ pub(crate) fn take_edge(
     };
     let mut chosen = None;
     {
-        let mut scope = ThreadScope::new(ctx, run, thread);
+        let mut scope = ThreadScope::new(ctx, run, thread)?;
         for edge in &node.outgoing_edges {
             match edge_matches(edge, &mut scope) {
                 Ok(true) => {
@@ -743,7 +747,7 @@ pub(crate) fn take_edge(
     let mut writes = Vec::new();
     let mut originals = Vec::new();
     if mutations {
-        let scope = ThreadScope::new(ctx, run, thread);
+        let scope = ThreadScope::new(ctx, run, thread)?;
         let mut scope = scope;
         for m in &edge.variable_mutations {
             type Write = (
@@ -796,7 +800,7 @@ pub(crate) fn take_edge(
             if let Some((_, v)) = writes.last() {
                 put_variable(ctx, v)?;
             }
-            scope = ThreadScope::new(ctx, run, thread);
+            scope = ThreadScope::new(ctx, run, thread)?;
         }
     }
     let next = nr.id.as_ref().map(|i| i.position).unwrap_or_default() + 1;
