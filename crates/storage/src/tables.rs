@@ -168,28 +168,6 @@ macro_rules! tables {
     };
 }
 
-tables! {
-    external_event_defs: EXTERNAL_EVENT_DEFS => &'static str, &'static [u8];
-    wf_specs: WF_SPECS => (&'static str, u32, u32), &'static [u8];
-    wf_runs: WF_RUNS => &'static str, &'static [u8];
-    wf_runs_by_spec: WF_RUNS_BY_SPEC => (&'static str, i64, &'static str), ();
-    thread_runs: THREAD_RUNS => (&'static str, u32), &'static [u8];
-    node_runs: NODE_RUNS => (&'static str, u32, u32), &'static [u8];
-    variables: VARIABLES => (&'static str, u32, &'static str), &'static [u8];
-    external_events: EXTERNAL_EVENTS => (&'static str, &'static str, &'static str), &'static [u8];
-    unclaimed_events: UNCLAIMED_EVENTS => (&'static str, &'static str, i64, u64), &'static str;
-    events_by_def: EVENTS_BY_DEF => (&'static str, bool, i64, u64), (&'static str, &'static str);
-    correlated_events: CORRELATED_EVENTS => (&'static str, &'static str), &'static [u8];
-    correlation_waiters: CORRELATION_WAITERS => (&'static str, &'static str, &'static str, u32, u32), ();
-    correlated_by_time: CORRELATED_BY_TIME => (&'static str, i64, &'static str), ();
-    task_defs: TASK_DEFS => &'static str, &'static [u8];
-    task_runs: TASK_RUNS => (&'static str, &'static str), &'static [u8];
-    task_queue: TASK_QUEUE => (&'static str, i64, &'static str, &'static str), ();
-    timers: TIMERS => (i64, &'static str), &'static [u8];
-    timer_due: TIMER_DUE => &'static str, i64;
-    meta: META => &'static str, u64;
-}
-
 /// Declares [`ReadTables`]: one lazily opened cell and one accessor per state table.
 macro_rules! read_tables {
     ($($field:ident: $def:ident => $k:ty, $v:ty;)*) => {
@@ -226,7 +204,15 @@ macro_rules! read_tables {
     };
 }
 
-read_tables! {
+/// Declares [`Tables`] and [`ReadTables`] from one list of the state tables and their types.
+macro_rules! state_tables {
+    ($($field:ident: $def:ident => $k:ty, $v:ty;)*) => {
+        tables! { $($field: $def => $k, $v;)* }
+        read_tables! { $($field: $def => $k, $v;)* }
+    };
+}
+
+state_tables! {
     external_event_defs: EXTERNAL_EVENT_DEFS => &'static str, &'static [u8];
     wf_specs: WF_SPECS => (&'static str, u32, u32), &'static [u8];
     wf_runs: WF_RUNS => &'static str, &'static [u8];
