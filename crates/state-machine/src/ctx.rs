@@ -50,8 +50,11 @@ impl<'a, 't> Ctx<'a, 't> {
 
     /// The NodeRun this command last wrote at this key, if it wrote one.
     pub(crate) fn written_node(&self, wf: &str, thread: u32, pos: u32) -> Option<&NodeRun> {
-        let key = (wf.to_string(), thread, pos);
-        self.nodes.get(&key)
+        // Most lookups come before the command writes any NodeRun: no key to build then.
+        if self.nodes.is_empty() {
+            return None;
+        }
+        self.nodes.get(&(wf.to_string(), thread, pos))
     }
 
     /// The NodeRuns of thread `thread` of `wf` this command wrote, by position.

@@ -82,15 +82,8 @@ fn check(ctx: &Ctx, req: &PutExternalEventRequest) -> Result<ExternalEventDef, R
         .map(|d| d.name.as_str())
         .ok_or_else(|| invalid("missing external_event_def_id"))?;
     check_name("ExternalEventDef name", def_name)?;
-    let def: ExternalEventDef = codec::get(
-        ctx.tables
-            .external_event_defs
-            .open()
-            .map_err(|e| invalid(e.to_string()))?,
-        def_name,
-    )
-    .map_err(|e| invalid(e.to_string()))?
-    .ok_or_else(|| invalid(format!("No ExternalEventDef named '{def_name}'")))?;
+    let def = crate::external_event_def::find(ctx, def_name)?
+        .ok_or_else(|| invalid(format!("No ExternalEventDef named '{def_name}'")))?;
     // The receiving node generates a missing guid before proposing, so the log always has one.
     let guid = req
         .guid

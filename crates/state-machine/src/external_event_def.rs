@@ -8,8 +8,20 @@ use halter_api::{names::check_name, values};
 use halter_storage::codec;
 
 use crate::ctx::Ctx;
-use crate::error::{invalid, HResult};
+use crate::error::{invalid, HResult, Rejection};
 use crate::time::ts;
+
+/// The ExternalEventDef `name`, for checks that answer with a [`Rejection`] (a failed lookup
+/// rejects, as it always has). Their handlers open the table first with `?`, so a failure to
+/// open it stays fatal for the node.
+pub(crate) fn find(ctx: &Ctx, name: &str) -> Result<Option<ExternalEventDef>, Rejection> {
+    let table = ctx
+        .tables
+        .external_event_defs
+        .open()
+        .map_err(|e| invalid(e.to_string()))?;
+    codec::get(table, name).map_err(|e| invalid(e.to_string()))
+}
 
 pub fn put(ctx: &mut Ctx, req: &PutExternalEventDefRequest) -> HResult<ExternalEventDef> {
     check_name("ExternalEventDef name", &req.name)?;

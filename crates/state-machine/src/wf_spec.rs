@@ -265,17 +265,7 @@ impl Checker<'_, '_, '_> {
                     .as_ref()
                     .map(|d| d.name.as_str())
                     .unwrap_or_default();
-                if codec::get::<_, halter_api::littlehorse::ExternalEventDef, _>(
-                    self.ctx
-                        .tables
-                        .external_event_defs
-                        .open()
-                        .map_err(|e| invalid(e.to_string()))?,
-                    def,
-                )
-                .map_err(|e| invalid(e.to_string()))?
-                .is_none()
-                {
+                if crate::external_event_def::find(self.ctx, def)?.is_none() {
                     return Err(self.err(Some(name), format!("No ExternalEventDef named '{def}'")));
                 }
                 if let Some(k) = &ee.correlation_key {
@@ -565,16 +555,7 @@ fn interrupts(
             .map(|d| d.name.as_str())
             .unwrap_or_default();
         let err = |m: String| invalid(format!("thread '{thread}', interrupt on '{def}': {m}"));
-        if codec::get::<_, halter_api::littlehorse::ExternalEventDef, _>(
-            ctx.tables
-                .external_event_defs
-                .open()
-                .map_err(|e| invalid(e.to_string()))?,
-            def,
-        )
-        .map_err(|e| invalid(e.to_string()))?
-        .is_none()
-        {
+        if crate::external_event_def::find(ctx, def)?.is_none() {
             return Err(err(format!("No ExternalEventDef named '{def}'")));
         }
         let Some(handler) = req.thread_specs.get(&i.handler_spec_name) else {

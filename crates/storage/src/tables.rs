@@ -105,6 +105,16 @@ macro_rules! for_each_table {
     };
 }
 
+/// What `cell` holds, opened by `open` if it holds nothing yet (a table of one transaction,
+/// read or write side, opened once and then shared).
+fn open_once<T>(cell: &OnceCell<T>, open: impl FnOnce() -> Result<T>) -> Result<&T> {
+    if let Some(t) = cell.get() {
+        return Ok(t);
+    }
+    let opened = open()?;
+    Ok(cell.get_or_init(|| opened))
+}
+
 /// One state table of a write transaction, opened the first time a command uses it.
 pub struct LazyTable<'t, K: Key + 'static, V: Value + 'static> {
     txn: &'t WriteTransaction,
@@ -123,11 +133,7 @@ impl<'t, K: Key + 'static, V: Value + 'static> LazyTable<'t, K, V> {
 
     /// The table, to read; opened now if no command of the transaction has used it yet.
     pub fn open(&self) -> Result<&Table<'t, K, V>> {
-        if let Some(t) = self.table.get() {
-            return Ok(t);
-        }
-        let opened = self.txn.open_table(self.def)?;
-        Ok(self.table.get_or_init(|| opened))
+        open_once(&self.table, || Ok(self.txn.open_table(self.def)?))
     }
 
     /// The table, to write; opened now if no command of the transaction has used it yet.
@@ -193,11 +199,7 @@ macro_rules! read_tables {
             $(
                 #[doc = concat!("[`", stringify!($def), "`], opened on first use.")]
                 pub fn $field(&self) -> Result<&ReadOnlyTable<$k, $v>> {
-                    if let Some(t) = self.$field.get() {
-                        return Ok(t);
-                    }
-                    let opened = self.txn.open_table($def)?;
-                    Ok(self.$field.get_or_init(|| opened))
+                    open_once(&self.$field, || Ok(self.txn.open_table($def)?))
                 }
             )*
         }
