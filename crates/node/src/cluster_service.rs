@@ -7,7 +7,7 @@ use std::sync::Arc;
 use halter_api::halter::{
     cluster_server::Cluster, command_result, AddLearnerRequest, ChangeMembershipRequest,
     ClusterStatus, Command, CommandResult, Empty, NodeInfo, ProposeBatchReply, ProposeBatchRequest,
-    RaftPayload, ReadIndexReply, RejectionInfo, StateDigestReply,
+    RaftPayload, ReadIndexReply, ReadIndexRequest, RejectionInfo, SavedVoteReply, StateDigestReply,
 };
 use openraft::ServerState;
 use tonic::{Request, Response, Status};
@@ -192,9 +192,23 @@ impl Cluster for ClusterService {
         Ok(Response::new(reply))
     }
 
-    async fn read_index(&self, _: Request<Empty>) -> Result<Response<ReadIndexReply>, Status> {
-        let index = self.ctx.read_index().await?;
+    async fn read_index(
+        &self,
+        req: Request<ReadIndexRequest>,
+    ) -> Result<Response<ReadIndexReply>, Status> {
+        let req = req.into_inner();
+        // An older follower sends no fields: it does not count, and the read takes a round.
+        let follower = (req.follower_id != 0).then_some((req.follower_id, req.follower_vote_term));
+        let index = self.ctx.read_index(follower).await?;
         Ok(Response::new(ReadIndexReply { index }))
+    }
+
+    async fn saved_vote(&self, _: Request<Empty>) -> Result<Response<SavedVoteReply>, Status> {
+        let term = self.ctx.fence.vote().map(|v| v.leader_id().get_term());
+        Ok(Response::new(SavedVoteReply {
+            term,
+            node_id: self.ctx.id,
+        }))
     }
 
     async fn status(&self, _: Request<Empty>) -> Result<Response<ClusterStatus>, Status> {

@@ -9,6 +9,7 @@ pub mod config;
 pub mod lh_service;
 pub mod proposer;
 pub mod raft;
+pub mod reads;
 pub mod server;
 pub mod status;
 pub mod task_dispatch;

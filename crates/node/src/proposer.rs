@@ -6,8 +6,9 @@
 //! the entry is committed and applied, or an `UNAVAILABLE` when there is no leader or no quorum
 //! within the deadline (then the outcome is unknown and retrying with the same ids is safe).
 //!
-//! Reads are linearizable: the leader confirms its leadership (`ensure_linearizable`); a
-//! follower asks the leader for that read index and waits until it has applied it locally.
+//! Reads are linearizable: the leader confirms that it still leads from the votes a quorum has
+//! saved, or else with openraft's heartbeat round (`reads.rs`); a follower asks the leader for
+//! a read index and waits until it has applied it locally.
 //!
 //! The read index is never below the node's *read floor*, its last log index when it started.
 //! Applies and the committed index are not fsynced every time, so after a whole-cluster power
@@ -28,7 +29,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use halter_api::halter::{
     cluster_client::ClusterClient, command::Kind, command_result::Result as R, ClaimResult,
-    Command, CommandResult, Empty, ProposeBatchRequest, RejectionInfo,
+    Command, CommandResult, Empty, ProposeBatchRequest, ReadIndexRequest, RejectionInfo,
 };
 use halter_state_machine::{error::Outcome, Rejection, Response};
 use halter_storage::ReadTables;
@@ -39,6 +40,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use crate::raft::answers::{Answers, Outcomes};
+use crate::raft::read_fence::ReadFence;
 use crate::raft::{
     network, state_machine::StateMachineStore, HalterNode, LogCommand, NodeId, Raft,
 };
@@ -55,6 +57,10 @@ pub struct NodeCtx {
     reads: mpsc::UnboundedSender<ReadWaiter>,
     follower_reads: mpsc::UnboundedSender<FollowerReadWaiter>,
     forwarder: mpsc::UnboundedSender<Forwarded>,
+    /// This node's saved vote and commit bound, for confirming reads (`reads.rs`).
+    pub fence: Arc<ReadFence>,
+    /// The last log index when this node started (see the module comment).
+    pub(crate) read_floor: u64,
 }
 
 type FollowerReadWaiter = oneshot::Sender<Result<u64, Status>>;
@@ -85,7 +91,7 @@ async fn run_follower_reads(
 
 /// The outcome of one leadership confirmation: the index a read must see, or why not.
 #[derive(Clone)]
-enum ReadRound {
+pub(crate) enum ReadRound {
     Index(u64),
     NotLeader,
     Failed(String),
@@ -94,13 +100,11 @@ enum ReadRound {
 type ReadWaiter = oneshot::Sender<ReadRound>;
 
 /// Coalesces linearizable reads on the leader: every read queued while a confirmation round
-/// (a heartbeat to a quorum) is in flight joins the next round, so a thousand concurrent reads
-/// cost one round, not a thousand. A read only joins a round that starts after it arrived, so
-/// the leadership it relies on was confirmed after the read began.
+/// is in flight joins the next round, so a thousand concurrent reads cost one round, not a
+/// thousand. A read only joins a round that starts after it arrived, so the leadership it
+/// relies on was confirmed after the read began.
 async fn run_read_rounds(
-    raft: Raft,
-    read_floor: u64,
-    deadline: Duration,
+    ctx: std::sync::Weak<NodeCtx>,
     mut rx: mpsc::UnboundedReceiver<ReadWaiter>,
 ) {
     while let Some(first) = rx.recv().await {
@@ -108,22 +112,14 @@ async fn run_read_rounds(
         while let Ok(w) = rx.try_recv() {
             waiters.push(w);
         }
-        let round = match raft.ensure_linearizable().await {
-            Ok(log_id) => match log_id.map_or(0, |l| l.index) {
-                index if index >= read_floor => ReadRound::Index(index),
-                // Only right after a restart (see the module comment).
-                _ => match raft
-                    .wait(Some(deadline))
-                    .applied_index_at_least(Some(read_floor), "read floor after restart")
-                    .await
-                {
-                    Ok(_) => ReadRound::Index(read_floor),
-                    Err(e) => ReadRound::Failed(format!("catching up to the read floor: {e}")),
-                },
-            },
-            Err(RaftError::APIError(_)) => ReadRound::NotLeader,
-            Err(e) => ReadRound::Failed(format!("raft: {e}")),
+        let Some(ctx) = ctx.upgrade() else {
+            return;
         };
+        let round = match ctx.confirm_by_votes().await {
+            Some(round) => round,
+            None => ctx.heartbeat_round().await,
+        };
+        drop(ctx);
         for w in waiters {
             let _ = w.send(round.clone());
         }
@@ -446,6 +442,7 @@ impl NodeCtx {
         sm: StateMachineStore,
         deadline: Duration,
         read_floor: u64,
+        fence: Arc<ReadFence>,
     ) -> Arc<Self> {
         let last_stamp = Arc::new(AtomicI64::new(0));
         let (batcher, rx) = mpsc::unbounded_channel();
@@ -456,8 +453,7 @@ impl NodeCtx {
             last_stamp,
             rx,
         ));
-        let (reads, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run_read_rounds(raft.clone(), read_floor, deadline, rx));
+        let (reads, reads_rx) = mpsc::unbounded_channel();
         let (follower_reads, follower_rx) = mpsc::unbounded_channel();
         let (forwarder, forward_rx) = mpsc::unbounded_channel();
         let ctx = Arc::new(Self {
@@ -470,7 +466,10 @@ impl NodeCtx {
             reads,
             follower_reads,
             forwarder,
+            fence,
+            read_floor,
         });
+        tokio::spawn(run_read_rounds(Arc::downgrade(&ctx), reads_rx));
         tokio::spawn(run_follower_reads(Arc::downgrade(&ctx), follower_rx));
         tokio::spawn(run_forwarder(Arc::downgrade(&ctx), forward_rx));
         ctx
@@ -482,8 +481,13 @@ impl NodeCtx {
             Some((id, _)) if id == self.id => Err(Status::unavailable("this node leads now")),
             Some((_, node)) => {
                 let mut client = self.peer(&node.peer_addr)?;
+                // Taken now, after the reads this call serves arrived (`reads.rs`).
+                let request = ReadIndexRequest {
+                    follower_id: self.id,
+                    follower_vote_term: self.fence.vote().map(|v| v.leader_id().get_term()),
+                };
                 // Bounded, or one hanging call would hold every read of this node behind it.
-                to_leader(self.deadline, client.read_index(Empty {}))
+                to_leader(self.deadline, client.read_index(request))
                     .await
                     .map(|r| r.index)
             }
@@ -620,7 +624,7 @@ impl NodeCtx {
         loop {
             match self.leader() {
                 Some((id, _)) if id == self.id => match self.read_round().await {
-                    ReadRound::Index(_) => return Ok(()),
+                    ReadRound::Index(index) => return self.applied_up_to(index).await,
                     ReadRound::NotLeader => {
                         tokio::time::sleep(Duration::from_millis(20)).await;
                         continue;
@@ -643,20 +647,19 @@ impl NodeCtx {
                         }
                         Err(s) => return Err(s),
                     };
-                    self.raft
-                        .wait(Some(self.deadline))
-                        .applied_index_at_least(Some(index), "linearizable read")
-                        .await
-                        .map_err(|e| Status::unavailable(format!("catching up for a read: {e}")))?;
-                    return Ok(());
+                    return self.applied_up_to(index).await;
                 }
                 None => tokio::time::sleep(Duration::from_millis(50)).await,
             }
         }
     }
 
-    /// The leader's side of a follower's read barrier.
-    pub async fn read_index(&self) -> Result<u64, Status> {
+    /// The leader's side of a follower's read barrier. `follower`: who asked, and the term of
+    /// the vote it had saved when it asked, if it said.
+    pub async fn read_index(&self, follower: Option<(NodeId, Option<u64>)>) -> Result<u64, Status> {
+        if let Some(index) = follower.and_then(|f| self.confirm_with(f)) {
+            return Ok(index);
+        }
         match self.read_round().await {
             ReadRound::Index(i) => Ok(i),
             ReadRound::NotLeader => Err(Status::unavailable("not the leader")),

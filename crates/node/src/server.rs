@@ -18,6 +18,7 @@ use crate::cluster_service::ClusterService;
 use crate::config::Config;
 use crate::lh_service::LhService;
 use crate::proposer::NodeCtx;
+use crate::raft::read_fence::ReadFence;
 use crate::raft::{
     log_store::{self, LogStore},
     network::{self, Network},
@@ -133,18 +134,21 @@ pub async fn start_with(cfg: Config, storage: Storage) -> anyhow::Result<NodeHan
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         state.last_log_id.map_or(0, |l| l.index)
     };
+    let fence = Arc::new(ReadFence::default());
+    log.fence_reads(fence.clone())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let (speculator, speculated) = speculate::channel(cfg.node_id);
     log.speculate_to(speculator.clone())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let raft = Raft::new(
         cfg.node_id,
         Arc::new(raft_config),
-        Network::speculating(speculator.followers()),
+        Network::speculating(speculator.followers(), fence.clone()),
         log,
         sm.clone(),
     )
     .await?;
-    speculate::start(&speculator, raft.metrics(), speculated)
+    speculate::start(&speculator, raft.metrics(), speculated, fence.clone())
         .context("starting the speculator thread")?;
     let ctx = NodeCtx::new(
         cfg.node_id,
@@ -152,6 +156,7 @@ pub async fn start_with(cfg: Config, storage: Storage) -> anyhow::Result<NodeHan
         sm,
         Duration::from_millis(cfg.request_deadline_ms),
         read_floor,
+        fence,
     );
 
     let (shutdown, shutdown_rx) = watch::channel(false);

@@ -26,6 +26,8 @@ pub struct Oracle {
     pub acked: BTreeMap<(String, String), i64>,
     /// WfRuns whose RunWf was acknowledged.
     pub runs: BTreeSet<String>,
+    /// WfRun id -> when its RunWf was first acknowledged (or answered ALREADY_EXISTS).
+    pub run_acked_at: BTreeMap<String, Instant>,
     pub reads: Vec<StatusRead>,
     /// (term -> the leaders seen in it) as observed by the monitor.
     pub leaders: BTreeMap<u64, BTreeSet<u64>>,
@@ -39,6 +41,16 @@ pub struct Oracle {
     pub handed: BTreeMap<(String, String, i32), usize>,
     /// Task reports acknowledged.
     pub reports: usize,
+}
+
+impl Oracle {
+    /// A RunWf of `wf` was answered OK or ALREADY_EXISTS: the run exists from now on.
+    pub fn run_acknowledged(&mut self, wf: &str) {
+        self.runs.insert(wf.to_string());
+        self.run_acked_at
+            .entry(wf.to_string())
+            .or_insert_with(Instant::now);
+    }
 }
 
 #[derive(Clone, Default)]

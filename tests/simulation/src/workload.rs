@@ -56,11 +56,11 @@ pub async fn client(id: usize, nodes: Vec<std::net::IpAddr>, oracle: Shared, unt
             let out = within(4000, lh.run_wf(req)).await;
             match out {
                 Some(Ok(_)) => {
-                    oracle.lock().runs.insert(wf.clone());
+                    oracle.lock().run_acknowledged(&wf);
                     oracle.trace(format!("c{id} run {wf} ok@{node}"));
                 }
                 Some(Err(s)) if s.code() == Code::AlreadyExists => {
-                    oracle.lock().runs.insert(wf.clone());
+                    oracle.lock().run_acknowledged(&wf);
                     oracle.trace(format!("c{id} run {wf} exists@{node}"));
                 }
                 Some(Err(s)) => oracle.trace(format!("c{id} run {wf} {:?}@{node}", s.code())),

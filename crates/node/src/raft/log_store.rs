@@ -38,6 +38,7 @@ use redb::{
     TableDefinition, WriteTransaction,
 };
 
+use super::read_fence::ReadFence;
 use super::speculate::Speculator;
 use super::{io_read, io_write, LogCommand, LogId, NodeId, TypeConfig};
 
@@ -95,6 +96,8 @@ pub struct LogStore {
     speculator: Option<Speculator>,
     /// The last vote saved: whether this node leads, for the speculator.
     vote: Option<Vote<NodeId>>,
+    /// Where votes and commit indexes are recorded before they are saved, for reads.
+    fence: Option<Arc<ReadFence>>,
 }
 
 impl LogStore {
@@ -167,9 +170,23 @@ impl LogStore {
             committed_unsaved: 0,
             speculator: None,
             vote: None,
+            fence: None,
         };
         store.replay_wal()?;
         Ok(store)
+    }
+
+    /// From now on, records every vote and commit index in `fence` before saving it, starting
+    /// with the vote saved before this start (see `read_fence`).
+    pub fn fence_reads(&mut self, fence: Arc<ReadFence>) -> Result<(), StorageError<NodeId>> {
+        if let Some(v) = self.saved_vote()? {
+            fence.saving_vote(v);
+        }
+        if let Some(c) = self.read_meta::<Option<LogId>>(COMMITTED)?.flatten() {
+            fence.commit_seen(c.index);
+        }
+        self.fence = Some(fence);
+        Ok(())
     }
 
     /// From now on, hands the batches this node appends as leader to `speculator` before
@@ -530,6 +547,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
+        // Recorded before it is written: see `read_fence`.
+        if let Some(f) = &self.fence {
+            f.saving_vote(*vote);
+        }
         self.write_meta(VOTE, vote, true)?;
         self.vote = Some(*vote);
         Ok(())
@@ -561,6 +582,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // commit index, and a redb commit per entry cost as much as the append itself. After a
         // restart the restored id is then an older one, which is already allowed for (an
         // unsynced write may be lost; see `NodeCtx`'s read floor).
+        if let (Some(f), Some(c)) = (&self.fence, &committed) {
+            f.commit_seen(c.index);
+        }
         self.committed_unsaved += 1;
         if self.committed_unsaved < SAVE_COMMITTED_EVERY {
             return Ok(());

@@ -3,6 +3,7 @@
 pub mod answers;
 pub mod log_store;
 pub mod network;
+pub mod read_fence;
 #[cfg(madsim)]
 pub mod sim_runtime;
 pub mod snapshot_data;

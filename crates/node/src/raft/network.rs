@@ -18,6 +18,7 @@ use openraft::raft::{
 use serde::{de::DeserializeOwned, Serialize};
 use tonic::transport::{Channel, Endpoint};
 
+use super::read_fence::ReadFence;
 use super::speculate::Followers;
 use super::{HalterNode, NodeId, TypeConfig};
 
@@ -61,6 +62,8 @@ pub struct Network {
     channels: BTreeMap<String, Channel>,
     streams: StreamPool,
     followers: Option<Followers>,
+    /// Where each commit index sent is recorded first (`read_fence`).
+    fence: Option<Arc<ReadFence>>,
 }
 
 /// Idle append streams by peer address.
@@ -71,9 +74,18 @@ const IDLE_STREAMS: usize = 4;
 
 impl Network {
     /// openraft's network, answering from `followers` where it can.
-    pub fn speculating(followers: Followers) -> Self {
+    pub fn speculating(followers: Followers, fence: Arc<ReadFence>) -> Self {
         Network {
             followers: Some(followers),
+            fence: Some(fence),
+            ..Network::default()
+        }
+    }
+
+    /// A network of the speculator's own, which records the commit indexes it sends.
+    pub fn fenced(fence: Arc<ReadFence>) -> Self {
+        Network {
+            fence: Some(fence),
             ..Network::default()
         }
     }
@@ -104,6 +116,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             no_stream: false,
             pool: self.streams.clone(),
             followers: self.followers.clone(),
+            fence: self.fence.clone(),
         }
     }
 }
@@ -137,6 +150,7 @@ pub struct PeerConn {
     no_stream: bool,
     pool: StreamPool,
     followers: Option<Followers>,
+    fence: Option<Arc<ReadFence>>,
 }
 
 /// An open `AppendEntriesStream`: each request is answered in order.
@@ -301,6 +315,10 @@ impl PeerConn {
         rpc: &AppendEntriesRequest<TypeConfig>,
         option: &RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr<RaftError<NodeId>>> {
+        // Before the follower can learn it: see `read_fence`.
+        if let (Some(fence), Some(commit)) = (&self.fence, &rpc.leader_commit) {
+            fence.commit_seen(commit.index);
+        }
         if !self.no_stream {
             if let Some(result) = self.append_streamed(rpc, option).await {
                 return result;
@@ -386,7 +404,8 @@ mod tests {
     use halter_api::halter::cluster_server::{Cluster, ClusterServer};
     use halter_api::halter::{
         AddLearnerRequest, ChangeMembershipRequest, ClusterStatus, Command, CommandResult, Empty,
-        ProposeBatchReply, ProposeBatchRequest, ReadIndexReply, StateDigestReply,
+        ProposeBatchReply, ProposeBatchRequest, ReadIndexReply, ReadIndexRequest, SavedVoteReply,
+        StateDigestReply,
     };
     use openraft::raft::AppendEntriesResponse;
     use openraft::Vote;
@@ -433,7 +452,13 @@ mod tests {
         ) -> Result<Response<ProposeBatchReply>, Status> {
             nothing()
         }
-        async fn read_index(&self, _: Request<Empty>) -> Result<Response<ReadIndexReply>, Status> {
+        async fn read_index(
+            &self,
+            _: Request<ReadIndexRequest>,
+        ) -> Result<Response<ReadIndexReply>, Status> {
+            nothing()
+        }
+        async fn saved_vote(&self, _: Request<Empty>) -> Result<Response<SavedVoteReply>, Status> {
             nothing()
         }
         async fn status(&self, _: Request<Empty>) -> Result<Response<ClusterStatus>, Status> {
@@ -709,7 +734,9 @@ mod tests {
         let vote = Vote::new_committed(3, 1);
         let id = |index| LogId::new(CommittedLeaderId::new(3, 1), index);
         let followers = Followers::acknowledged(2, vote, id(6));
-        let mut client = Network::speculating(followers).new_client(2, &node).await;
+        let mut client = Network::speculating(followers, Arc::default())
+            .new_client(2, &node)
+            .await;
         let request = |entries: std::ops::RangeInclusive<u64>| AppendEntriesRequest {
             vote,
             prev_log_id: Some(id(*entries.start() - 1)),

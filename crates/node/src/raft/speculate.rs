@@ -55,6 +55,7 @@ use openraft::{RaftMetrics, Vote};
 use tokio::sync::{mpsc, watch, Notify};
 
 use super::network::{Network, PeerConn};
+use super::read_fence::ReadFence;
 use super::{HalterNode, LogId, NodeId, TypeConfig};
 
 /// A batch of the leader's, as the AppendEntries it will become.
@@ -347,8 +348,10 @@ pub fn start(
     spec: &Speculator,
     metrics: watch::Receiver<RaftMetrics<NodeId, HalterNode>>,
     rx: mpsc::Receiver<Batch>,
+    fence: Arc<ReadFence>,
 ) -> std::io::Result<()> {
     let (me, followers) = (spec.me, spec.followers());
+    let network = Network::fenced(fence);
     #[cfg(not(madsim))]
     {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -356,22 +359,22 @@ pub fn start(
             .build()?;
         std::thread::Builder::new()
             .name("halter-speculate".into())
-            .spawn(move || rt.block_on(run(me, followers, metrics, rx)))?;
+            .spawn(move || rt.block_on(run(network, me, followers, metrics, rx)))?;
     }
     #[cfg(madsim)]
-    tokio::spawn(run(me, followers, metrics, rx));
+    tokio::spawn(run(network, me, followers, metrics, rx));
     Ok(())
 }
 
 /// Fans the leader's batches out to every other member of the current membership (from
 /// `metrics`), one connection and queue per follower. Ends when the log store is dropped.
 async fn run(
+    mut network: Network,
     me: NodeId,
     followers: Followers,
     metrics: watch::Receiver<RaftMetrics<NodeId, HalterNode>>,
     mut rx: mpsc::Receiver<Batch>,
 ) {
-    let mut network = Network::default();
     while let Some(batch) = rx.recv().await {
         let members: Vec<(NodeId, HalterNode)> = metrics
             .borrow()

@@ -58,6 +58,10 @@ pub struct StateMachineStore {
     unsynced_applies: u32,
     /// This node's proposals waiting for their outcomes, answered right after the commit.
     pub answers: Answers,
+    /// The index of the last entry applied, set as soon as its transaction committed and
+    /// before anyone is answered from it: reads wait on it (`proposer.rs`), not on openraft's
+    /// metrics, which move later.
+    pub applied: Arc<watch::Sender<Option<LogId>>>,
 }
 
 impl StateMachineStore {
@@ -68,6 +72,11 @@ impl StateMachineStore {
         let txn = store.begin_write().map_err(io_write)?;
         txn.open_table(RAFT_SM).map_err(io_write)?;
         txn.commit().map_err(io_write)?;
+        let applied = {
+            let txn = store.begin_read().map_err(io_read)?;
+            let t = txn.open_table(RAFT_SM).map_err(io_read)?;
+            read_json::<Option<LogId>>(&t, LAST_APPLIED)?.flatten()
+        };
         if let Some(p) = &snapshot_path {
             // Kept by older versions, which exported a snapshot every `snapshot_after_logs`.
             for stale in [p.clone(), p.with_extension("tmp")] {
@@ -81,6 +90,7 @@ impl StateMachineStore {
             tasks_queued: Arc::new(watch::channel(0).0),
             unsynced_applies: 0,
             answers: Answers::random(),
+            applied: Arc::new(watch::channel(applied).0),
         })
     }
 
@@ -224,6 +234,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut tagged = Vec::new();
         let mut timers_armed = false;
         let mut tasks_queued = false;
+        let last_applied: Option<LogId>;
         let mut txn = self.store.begin_write().map_err(io_write)?;
         self.unsynced_applies += 1;
         let durable = self.unsynced_applies >= SYNC_EVERY_APPLIES;
@@ -288,6 +299,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 };
                 out.push(outcome);
             }
+            last_applied = last;
             if let Some(l) = last {
                 let bytes = serde_json::to_vec(&l).map_err(io_write)?;
                 sm.insert(LAST_APPLIED, bytes.as_slice())
@@ -303,6 +315,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 ms = started.elapsed().as_millis() as u64,
                 "durable apply commit"
             );
+        }
+        if last_applied.is_some() {
+            self.applied.send_replace(last_applied);
         }
         // Committed: the proposers waiting here get their outcomes now (see `answers`).
         for (at, tag) in tagged {
@@ -390,6 +405,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             Ok(())
         })
         .await?;
+        self.applied.send_replace(meta.last_log_id);
         self.timers_changed.notify_one();
         self.tasks_queued.send_modify(|n| *n += 1);
         tracing::info!(snapshot = %meta.snapshot_id, "installed snapshot");

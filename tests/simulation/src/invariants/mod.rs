@@ -5,6 +5,7 @@ mod acknowledged_events;
 mod claimed_once;
 mod liveness;
 mod monotonic_reads;
+mod reads_see_acknowledged_runs;
 mod replica_digests;
 mod tasks_once;
 mod terms_never_go_back;
@@ -154,6 +155,7 @@ pub async fn check_all(c: &ClusterView, oracle: &Shared) -> Result<(String, Cove
     timeout_xor_complete::check(&obs)?;
     liveness::check(&o, &obs)?;
     monotonic_reads::check(&o)?;
+    reads_see_acknowledged_runs::check(&o)?;
     terms_never_go_back::check(&o)?;
     tasks_once::check(&o, &obs)?;
     let mut cov = Coverage {
