@@ -7,7 +7,8 @@
 //! entry it proposes, and the state machine hands a tagged entry's outcomes to the waiting
 //! proposer itself, right after the apply transaction that holds them is committed: the same
 //! outcomes openraft would answer, before its core has even heard of the apply. (Reads are not
-//! affected: they wait for openraft's applied index, which moves after the commit too.)
+//! affected: they wait for the state machine's own applied index, set right after the commit
+//! and before any outcome is handed over.)
 //!
 //! A tag names one proposal of one process: it starts from a random value at every start, so
 //! an entry proposed before a restart and applied after it finds no waiter here (its callers

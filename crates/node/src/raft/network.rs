@@ -45,7 +45,8 @@ pub fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
 /// Hands openraft its clients to the peers, all over one HTTP/2 connection per peer address.
 ///
 /// openraft 0.9 asks for a new client not only per replication stream but for every leadership
-/// check, and a leadership check is what each round of linearizable reads costs. A fresh lazy
+/// check, which linearizable reads use when their confirmation from saved votes falls short
+/// (`reads.rs`; until the fourteenth session, on every read round). A fresh lazy
 /// channel per client meant a new TCP connection and HTTP/2 handshake per round and peer: at
 /// 64 clients of W2 about a hundred a second to each follower, a few percent of every node's CPU
 /// and a connection set-up on the read's path. A tonic `Channel` multiplexes calls and reconnects
@@ -53,7 +54,7 @@ pub fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
 ///
 /// The same goes for `AppendEntriesStream`s: a client that is dropped (a leadership check's,
 /// after its one heartbeat) leaves its stream in `streams` for the next client to the peer, so
-/// the heartbeats of read rounds are stream messages too, not calls.
+/// the heartbeats of those leadership checks are stream messages too, not calls.
 ///
 /// openraft's own network carries the speculator's [`Followers`], whose answers to the
 /// early sends of the leader's entries stand in for sending them again (`speculate.rs`).

@@ -35,7 +35,8 @@ use super::NodeId;
 pub struct ReadFence {
     /// The last vote this node started to save; `None` until the log store recorded one.
     vote: Mutex<Option<Vote<NodeId>>>,
-    /// The highest commit index this node has saved or sent to a follower.
+    /// The highest commit index this node has passed to `save_committed` (recorded on every
+    /// call, though only some are written) or sent to a follower, or found on disk at start.
     commit_seen: AtomicU64,
 }
 
