@@ -204,7 +204,7 @@ impl Cluster for ClusterService {
     }
 
     async fn saved_vote(&self, _: Request<Empty>) -> Result<Response<SavedVoteReply>, Status> {
-        let term = self.ctx.fence.vote().map(|v| v.leader_id().get_term());
+        let term = self.ctx.fence.vote_term();
         Ok(Response::new(SavedVoteReply {
             term,
             node_id: self.ctx.id,

@@ -484,7 +484,7 @@ impl NodeCtx {
                 // Taken now, after the reads this call serves arrived (`reads.rs`).
                 let request = ReadIndexRequest {
                     follower_id: self.id,
-                    follower_vote_term: self.fence.vote().map(|v| v.leader_id().get_term()),
+                    follower_vote_term: self.fence.vote_term(),
                 };
                 // Bounded, or one hanging call would hold every read of this node behind it.
                 to_leader(self.deadline, client.read_index(request))

@@ -134,11 +134,8 @@ impl NodeCtx {
     /// openraft's own confirmation: heartbeats to a quorum, then its applied index.
     pub(crate) async fn heartbeat_round(&self) -> ReadRound {
         match self.raft.ensure_linearizable().await {
-            Ok(log_id) => match log_id.map_or(0, |l| l.index) {
-                index if index >= self.read_floor => ReadRound::Index(index),
-                // Only right after a restart (see `proposer.rs`'s module comment).
-                _ => ReadRound::Index(self.read_floor),
-            },
+            // The floor matters only right after a restart (`proposer.rs`'s module comment).
+            Ok(log_id) => ReadRound::Index(log_id.map_or(0, |l| l.index).max(self.read_floor)),
             Err(RaftError::APIError(_)) => ReadRound::NotLeader,
             Err(e) => ReadRound::Failed(format!("raft: {e}")),
         }

@@ -182,7 +182,7 @@ impl LogStore {
         if let Some(v) = self.saved_vote()? {
             fence.saving_vote(v);
         }
-        if let Some(c) = self.read_meta::<Option<LogId>>(COMMITTED)?.flatten() {
+        if let Some(c) = self.saved_committed()? {
             fence.commit_seen(c.index);
         }
         self.fence = Some(fence);
@@ -368,6 +368,11 @@ impl LogStore {
             v.committed = false;
             v
         }))
+    }
+
+    /// The committed log id last written (see `save_committed`: possibly an older one).
+    fn saved_committed(&self) -> Result<Option<LogId>, StorageError<NodeId>> {
+        Ok(self.read_meta::<Option<LogId>>(COMMITTED)?.flatten())
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(
@@ -594,7 +599,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError<NodeId>> {
-        Ok(self.read_meta::<Option<LogId>>(COMMITTED)?.flatten())
+        self.saved_committed()
     }
 
     async fn append<I>(

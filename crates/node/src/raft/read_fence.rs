@@ -51,6 +51,11 @@ impl ReadFence {
         *self.vote.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The term of the vote this node last started to save, as it reports it to a leader.
+    pub fn vote_term(&self) -> Option<u64> {
+        self.vote().map(|v| v.leader_id().get_term())
+    }
+
     /// Called before a commit index is saved or sent in an AppendEntries.
     pub fn commit_seen(&self, index: u64) {
         self.commit_seen.fetch_max(index, Ordering::SeqCst);

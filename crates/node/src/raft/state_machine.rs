@@ -72,26 +72,23 @@ impl StateMachineStore {
         let txn = store.begin_write().map_err(io_write)?;
         txn.open_table(RAFT_SM).map_err(io_write)?;
         txn.commit().map_err(io_write)?;
-        let applied = {
-            let txn = store.begin_read().map_err(io_read)?;
-            let t = txn.open_table(RAFT_SM).map_err(io_read)?;
-            read_json::<Option<LogId>>(&t, LAST_APPLIED)?.flatten()
-        };
         if let Some(p) = &snapshot_path {
             // Kept by older versions, which exported a snapshot every `snapshot_after_logs`.
             for stale in [p.clone(), p.with_extension("tmp")] {
                 let _ = std::fs::remove_file(stale);
             }
         }
-        Ok(Self {
+        let sm = Self {
             store,
             snapshot_path,
             timers_changed: Arc::new(Notify::new()),
             tasks_queued: Arc::new(watch::channel(0).0),
             unsynced_applies: 0,
             answers: Answers::random(),
-            applied: Arc::new(watch::channel(applied).0),
-        })
+            applied: Arc::new(watch::channel(None).0),
+        };
+        sm.applied.send_replace(sm.last_applied()?);
+        Ok(sm)
     }
 
     /// The index of the last entry applied to this replica's state.
@@ -234,7 +231,6 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut tagged = Vec::new();
         let mut timers_armed = false;
         let mut tasks_queued = false;
-        let last_applied: Option<LogId>;
         let mut txn = self.store.begin_write().map_err(io_write)?;
         self.unsynced_applies += 1;
         let durable = self.unsynced_applies >= SYNC_EVERY_APPLIES;
@@ -244,7 +240,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             txn.set_durability(redb::Durability::None)
                 .map_err(io_write)?;
         }
-        {
+        let last_applied = {
             let mut tables = Tables::new(&txn);
             let mut sm = txn.open_table(RAFT_SM).map_err(io_write)?;
             let mut last = None;
@@ -299,13 +295,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 };
                 out.push(outcome);
             }
-            last_applied = last;
             if let Some(l) = last {
                 let bytes = serde_json::to_vec(&l).map_err(io_write)?;
                 sm.insert(LAST_APPLIED, bytes.as_slice())
                     .map_err(io_write)?;
             }
-        }
+            last
+        };
         // Every apply behind a durable commit waits for it: at 256 W1 clients ~50 ms, W1's p99.
         let started = durable.then(std::time::Instant::now);
         txn.commit().map_err(io_write)?;
