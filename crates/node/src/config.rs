@@ -69,6 +69,10 @@ pub struct Config {
     /// How many applied entries to keep in the log behind a snapshot, for peers slightly behind.
     #[serde(default = "default_keep_logs")]
     pub keep_logs_after_snapshot: u64,
+    /// One apply transaction in this many is fsynced: after a power cut a node re-applies at
+    /// most this many log entries from its own log when it starts.
+    #[serde(default = "default_sync_state")]
+    pub sync_state_every_applies: u32,
 }
 
 fn default_deadline_ms() -> u64 {
@@ -85,6 +89,9 @@ fn default_snapshot_logs() -> u64 {
 }
 fn default_keep_logs() -> u64 {
     1_000
+}
+fn default_sync_state() -> u32 {
+    crate::raft::state_machine::SYNC_EVERY_APPLIES
 }
 
 impl Config {
@@ -105,6 +112,7 @@ impl Config {
             election_timeout_ms: default_election_ms(),
             snapshot_after_logs: default_snapshot_logs(),
             keep_logs_after_snapshot: default_keep_logs(),
+            sync_state_every_applies: default_sync_state(),
         }
     }
 
@@ -114,6 +122,9 @@ impl Config {
         }
         if self.heartbeat_ms == 0 || self.election_timeout_ms <= 2 * self.heartbeat_ms {
             return Err("election_timeout_ms must exceed twice heartbeat_ms".into());
+        }
+        if self.sync_state_every_applies == 0 {
+            return Err("sync_state_every_applies must be > 0".into());
         }
         let mut ids: Vec<_> = self.initial_members.iter().map(|m| m.id).collect();
         ids.sort_unstable();
@@ -156,7 +167,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.request_deadline_ms, 5_000);
+        assert_eq!(c.sync_state_every_applies, 1024);
         assert!(c.validate().is_ok());
         assert!(toml::from_str::<Config>("node_id = 1\nbogus = 2").is_err());
+    }
+
+    #[test]
+    fn a_state_never_made_durable_is_refused() {
+        let mut c = Config::dev("/tmp/h".into(), "a:1".into(), "b:2".into());
+        c.sync_state_every_applies = 0;
+        assert!(c.validate().unwrap_err().contains("sync_state_every_applies"));
+        c.sync_state_every_applies = 1;
+        assert!(c.validate().is_ok());
     }
 }

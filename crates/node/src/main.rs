@@ -64,6 +64,8 @@ struct StartArgs {
     snapshot_after_logs: Option<u64>,
     #[arg(long, env = "HALTER_KEEP_LOGS_AFTER_SNAPSHOT")]
     keep_logs_after_snapshot: Option<u64>,
+    #[arg(long, env = "HALTER_SYNC_STATE_EVERY_APPLIES")]
+    sync_state_every_applies: Option<u64>,
 }
 
 fn build_config(a: StartArgs) -> anyhow::Result<Config> {
@@ -92,6 +94,7 @@ fn build_config(a: StartArgs) -> anyhow::Result<Config> {
         ("election_timeout_ms", a.election_timeout_ms),
         ("snapshot_after_logs", a.snapshot_after_logs),
         ("keep_logs_after_snapshot", a.keep_logs_after_snapshot),
+        ("sync_state_every_applies", a.sync_state_every_applies),
     ] {
         if let Some(v) = v {
             set(k, toml::Value::Integer(v as i64));

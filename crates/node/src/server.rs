@@ -99,14 +99,17 @@ pub async fn start_with(cfg: Config, storage: Storage) -> anyhow::Result<NodeHan
                 Store::open(cfg.data_dir.join("state.redb")).context("opening state.redb")?,
             );
             let sm = StateMachineStore::new(store, Some(cfg.data_dir.join("snapshot.bin")))
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .sync_every(cfg.sync_state_every_applies);
             (log, sm)
         }
         Storage::Sim { log, wal, state } => {
             let log = LogStore::with_backends(log, wal, log_store::SIM_WAL_CAPACITY)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             let store = Arc::new(Store::with_backend(state).context("opening state")?);
-            let sm = StateMachineStore::new(store, None).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let sm = StateMachineStore::new(store, None)
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .sync_every(cfg.sync_state_every_applies);
             (log, sm)
         }
     };

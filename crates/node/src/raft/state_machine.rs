@@ -8,9 +8,17 @@
 //! Applying does not fsync every time: an entry is applied only once it is committed, which
 //! means it is already durable in a quorum's logs, so after a power cut the state is rebuilt by
 //! applying again from the last durable `last_applied` (apply is deterministic). One apply in
-//! [`SYNC_EVERY_APPLIES`] is durable, so the replay stays short and redb can reuse freed pages
-//! (it reuses pages freed by non-durable commits only after a durable one). Reads must then not
-//! trust the restored commit index alone: see `NodeCtx`'s read floor.
+//! `sync_state_every_applies` (default [`SYNC_EVERY_APPLIES`]) is durable, so the replay stays
+//! bounded and redb can reuse the pages it freed (a page written durably and then replaced is
+//! reused only after the next durable commit). Reads must then not trust the restored commit
+//! index alone: see `NodeCtx`'s read floor.
+//!
+//! Why 1,024 and not fewer: redb keeps the pages of non-durable commits in memory and writes
+//! them out at the next durable one. A page replaced before then is never written, so the rarer
+//! the durable commits, the fewer times a hot B-tree leaf is written. Under W2 at 64 clients, one
+//! durable commit in 64 wrote about 4,200 pages (16 MiB) per node each time, 3-4 % of a node's
+//! time stalled in them; one in 1,024 stalls each node about a third as long in all
+//! (`docs/bench/analysis.md`, fifteenth session).
 
 use std::io::{Cursor, Read, Seek};
 use std::path::PathBuf;
@@ -39,8 +47,9 @@ const MEMBERSHIP: &str = "membership";
 /// `(last log id, snapshot id)` of the last snapshot installed here.
 const SNAPSHOT_ID: &str = "snapshot_id";
 
-/// One apply transaction in this many is fsynced (see the module comment).
-pub const SYNC_EVERY_APPLIES: u32 = 64;
+/// One apply transaction in this many is fsynced unless configured otherwise (see the module
+/// comment).
+pub const SYNC_EVERY_APPLIES: u32 = 1024;
 
 #[derive(Clone)]
 pub struct StateMachineStore {
@@ -56,6 +65,8 @@ pub struct StateMachineStore {
     pub tasks_queued: Arc<watch::Sender<u64>>,
     /// Apply transactions committed without fsync since the last durable one.
     unsynced_applies: u32,
+    /// One apply transaction in this many is durable.
+    sync_every: u32,
     /// This node's proposals waiting for their outcomes, answered right after the commit.
     pub answers: Answers,
     /// The index of the last entry applied, set as soon as its transaction committed and
@@ -84,11 +95,18 @@ impl StateMachineStore {
             timers_changed: Arc::new(Notify::new()),
             tasks_queued: Arc::new(watch::channel(0).0),
             unsynced_applies: 0,
+            sync_every: SYNC_EVERY_APPLIES,
             answers: Answers::random(),
             applied: Arc::new(watch::channel(None).0),
         };
         sm.applied.send_replace(sm.last_applied()?);
         Ok(sm)
+    }
+
+    /// Makes one apply transaction in `n` durable (0 counts as 1: every one).
+    pub fn sync_every(mut self, n: u32) -> Self {
+        self.sync_every = n.max(1);
+        self
     }
 
     /// The index of the last entry applied to this replica's state.
@@ -233,7 +251,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut tasks_queued = false;
         let mut txn = self.store.begin_write().map_err(io_write)?;
         self.unsynced_applies += 1;
-        let durable = self.unsynced_applies >= SYNC_EVERY_APPLIES;
+        let durable = self.unsynced_applies >= self.sync_every;
         if durable {
             self.unsynced_applies = 0;
         } else {
