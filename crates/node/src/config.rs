@@ -176,7 +176,10 @@ mod tests {
     fn a_state_never_made_durable_is_refused() {
         let mut c = Config::dev("/tmp/h".into(), "a:1".into(), "b:2".into());
         c.sync_state_every_applies = 0;
-        assert!(c.validate().unwrap_err().contains("sync_state_every_applies"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .contains("sync_state_every_applies"));
         c.sync_state_every_applies = 1;
         assert!(c.validate().is_ok());
     }
