@@ -35,7 +35,7 @@ use halter_state_machine::{error::Outcome, Rejection, Response};
 use halter_storage::ReadTables;
 use openraft::error::{ClientWriteError, RaftError};
 use prost::Message;
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
@@ -299,6 +299,8 @@ async fn run_batcher(
             replies.push(tx);
         }
         let (proposal, answer) = answers.register();
+        // Freed when the entry commits (`raft::answers`), or when `settle` is done with it.
+        answers.hold(proposal, permit);
         let payload = LogCommand::Tagged { commands, proposal };
         let raft = raft.clone();
         let answers = answers.clone();
@@ -312,7 +314,6 @@ async fn run_batcher(
                 proposal,
                 answer,
                 replies,
-                permit,
             };
             settle(entry, raft.client_write(payload), deadline).await;
         };
@@ -326,7 +327,6 @@ struct Entry {
     proposal: u64,
     answer: oneshot::Receiver<Outcomes>,
     replies: Vec<Reply>,
-    permit: OwnedSemaphorePermit,
 }
 
 /// Why openraft's `client_write` failed.
@@ -336,7 +336,8 @@ type WriteError = RaftError<NodeId, ClientWriteError<NodeId, HalterNode>>;
 type Written = Result<openraft::raft::ClientWriteResponse<crate::raft::TypeConfig>, WriteError>;
 
 /// Answers `entry`'s callers once its outcomes are known (or `deadline` passed), then releases
-/// its permit; when the state machine answered first, it still takes openraft's answer.
+/// its pipeline slot if its commit has not; when the state machine answered first, it still
+/// takes openraft's answer.
 async fn settle(
     entry: Entry,
     written: impl std::future::Future<Output = Written>,
@@ -347,7 +348,6 @@ async fn settle(
         proposal,
         answer,
         replies,
-        permit,
     } = entry;
     tokio::pin!(written);
     let outcome = tokio::time::timeout(
@@ -384,7 +384,8 @@ async fn settle(
             }
         }
     }
-    drop(permit);
+    // Usually freed already, when the entry committed.
+    answers.release(proposal);
     if answered_first {
         // openraft answers this entry too, a little later; it warns about every answer nobody
         // receives, so the receiver waits for it (bounded, as above).
@@ -751,12 +752,12 @@ mod tests {
     ) -> (Entry, u64, Vec<OutcomeRx>) {
         let (replies, rxs) = (0..n).map(|_| oneshot::channel()).unzip();
         let (proposal, answer) = answers.register();
+        answers.hold(proposal, permits.clone().acquire_owned().await.unwrap());
         let entry = Entry {
             answers: answers.clone(),
             proposal,
             answer,
             replies,
-            permit: permits.clone().acquire_owned().await.unwrap(),
         };
         (entry, proposal, rxs)
     }

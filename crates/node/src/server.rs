@@ -143,6 +143,7 @@ pub async fn start_with(cfg: Config, storage: Storage) -> anyhow::Result<NodeHan
     let (speculator, speculated) = speculate::channel(cfg.node_id);
     log.speculate_to(speculator.clone())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    log.free_slots_at_commit(sm.answers.clone());
     let raft = Raft::new(
         cfg.node_id,
         Arc::new(raft_config),

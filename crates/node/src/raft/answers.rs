@@ -14,13 +14,19 @@
 //! an entry proposed before a restart and applied after it finds no waiter here (its callers
 //! are gone) rather than another proposal's. An entry applied on a node that did not propose it
 //! finds no waiter either; its outcomes go back to openraft, which has no caller for them there.
+//!
+//! It also holds each proposal's pipeline slot until the entry is *committed*, not applied:
+//! the log store tells it which index a tagged entry got and when the commit index passes it.
+//! So the leader goes on stamping, appending and committing entries while its state machine is
+//! held up (a durable apply commit takes tens of milliseconds), and a timer that fires then is
+//! committed on time; the entries are applied, and their callers answered, when it is done.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use halter_state_machine::{Rejection, Response};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 /// The outcome of each command of an entry, in order.
 pub type Outcomes = Vec<Result<Response, Rejection>>;
@@ -34,6 +40,15 @@ pub struct Answers {
 struct Inner {
     next: AtomicU64,
     waiting: Mutex<BTreeMap<u64, oneshot::Sender<Outcomes>>>,
+    slots: Mutex<Slots>,
+}
+
+/// The pipeline slots of this process's proposals that are not committed yet.
+#[derive(Default)]
+struct Slots {
+    by_tag: BTreeMap<u64, OwnedSemaphorePermit>,
+    /// The tag of each held proposal the log store appended, by log index.
+    at_index: BTreeMap<u64, u64>,
 }
 
 impl Answers {
@@ -43,6 +58,7 @@ impl Answers {
             inner: Arc::new(Inner {
                 next: AtomicU64::new(first),
                 waiting: Mutex::new(BTreeMap::new()),
+                slots: Mutex::new(Slots::default()),
             }),
         }
     }
@@ -93,6 +109,51 @@ impl Answers {
     pub fn waiting_count(&self) -> usize {
         self.waiting().len()
     }
+
+    fn slots(&self) -> std::sync::MutexGuard<'_, Slots> {
+        self.inner.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Holds `slot` for the proposal tagged `tag` until its entry is committed or the proposal
+    /// ends ([`Self::release`]), whichever comes first.
+    pub fn hold(&self, tag: u64, slot: OwnedSemaphorePermit) {
+        self.slots().by_tag.insert(tag, slot);
+    }
+
+    /// The log store appended the entry tagged `tag` at `index` (called before the append, so
+    /// before the entry can commit). Entries of other processes' proposals are not tracked.
+    pub fn appended(&self, index: u64, tag: u64) {
+        let mut slots = self.slots();
+        if slots.by_tag.contains_key(&tag) {
+            // An index appended again (after a truncation) is the new entry's.
+            slots.at_index.insert(index, tag);
+        }
+    }
+
+    /// The commit index reached `index`: the slots of the entries at or below it are free.
+    /// (A tracked entry that was truncated frees its slot early: its proposal fails anyway.)
+    pub fn committed(&self, index: u64) {
+        let mut slots = self.slots();
+        let later = slots.at_index.split_off(&(index.saturating_add(1)));
+        let done = std::mem::replace(&mut slots.at_index, later);
+        for tag in done.into_values() {
+            slots.by_tag.remove(&tag);
+        }
+    }
+
+    /// The proposal tagged `tag` has ended: its slot is free if it was not already.
+    pub fn release(&self, tag: u64) {
+        let mut slots = self.slots();
+        slots.by_tag.remove(&tag);
+        slots.at_index.retain(|_, t| *t != tag);
+    }
+
+    /// How many slots are held and how many of them have an index (for tests).
+    #[cfg(test)]
+    pub fn held_count(&self) -> (usize, usize) {
+        let slots = self.slots();
+        (slots.by_tag.len(), slots.at_index.len())
+    }
 }
 
 #[cfg(test)]
@@ -123,5 +184,46 @@ mod tests {
         assert_eq!(answers.waiting_count(), 0);
         assert_eq!(answers.answer(a, outcomes.clone()), Some(outcomes));
         assert!(rx_a.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_slot_is_freed_when_its_entry_commits_or_its_proposal_ends() {
+        let answers = Answers::new(1);
+        let pipeline = Arc::new(tokio::sync::Semaphore::new(1));
+        let take = || pipeline.clone().try_acquire_owned();
+
+        let (a, _rx_a) = answers.register();
+        answers.hold(a, take().unwrap());
+        assert!(take().is_err(), "one slot, held by a");
+        answers.appended(9, 77); // another process's entry: not tracked
+        answers.appended(10, a);
+        assert_eq!(answers.held_count(), (1, 1));
+        answers.committed(9);
+        assert!(take().is_err(), "a's entry is not committed yet");
+        answers.committed(10);
+        assert_eq!(answers.held_count(), (0, 0));
+
+        // Freed at commit even though its outcomes have not come: the next entry can go.
+        let (b, _rx_b) = answers.register();
+        answers.hold(b, take().unwrap());
+        answers.appended(11, b);
+        // Truncated and appended again under another tag: the index is the new entry's.
+        let (c, _rx_c) = answers.register();
+        answers.release(b);
+        answers.hold(c, take().unwrap());
+        answers.appended(11, c);
+        assert_eq!(answers.held_count(), (1, 1));
+        answers.committed(11);
+        assert!(take().is_ok());
+
+        // A proposal that ends (fails, times out) before its entry commits frees its slot, and
+        // a commit after that frees nothing twice.
+        let (d, _rx_d) = answers.register();
+        answers.hold(d, take().unwrap());
+        answers.appended(12, d);
+        answers.release(d);
+        assert_eq!(answers.held_count(), (0, 0));
+        answers.committed(12);
+        assert!(take().is_ok());
     }
 }

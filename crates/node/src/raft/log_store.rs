@@ -38,6 +38,7 @@ use redb::{
     TableDefinition, WriteTransaction,
 };
 
+use super::answers::Answers;
 use super::read_fence::ReadFence;
 use super::speculate::Speculator;
 use super::{io_read, io_write, LogCommand, LogId, NodeId, TypeConfig};
@@ -98,6 +99,9 @@ pub struct LogStore {
     vote: Option<Vote<NodeId>>,
     /// Where votes and commit indexes are recorded before they are saved, for reads.
     fence: Option<Arc<ReadFence>>,
+    /// The proposer's pipeline slots, freed as the commit index passes their entries
+    /// (`answers.rs`).
+    slots: Option<Answers>,
 }
 
 impl LogStore {
@@ -171,6 +175,7 @@ impl LogStore {
             speculator: None,
             vote: None,
             fence: None,
+            slots: None,
         };
         store.replay_wal()?;
         Ok(store)
@@ -187,6 +192,12 @@ impl LogStore {
         }
         self.fence = Some(fence);
         Ok(())
+    }
+
+    /// From now on, tells `answers` at which index each of its proposals is appended and when
+    /// the commit index passes it, which frees the proposal's pipeline slot.
+    pub fn free_slots_at_commit(&mut self, answers: Answers) {
+        self.slots = Some(answers);
     }
 
     /// From now on, hands the batches this node appends as leader to `speculator` before
@@ -590,6 +601,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if let (Some(f), Some(c)) = (&self.fence, &committed) {
             f.commit_seen(c.index);
         }
+        if let (Some(slots), Some(c)) = (&self.slots, &committed) {
+            slots.committed(c.index);
+        }
         self.committed_unsaved += 1;
         if self.committed_unsaved < SAVE_COMMITTED_EVERY {
             return Ok(());
@@ -612,6 +626,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let entries: Vec<_> = entries.into_iter().collect();
+        if let Some(slots) = &self.slots {
+            for e in &entries {
+                if let EntryPayload::Normal(LogCommand::Tagged { proposal, .. }) = &e.payload {
+                    slots.appended(e.log_id.index, *proposal);
+                }
+            }
+        }
         self.speculate(&entries);
         self.append_durably(entries)?;
         callback.log_io_completed(Ok(()));
