@@ -15,6 +15,7 @@
 //! earliest of these instants every node of the quorum was at or below the leader's term.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -24,7 +25,7 @@ use tonic::Status;
 
 use crate::proposer::{NodeCtx, ReadRound};
 use crate::raft::read_fence::{counts_for, is_quorum};
-use crate::raft::NodeId;
+use crate::raft::{NodeId, StoredMembership};
 
 /// How long a voter has to answer `SavedVote` before the round falls back to heartbeats.
 const SAVED_VOTE_TIMEOUT: Duration = Duration::from_millis(250);
@@ -34,8 +35,30 @@ struct Start {
     term: u64,
     index: u64,
     configs: Vec<BTreeSet<NodeId>>,
-    /// Each other voter and its peer address.
-    voters: Vec<(NodeId, String)>,
+    /// Where the other voters' addresses are, for the reads that ask them.
+    membership: Arc<StoredMembership>,
+}
+
+impl Start {
+    /// Each voter other than `me`, with its peer address.
+    fn other_voters(&self, me: NodeId) -> Vec<(NodeId, String)> {
+        let membership = self.membership.membership();
+        self.configs
+            .iter()
+            .flatten()
+            .copied()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .filter(|id| *id != me)
+            .map(|id| {
+                let addr = membership
+                    .get_node(&id)
+                    .map(|n| n.peer_addr.clone())
+                    .unwrap_or_default();
+                (id, addr)
+            })
+            .collect()
+    }
 }
 
 impl NodeCtx {
@@ -55,28 +78,13 @@ impl NodeCtx {
         if m.current_leader != Some(self.id) {
             return None;
         }
-        let membership = m.membership_config.membership();
-        let configs = membership.get_joint_config().clone();
-        let voters = configs
-            .iter()
-            .flatten()
-            .copied()
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .filter(|id| *id != self.id)
-            .map(|id| {
-                let addr = membership
-                    .get_node(&id)
-                    .map(|n| n.peer_addr.clone())
-                    .unwrap_or_default();
-                (id, addr)
-            })
-            .collect();
+        let membership = Arc::clone(&m.membership_config);
+        let configs = membership.membership().get_joint_config().clone();
         Some(Start {
             term,
             index,
             configs,
-            voters,
+            membership,
         })
     }
 
@@ -99,11 +107,10 @@ impl NodeCtx {
             return Some(ReadRound::Index(start.index));
         }
         let mut asks: FuturesUnordered<_> = start
-            .voters
-            .iter()
+            .other_voters(self.id)
+            .into_iter()
             .filter_map(|(id, addr)| {
-                let mut client = self.peer(addr).ok()?;
-                let id = *id;
+                let mut client = self.peer(&addr).ok()?;
                 Some(async move {
                     let answer =
                         tokio::time::timeout(SAVED_VOTE_TIMEOUT, client.saved_vote(Empty {})).await;
