@@ -69,8 +69,8 @@ pub struct Config {
     /// How many applied entries to keep in the log behind a snapshot, for peers slightly behind.
     #[serde(default = "default_keep_logs")]
     pub keep_logs_after_snapshot: u64,
-    /// One apply transaction in this many is fsynced: after a power cut a node re-applies at
-    /// most this many log entries from its own log when it starts.
+    /// One apply transaction in this many is fsynced: after a power cut or a kill a node
+    /// re-applies, from its own log, what at most this many apply transactions applied.
     #[serde(default = "default_sync_state")]
     pub sync_state_every_applies: u32,
 }

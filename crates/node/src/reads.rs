@@ -43,12 +43,8 @@ impl Start {
     /// Each voter other than `me`, with its peer address.
     fn other_voters(&self, me: NodeId) -> Vec<(NodeId, String)> {
         let membership = self.membership.membership();
-        self.configs
-            .iter()
-            .flatten()
-            .copied()
-            .collect::<BTreeSet<_>>()
-            .into_iter()
+        membership
+            .voter_ids()
             .filter(|id| *id != me)
             .map(|id| {
                 let addr = membership
