@@ -344,34 +344,41 @@ fn queue(ctx: &mut Ctx, tr: &TaskRun, at_ms: i64) -> HResult<()> {
 pub fn claim(ctx: &mut Ctx, req: &ClaimTask) -> HResult<Option<ScheduledTask>> {
     check_name("TaskDef name", &req.task_def_name)?;
     let def = req.task_def_name.as_str();
-    let first = ctx
-        .tables
-        .task_queue
-        .open()?
-        .range((def, i64::MIN, "", "")..=(def, i64::MAX, "\u{10FFFF}", "\u{10FFFF}"))?
-        .next()
-        .transpose()?
-        .map(|(k, _)| {
-            let (_, at, wf, guid) = k.value();
-            (at, wf.to_string(), guid.to_string())
-        });
-    let Some((at, wf, guid)) = first else {
-        return Ok(None);
+    // The oldest queued attempt whose NodeRun still waits for it; the rows passed over on the
+    // way leave the queue for good (see `still_wanted`).
+    let (wf, guid, mut tr) = loop {
+        let first = ctx
+            .tables
+            .task_queue
+            .open()?
+            .range((def, i64::MIN, "", "")..=(def, i64::MAX, "\u{10FFFF}", "\u{10FFFF}"))?
+            .next()
+            .transpose()?
+            .map(|(k, _)| {
+                let (_, at, wf, guid) = k.value();
+                (at, wf.to_string(), guid.to_string())
+            });
+        let Some((at, wf, guid)) = first else {
+            return Ok(None);
+        };
+        ctx.tables
+            .task_queue
+            .open_mut()?
+            .remove((def, at, wf.as_str(), guid.as_str()))?;
+        let id = TaskRunId {
+            wf_run_id: Some(WfRunId {
+                id: wf.clone(),
+                parent_wf_run_id: None,
+            }),
+            task_guid: guid.clone(),
+        };
+        if let Some(tr) = get_run(ctx, &id)? {
+            if still_wanted(ctx, &tr)? {
+                break (wf, guid, tr);
+            }
+        }
     };
-    ctx.tables
-        .task_queue
-        .open_mut()?
-        .remove((def, at, wf.as_str(), guid.as_str()))?;
-    let id = TaskRunId {
-        wf_run_id: Some(WfRunId {
-            id: wf.clone(),
-            parent_wf_run_id: None,
-        }),
-        task_guid: guid.clone(),
-    };
-    let Some(mut tr) = get_run(ctx, &id)? else {
-        return Ok(None);
-    };
+    let id = tr.id.clone().unwrap_or_default();
     let n = tr.attempts.len() as i32 - 1;
     let Some(attempt) = tr.attempts.last_mut() else {
         return Ok(None);
@@ -500,12 +507,19 @@ pub fn fire_retry(ctx: &mut Ctx, id: &TaskRunId) -> HResult<()> {
     let Some(mut tr) = get_run(ctx, id)? else {
         return Ok(());
     };
+    if tr
+        .attempts
+        .last()
+        .is_none_or(|a| a.status != TaskStatus::TaskPending as i32)
+    {
+        return Ok(());
+    }
+    if !still_wanted(ctx, &tr)? {
+        return Ok(());
+    }
     let Some(a) = tr.attempts.last_mut() else {
         return Ok(());
     };
-    if a.status != TaskStatus::TaskPending as i32 {
-        return Ok(());
-    }
     a.status = TaskStatus::TaskScheduled as i32;
     a.schedule_time = Some(ts(ctx.now_ms));
     tr.status = TaskStatus::TaskScheduled as i32;
@@ -555,7 +569,8 @@ fn finish_attempt(
         a.log_output = log_output;
     }
     let retry = matches!(st, TaskStatus::TaskFailed | TaskStatus::TaskTimeout)
-        && (tr.attempts.len() as i32) < tr.total_attempts;
+        && (tr.attempts.len() as i32) < tr.total_attempts
+        && still_wanted(ctx, tr)?;
     if retry {
         match tr.exponential_backoff {
             Some(b) => {
@@ -579,6 +594,37 @@ fn finish_attempt(
     tr.status = st as i32;
     save_run(ctx, tr)?;
     node_outcome(ctx, tr, st, result)
+}
+
+/// Whether the TaskRun's outcome can still matter: its NodeRun is RUNNING or HALTED, its WfRun
+/// has not ended, and its thread will run again (it is not halted for good: under an ended
+/// parent, or stopped by a WAIT_FOR_ANY/FIRST that decided without it, or under such a thread). A TaskRun no longer wanted is not handed out
+/// again and not retried: a worker must not execute a task (charge a card, send a mail) for a
+/// workflow that can no longer use it. An attempt already running still finishes and is
+/// recorded, as in LittleHorse; an attempt not yet handed out keeps its status (SCHEDULED or
+/// PENDING, LittleHorse has no cancelled status) and leaves the queue.
+fn still_wanted(ctx: &Ctx, tr: &TaskRun) -> HResult<bool> {
+    let Some(task_run_source::TaskRunSource::TaskNode(TaskNodeReference {
+        node_run_id:
+            Some(NodeRunId {
+                wf_run_id: Some(wf),
+                thread_run_number,
+                position,
+            }),
+    })) = tr.source.as_ref().and_then(|s| s.task_run_source.as_ref())
+    else {
+        return Ok(true);
+    };
+    let Some(run) = RunState::load(ctx, &wf.id)? else {
+        return Ok(false);
+    };
+    if is_terminal(run.wf_run.status())
+        || interpreter::threads::never_runs_again(&run, *thread_run_number)
+    {
+        return Ok(false);
+    }
+    Ok(get_node(ctx, &wf.id, *thread_run_number, *position)?
+        .is_some_and(|nr| matches!(status(nr.status), LhStatus::Running | LhStatus::Halted)))
 }
 
 /// The TaskRun ended: its NodeRun completes with the output, or fails.

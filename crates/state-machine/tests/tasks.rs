@@ -7,7 +7,7 @@ mod support;
 use halter_api::halter::{command::Kind, ClaimTask};
 use halter_api::littlehorse::{
     failure_handler_def::FailureToCatch, node_run::NodeType, report_task_run,
-    type_definition::DefinedType, variable_mutation::RhsValue, *,
+    type_definition::DefinedType, variable_mutation::RhsValue, variable_value::Value, *,
 };
 use halter_api::values;
 use halter_state_machine::{query, Rejection, Response};
@@ -387,6 +387,301 @@ fn a_retry_with_backoff_waits_before_it_is_handed_out() {
     h.advance_ms(1);
     h.fire_due();
     assert_eq!(claim(&mut h, "w").unwrap().attempt_number, 2);
+}
+
+/// Thread 0 starts a child thread that runs TASK `charge(amount)`, then waits 3 s for "stop";
+/// the unhandled timeout ends the WfRun in ERROR while the child's task is still wanted by
+/// nothing.
+fn abandoning(h: &mut Harness, task: TaskNode) {
+    put_task_def(h, "charge", Some(VariableType::Str));
+    h.put_def("stop");
+    let mut started = edge("2-stop-EXTERNAL_EVENT");
+    started.variable_mutations = vec![VariableMutation {
+        lhs_name: "child".into(),
+        operation: VariableMutationType::Assign as i32,
+        rhs_value: Some(RhsValue::NodeOutput(Default::default())),
+        ..Default::default()
+    }];
+    let mut req = spec(
+        "abandon",
+        vec![
+            ("0-entrypoint-ENTRYPOINT", entry("1-start-START_THREAD")),
+            (
+                "1-start-START_THREAD",
+                node(
+                    node::Node::StartThread(StartThreadNode {
+                        thread_spec_name: "worker".into(),
+                        variables: Default::default(),
+                    }),
+                    vec![started],
+                ),
+            ),
+            (
+                "2-stop-EXTERNAL_EVENT",
+                wait("stop", Some(3), vec![edge("3-exit-EXIT")]),
+            ),
+            ("3-exit-EXIT", exit()),
+        ],
+        vec![
+            var_def("amount", VariableType::Int, false),
+            var_def("child", VariableType::Int, false),
+        ],
+    );
+    req.thread_specs.insert(
+        "worker".into(),
+        thread(
+            vec![
+                ("0-entrypoint-ENTRYPOINT", entry(TASK)),
+                (
+                    TASK,
+                    node(node::Node::Task(task), vec![edge("2-exit-EXIT")]),
+                ),
+                ("2-exit-EXIT", exit()),
+            ],
+            vec![],
+        ),
+    );
+    h.put_spec(req);
+}
+
+fn run_abandoning(h: &mut Harness, id: &str) {
+    h.run_with(
+        "abandon",
+        id,
+        [("amount".to_string(), values::int(30))].into(),
+    );
+}
+
+/// The child's TaskRun in WfRun `wf`.
+fn child_task_run(h: &Harness, wf: &str) -> TaskRun {
+    h.read(|t| {
+        query::get_task_run(
+            t,
+            &TaskRunId {
+                wf_run_id: Some(wf_id(wf)),
+                task_guid: "1-1".into(),
+            },
+        )
+        .unwrap()
+    })
+}
+
+#[test]
+fn a_queued_task_of_an_ended_wf_run_is_never_handed_out() {
+    let mut h = Harness::new();
+    abandoning(&mut h, charge(0, 10));
+    run_abandoning(&mut h, "r");
+    assert_eq!(child_task_run(&h, "r").status(), TaskStatus::TaskScheduled);
+    h.advance_ms(3_000);
+    h.fire_due();
+    assert_eq!(h.status("r"), LhStatus::Error);
+    // A live WfRun's task queued after the dead one is handed out; the dead one is passed over
+    // and left as it was, with no worker.
+    run_abandoning(&mut h, "r2");
+    let t = claim(&mut h, "w").unwrap();
+    assert_eq!(t.task_run_id.unwrap().wf_run_id, Some(wf_id("r2")));
+    assert!(claim(&mut h, "w").is_none());
+    let tr = child_task_run(&h, "r");
+    assert_eq!(tr.attempts.len(), 1);
+    assert_eq!(tr.attempts[0].status(), TaskStatus::TaskScheduled);
+    assert_eq!(tr.attempts[0].task_worker_id, "");
+}
+
+#[test]
+fn an_attempt_running_when_its_wf_run_ends_finishes_but_is_not_retried() {
+    let mut h = Harness::new();
+    abandoning(&mut h, charge(2, 5));
+    run_abandoning(&mut h, "r");
+    let first = claim(&mut h, "w").unwrap();
+    h.advance_ms(3_000);
+    h.fire_due();
+    assert_eq!(h.status("r"), LhStatus::Error);
+    // The attempt times out after the WfRun ended: no retry, though two were left.
+    h.advance_ms(2_000);
+    assert_eq!(h.fire_due(), 1);
+    let tr = child_task_run(&h, "r");
+    assert_eq!(tr.attempts.len(), 1);
+    assert_eq!(tr.status(), TaskStatus::TaskTimeout);
+    assert!(claim(&mut h, "w").is_none());
+    assert!(matches!(
+        h.rejected(Kind::ReportTask(report(
+            &first,
+            TaskStatus::TaskSuccess,
+            None
+        ))),
+        Rejection::FailedPrecondition(_)
+    ));
+
+    // One still running when the WfRun ends is recorded when its worker reports it.
+    run_abandoning(&mut h, "r2");
+    let t = claim(&mut h, "w").unwrap();
+    h.advance_ms(3_000);
+    h.fire_due();
+    assert_eq!(h.status("r2"), LhStatus::Error);
+    h.ok(Kind::ReportTask(report(
+        &t,
+        TaskStatus::TaskSuccess,
+        output(values::str("done")),
+    )));
+    assert_eq!(child_task_run(&h, "r2").status(), TaskStatus::TaskSuccess);
+    assert_eq!(h.status("r2"), LhStatus::Error);
+}
+
+#[test]
+fn a_retry_backing_off_when_its_wf_run_ends_is_never_queued() {
+    let mut h = Harness::new();
+    let mut task = charge(2, 0);
+    task.exponential_backoff = Some(ExponentialBackoffRetryPolicy {
+        base_interval_ms: 5_000,
+        max_delay_ms: 10_000,
+        multiplier: 2.0,
+    });
+    abandoning(&mut h, task);
+    run_abandoning(&mut h, "r");
+    let t = claim(&mut h, "w").unwrap();
+    h.ok(Kind::ReportTask(report(&t, TaskStatus::TaskFailed, None)));
+    assert_eq!(child_task_run(&h, "r").status(), TaskStatus::TaskPending);
+    h.advance_ms(3_000);
+    h.fire_due();
+    assert_eq!(h.status("r"), LhStatus::Error);
+    h.advance_ms(2_000);
+    assert_eq!(h.fire_due(), 1, "the retry's timer fires");
+    assert!(claim(&mut h, "w").is_none());
+    let tr = child_task_run(&h, "r");
+    assert_eq!(tr.attempts.len(), 2);
+    assert_eq!(tr.attempts[1].status(), TaskStatus::TaskPending);
+}
+
+/// A START_THREAD node that puts the child's number into `var` and goes on to `to`.
+fn start_thread(spec_name: &str, var: &str, to: &str) -> Node {
+    let mut e = edge(to);
+    e.variable_mutations = vec![VariableMutation {
+        lhs_name: var.into(),
+        operation: VariableMutationType::Assign as i32,
+        rhs_value: Some(RhsValue::NodeOutput(Default::default())),
+        ..Default::default()
+    }];
+    node(
+        node::Node::StartThread(StartThreadNode {
+            thread_spec_name: spec_name.into(),
+            variables: Default::default(),
+        }),
+        vec![e],
+    )
+}
+
+#[test]
+fn a_task_under_a_thread_halted_for_good_is_never_handed_out_while_the_wf_run_goes_on() {
+    // Thread 0 starts "outer" and "quick" and waits for ANY of them, then for "end". "outer"
+    // starts "worker" (the task) and waits for "never"; "quick" waits for "b". When "b" comes,
+    // WAIT_FOR_ANY decides without "outer", which is halted for good, and "worker" is halted
+    // under it: the WfRun is still RUNNING, but nothing will ever use the task's outcome.
+    let mut h = Harness::new();
+    put_task_def(&mut h, "charge", Some(VariableType::Str));
+    for def in ["end", "never", "b"] {
+        h.put_def(def);
+    }
+    let mut req = spec(
+        "nested",
+        vec![
+            ("0-entrypoint-ENTRYPOINT", entry("1-outer-START_THREAD")),
+            (
+                "1-outer-START_THREAD",
+                start_thread("outer", "o", "2-quick-START_THREAD"),
+            ),
+            (
+                "2-quick-START_THREAD",
+                start_thread("quick", "q", "3-any-WAIT_FOR_THREADS"),
+            ),
+            (
+                "3-any-WAIT_FOR_THREADS",
+                node(
+                    node::Node::WaitForThreads(WaitForThreadsNode {
+                        threads_to_wait_for: Some(
+                            wait_for_threads_node::ThreadsToWaitForOneOf::Threads(
+                                wait_for_threads_node::ThreadsToWaitFor {
+                                    threads: ["o", "q"]
+                                        .iter()
+                                        .map(|v| wait_for_threads_node::ThreadToWaitFor {
+                                            thread_run_number: Some(var(v)),
+                                        })
+                                        .collect(),
+                                },
+                            ),
+                        ),
+                        per_thread_failure_handlers: vec![],
+                        strategy: WaitForThreadsStrategy::WaitForAny as i32,
+                    }),
+                    vec![edge("4-end-EXTERNAL_EVENT")],
+                ),
+            ),
+            (
+                "4-end-EXTERNAL_EVENT",
+                wait("end", None, vec![edge("5-exit-EXIT")]),
+            ),
+            ("5-exit-EXIT", exit()),
+        ],
+        vec![
+            var_def("amount", VariableType::Int, false),
+            var_def("o", VariableType::Int, false),
+            var_def("q", VariableType::Int, false),
+            var_def("w", VariableType::Int, false),
+        ],
+    );
+    let waiting = |def: &str| {
+        thread(
+            vec![
+                ("0-entrypoint-ENTRYPOINT", entry("1-wait-EXTERNAL_EVENT")),
+                (
+                    "1-wait-EXTERNAL_EVENT",
+                    wait(def, None, vec![edge("2-exit-EXIT")]),
+                ),
+                ("2-exit-EXIT", exit()),
+            ],
+            vec![],
+        )
+    };
+    let mut outer = waiting("never");
+    outer.nodes.insert(
+        "0-entrypoint-ENTRYPOINT".into(),
+        entry("1-worker-START_THREAD"),
+    );
+    outer.nodes.insert(
+        "1-worker-START_THREAD".into(),
+        start_thread("worker", "w", "1-wait-EXTERNAL_EVENT"),
+    );
+    req.thread_specs.insert("outer".into(), outer);
+    req.thread_specs.insert("quick".into(), waiting("b"));
+    req.thread_specs.insert(
+        "worker".into(),
+        thread(
+            vec![
+                ("0-entrypoint-ENTRYPOINT", entry(TASK)),
+                (
+                    TASK,
+                    node(node::Node::Task(charge(0, 10)), vec![edge("2-exit-EXIT")]),
+                ),
+                ("2-exit-EXIT", exit()),
+            ],
+            vec![],
+        ),
+    );
+    h.put_spec(req);
+    h.run_with(
+        "nested",
+        "r",
+        [("amount".to_string(), values::int(30))].into(),
+    );
+    assert!(h.read(|t| query::task_queued(t, "charge").unwrap()));
+    h.post("r", "b", values::null());
+    assert_eq!(h.status("r"), LhStatus::Running);
+    let worker = h.variable("r", "w");
+    let Some(Value::Int(worker)) = worker.value else {
+        panic!("the worker thread's number: {worker:?}")
+    };
+    assert_eq!(h.thread_run("r", worker as i32).status(), LhStatus::Halted);
+    assert!(claim(&mut h, "w").is_none());
+    assert!(!h.read(|t| query::task_queued(t, "charge").unwrap()));
 }
 
 #[test]

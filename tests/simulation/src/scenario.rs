@@ -30,7 +30,7 @@ pub struct Report {
 
 /// How long clients run (simulated time), and how long the healed cluster gets to finish.
 const WORKLOAD: Duration = Duration::from_secs(20);
-const LIVENESS_WINDOW: Duration = Duration::from_secs(15);
+const LIVENESS_WINDOW: Duration = Duration::from_secs(20);
 const CLIENTS: usize = 3;
 const WORKERS: usize = 2;
 
@@ -118,7 +118,7 @@ pub const PAID: &str = "paid";
 /// The spec every WfRun runs (with `order` = its id). Thread 0 starts a child that waits for
 /// the correlated event `paid` keyed by `order` (5 s), waits for `rare` (2 s; a TIMEOUT is
 /// caught by a handler that waits for `go` 2 s more), waits for `go` (3 s), runs the task
-/// `sim-task` (1 s per attempt, one retry), then waits for the child. A `poke` interrupts
+/// `sim-task` (3 s per attempt, one retry), then waits for the child. A `poke` interrupts
 /// thread 0 with a handler that waits for `go` (2 s; its timeout fails thread 0). Every path
 /// ends within seconds, in COMPLETED or ERROR.
 fn sim_spec() -> PutWfSpecRequest {
@@ -148,7 +148,7 @@ fn sim_spec() -> PutWfSpecRequest {
             task_to_execute: Some(task_node::TaskToExecute::TaskDefId(TaskDefId {
                 name: TASK.into(),
             })),
-            timeout_seconds: 1,
+            timeout_seconds: 3,
             retries: 1,
             exponential_backoff: None,
             variables: vec![var_ref("child-number")],

@@ -60,9 +60,10 @@ pub async fn worker(id: usize, nodes: Vec<std::net::IpAddr>, oracle: Shared, unt
                 "{name} got {wf}/{} attempt {}@{node}",
                 run.task_guid, task.attempt_number
             ));
-            // One execution in ten outlasts the 1 s timeout.
+            // One execution in ten outlasts the 3 s timeout, and a WfRun can end (its interrupt
+            // handler's 2 s timeout) while it runs.
             let work = if rng.gen_bool(0.1) {
-                1500
+                3500
             } else {
                 rng.gen_range(5..100)
             };

@@ -136,6 +136,34 @@ pub fn halted_for_good(run: &RunState, n: i32) -> bool {
         })
 }
 
+/// Whether thread `n` will never run again: it has ended, is halted for good, or is halted
+/// under a parent that will never run again (a `ParentHalted` reason is only lifted when that
+/// parent runs). A running thread is not, whatever its ancestors do.
+pub fn never_runs_again(run: &RunState, n: i32) -> bool {
+    let mut n = n;
+    // Each step goes to a parent; the bound only guards against a malformed tree.
+    for _ in 0..=run.threads.len() {
+        let Some(th) = run.threads.get(&n) else {
+            return false;
+        };
+        if is_terminal(status(th.status)) || halted_for_good(run, n) {
+            return true;
+        }
+        if status(th.status) != LhStatus::Halted {
+            return false;
+        }
+        let halted_parent = th.halt_reasons.iter().find_map(|r| match &r.reason {
+            Some(Reason::ParentHalted(p)) => Some(p.parent_thread_id),
+            _ => None,
+        });
+        match halted_parent {
+            Some(p) => n = p,
+            None => return false,
+        }
+    }
+    false
+}
+
 /// The children thread `t` waits for while halted: the handlers its halt reasons name. When a
 /// reason ends but `t` stays halted, they run again.
 fn awaited_handlers(run: &RunState, t: i32) -> Vec<i32> {

@@ -5,6 +5,7 @@ mod acknowledged_events;
 mod claimed_once;
 mod liveness;
 mod monotonic_reads;
+mod no_task_work_after_the_end;
 mod reads_see_acknowledged_runs;
 mod replica_digests;
 mod tasks_once;
@@ -158,6 +159,7 @@ pub async fn check_all(c: &ClusterView, oracle: &Shared) -> Result<(String, Cove
     reads_see_acknowledged_runs::check(&o)?;
     terms_never_go_back::check(&o)?;
     tasks_once::check(&o, &obs)?;
+    no_task_work_after_the_end::check(&obs)?;
     let mut cov = Coverage {
         tasks_succeeded: obs
             .task_runs

@@ -1,0 +1,61 @@
+//! No task is handed out, and no attempt is retried, after its WfRun ended: a worker must not
+//! execute work (charge a card, send a mail) for a workflow that can no longer use it. A claim
+//! and a retry are decided by commands that check the WfRun first (`task::still_wanted`), so
+//! in the final state every attempt of an ended WfRun's TaskRun started no later than the
+//! WfRun's end, and every retry follows an attempt that ended no later than it. An attempt
+//! already running at the end still finishes (its report or timeout is recorded).
+//!
+//! The check compares log timestamps, and all commands of one log entry share one: a claim
+//! ordered after the end inside the same entry would pass unseen.
+
+use halter_api::littlehorse::LhStatus;
+use prost_types::Timestamp;
+
+use super::Observed;
+
+fn ms(t: &Option<Timestamp>) -> Option<i64> {
+    t.as_ref()
+        .map(|t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
+}
+
+pub fn check(obs: &Observed) -> Result<(), String> {
+    for (wf, run) in &obs.runs {
+        let Some(run) = run else { continue };
+        if !matches!(
+            run.status(),
+            LhStatus::Completed | LhStatus::Error | LhStatus::Exception
+        ) {
+            continue;
+        }
+        let Some(end) = ms(&run.end_time) else {
+            return Err(format!("{wf} is {:?} with no end time", run.status()));
+        };
+        for tr in obs.task_runs.get(wf).into_iter().flatten() {
+            let guid = tr
+                .id
+                .as_ref()
+                .map(|i| i.task_guid.as_str())
+                .unwrap_or_default();
+            for (n, a) in tr.attempts.iter().enumerate() {
+                if let Some(start) = ms(&a.start_time) {
+                    if start > end {
+                        return Err(format!(
+                            "{wf}/{guid} attempt {n} was handed out at {start} ms, after its \
+                             WfRun ended at {end} ms"
+                        ));
+                    }
+                }
+                if n > 0 {
+                    let before = ms(&tr.attempts[n - 1].end_time).unwrap_or(i64::MIN);
+                    if before > end {
+                        return Err(format!(
+                            "{wf}/{guid} attempt {n} retries one that ended at {before} ms, after \
+                             its WfRun ended at {end} ms"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
