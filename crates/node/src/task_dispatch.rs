@@ -156,9 +156,10 @@ async fn next_task(ctx: &NodeCtx, req: &PollTaskRequest) -> Result<ScheduledTask
             });
             match ctx.propose(claim).await {
                 Ok(Out::ScheduledTask(Some(t))) => return Ok(t),
-                // Another worker got it first, and the claim found the queue empty: wait for
-                // the next task (this replica may not have applied the winning claim yet, so
-                // looking again at once would propose in vain).
+                // Another worker got it first, and the claim found the queue empty (or held
+                // only attempts nobody waits for any more, which it removed): wait for the next
+                // task (this replica may not have applied the winning claim yet, so looking
+                // again at once would propose in vain).
                 Ok(Out::ScheduledTask(None)) => {}
                 Ok(other) => return Err(Status::internal(format!("unexpected {other:?}"))),
                 Err(s) if s.code() == Code::Unavailable => {

@@ -703,6 +703,41 @@ pub fn output(ctx: &Ctx, id: &TaskRunId) -> HResult<Option<VariableValue>> {
     }))
 }
 
+/// The WfRun `wf` ended: its TaskRuns' attempts still queued leave the queue and their retry
+/// timers are cancelled (`still_wanted` would pass over them anyway, but one at a time, in the
+/// claim of whichever worker polls next). Running attempts keep their timeouts and finish.
+pub fn dequeue_all_of(ctx: &mut Ctx, wf: &str) -> HResult<()> {
+    let mut queued = Vec::new();
+    for row in ctx
+        .tables
+        .task_runs
+        .open()?
+        .range((wf, "")..=(wf, "\u{10FFFF}"))?
+    {
+        let (_, v) = row?;
+        let tr = codec::decode::<TaskRun>(v.value())?;
+        let guid = tr.id.clone().unwrap_or_default().task_guid;
+        let def = tr.task_def_id.clone().unwrap_or_default().name;
+        let at = match tr.attempts.last() {
+            Some(a) if a.status == TaskStatus::TaskScheduled as i32 => {
+                a.schedule_time.as_ref().map(ms)
+            }
+            _ => None,
+        };
+        queued.push((def, at, guid));
+    }
+    for (def, at, guid) in queued {
+        if let Some(at) = at {
+            ctx.tables
+                .task_queue
+                .open_mut()?
+                .remove((def.as_str(), at, wf, guid.as_str()))?;
+        }
+        timers::cancel(ctx, &retry_timer_id(wf, &guid))?;
+    }
+    Ok(())
+}
+
 /// Removes a WfRun's TaskRuns, their queue rows and timers.
 pub fn delete_all_of(ctx: &mut Ctx, wf: &str) -> HResult<()> {
     let mut runs = Vec::new();

@@ -475,8 +475,12 @@ fn a_queued_task_of_an_ended_wf_run_is_never_handed_out() {
     h.advance_ms(3_000);
     h.fire_due();
     assert_eq!(h.status("r"), LhStatus::Error);
-    // A live WfRun's task queued after the dead one is handed out; the dead one is passed over
-    // and left as it was, with no worker.
+    assert!(
+        !h.read(|t| query::task_queued(t, "charge").unwrap()),
+        "the end took it off the queue"
+    );
+    // A live WfRun's task queued after the dead one is handed out; the dead one stays as it
+    // was, with no worker.
     run_abandoning(&mut h, "r2");
     let t = claim(&mut h, "w").unwrap();
     assert_eq!(t.task_run_id.unwrap().wf_run_id, Some(wf_id("r2")));
@@ -545,7 +549,11 @@ fn a_retry_backing_off_when_its_wf_run_ends_is_never_queued() {
     h.fire_due();
     assert_eq!(h.status("r"), LhStatus::Error);
     h.advance_ms(2_000);
-    assert_eq!(h.fire_due(), 1, "the retry's timer fires");
+    assert_eq!(
+        h.fire_due(),
+        0,
+        "the WfRun's end cancelled the retry's timer"
+    );
     assert!(claim(&mut h, "w").is_none());
     let tr = child_task_run(&h, "r");
     assert_eq!(tr.attempts.len(), 2);

@@ -854,6 +854,14 @@ fn declared_type_of(
 pub(crate) fn finish_wf_run(ctx: &mut Ctx, run: &mut RunState, st: LhStatus) -> HResult<()> {
     run.wf_run.status = st as i32;
     run.wf_run.end_time = Some(ts(ctx.now_ms));
+    let has_tasks = run.spec.thread_specs.values().any(|t| {
+        t.nodes
+            .values()
+            .any(|n| matches!(n.node, Some(node::Node::Task(_))))
+    });
+    if has_tasks {
+        crate::task::dequeue_all_of(ctx, run.id())?;
+    }
     use halter_api::littlehorse::workflow_retention_policy::WfGcPolicy;
     if let Some(WfGcPolicy::SecondsAfterWfTermination(s)) =
         run.spec.retention_policy.and_then(|r| r.wf_gc_policy)

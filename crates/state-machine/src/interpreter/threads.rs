@@ -137,8 +137,10 @@ pub fn halted_for_good(run: &RunState, n: i32) -> bool {
 }
 
 /// Whether thread `n` will never run again: it has ended, is halted for good, or is halted
-/// under a parent that will never run again (a `ParentHalted` reason is only lifted when that
-/// parent runs). A running thread is not, whatever its ancestors do.
+/// under a parent that will never run again. A `ParentHalted` reason is lifted when that parent
+/// runs again, and, for a handler the parent waits for (`awaited_handlers`), also while the
+/// parent stays halted (`unhalt_thread` releases it): such a handler is not counted dead. A
+/// running thread is not dead, whatever its ancestors do.
 pub fn never_runs_again(run: &RunState, n: i32) -> bool {
     let mut n = n;
     // Each step goes to a parent; the bound only guards against a malformed tree.
@@ -157,8 +159,8 @@ pub fn never_runs_again(run: &RunState, n: i32) -> bool {
             _ => None,
         });
         match halted_parent {
-            Some(p) => n = p,
-            None => return false,
+            Some(p) if !awaited_handlers(run, p).contains(&n) => n = p,
+            _ => return false,
         }
     }
     false
@@ -427,4 +429,76 @@ fn stop_descendants(ctx: &mut Ctx, run: &mut RunState, t: i32) -> HResult<()> {
         halt_thread(ctx, run, c, parent_halted(t), true)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use halter_api::littlehorse::{
+        HaltedByParentNodeHaltReason, Interrupted, ManualHalt, ThreadRun,
+    };
+
+    fn th(n: i32, st: LhStatus, parent: Option<i32>, reasons: Vec<Reason>) -> (i32, ThreadRun) {
+        (
+            n,
+            ThreadRun {
+                number: n,
+                status: st as i32,
+                parent_thread_id: parent,
+                halt_reasons: reasons
+                    .into_iter()
+                    .map(|r| ThreadHaltReason { reason: Some(r) })
+                    .collect(),
+                ..Default::default()
+            },
+        )
+    }
+
+    #[test]
+    fn a_thread_under_a_dead_parent_is_dead_unless_the_parent_waits_for_it() {
+        // 1 was stopped for good by thread 0's WAIT_FOR_ANY while 3, its interrupt handler,
+        // ran; 2 is 1's child. 5 is stopped by hand, 6 is its child.
+        let run = RunState {
+            wf_run: Default::default(),
+            spec: Default::default(),
+            threads: BTreeMap::from([
+                th(0, LhStatus::Running, None, vec![]),
+                th(
+                    1,
+                    LhStatus::Halted,
+                    Some(0),
+                    vec![
+                        Reason::Interrupted(Interrupted {
+                            interrupt_thread_id: 3,
+                        }),
+                        Reason::HaltedByParent(HaltedByParentNodeHaltReason::default()),
+                    ],
+                ),
+                th(2, LhStatus::Halted, Some(1), vec![parent_halted(1)]),
+                th(3, LhStatus::Halted, Some(1), vec![parent_halted(1)]),
+                th(
+                    5,
+                    LhStatus::Halted,
+                    Some(0),
+                    vec![Reason::ManualHalt(ManualHalt::default())],
+                ),
+                th(6, LhStatus::Halted, Some(5), vec![parent_halted(5)]),
+                th(7, LhStatus::Error, Some(0), vec![]),
+            ]),
+        };
+        assert!(!never_runs_again(&run, 0));
+        assert!(never_runs_again(&run, 1), "halted by its parent's node");
+        assert!(
+            never_runs_again(&run, 2),
+            "only 1 running again would resume it"
+        );
+        assert!(
+            !never_runs_again(&run, 3),
+            "1's handler is released while 1 stays halted"
+        );
+        assert!(!never_runs_again(&run, 5), "a ResumeWfRun resumes it");
+        assert!(!never_runs_again(&run, 6));
+        assert!(never_runs_again(&run, 7), "ended");
+        assert!(!never_runs_again(&run, 42), "unknown");
+    }
 }

@@ -5,8 +5,8 @@
 //! WfRun's end, and every retry follows an attempt that ended no later than it. An attempt
 //! already running at the end still finishes (its report or timeout is recorded).
 //!
-//! The check compares log timestamps, and all commands of one log entry share one: a claim
-//! ordered after the end inside the same entry would pass unseen.
+//! The check compares log timestamps in milliseconds: a claim or retry after the end within the
+//! same millisecond (all commands of one log entry share one) would pass unseen.
 
 use halter_api::littlehorse::LhStatus;
 use prost_types::Timestamp;
@@ -46,6 +46,14 @@ pub fn check(obs: &Observed) -> Result<(), String> {
                     }
                 }
                 if n > 0 {
+                    if let Some(queued) = ms(&a.schedule_time) {
+                        if queued > end {
+                            return Err(format!(
+                                "{wf}/{guid} attempt {n} was queued at {queued} ms, after its \
+                                 WfRun ended at {end} ms"
+                            ));
+                        }
+                    }
                     let before = ms(&tr.attempts[n - 1].end_time).unwrap_or(i64::MIN);
                     if before > end {
                         return Err(format!(
