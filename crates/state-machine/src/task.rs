@@ -596,34 +596,40 @@ fn finish_attempt(
     node_outcome(ctx, tr, st, result)
 }
 
+/// The NodeRun a TaskRun was made for: (WfRun id, thread, position); None for a TaskRun of
+/// another source.
+fn task_node_of(tr: &TaskRun) -> Option<(String, i32, i32)> {
+    match tr.source.as_ref()?.task_run_source.as_ref()? {
+        task_run_source::TaskRunSource::TaskNode(TaskNodeReference {
+            node_run_id:
+                Some(NodeRunId {
+                    wf_run_id: Some(wf),
+                    thread_run_number,
+                    position,
+                }),
+        }) => Some((wf.id.clone(), *thread_run_number, *position)),
+        _ => None,
+    }
+}
+
 /// Whether the TaskRun's outcome can still matter: its NodeRun is RUNNING or HALTED, its WfRun
-/// has not ended, and its thread will run again (it is not halted for good: under an ended
-/// parent, or stopped by a WAIT_FOR_ANY/FIRST that decided without it, or under such a thread). A TaskRun no longer wanted is not handed out
-/// again and not retried: a worker must not execute a task (charge a card, send a mail) for a
-/// workflow that can no longer use it. An attempt already running still finishes and is
-/// recorded, as in LittleHorse; an attempt not yet handed out keeps its status (SCHEDULED or
-/// PENDING, LittleHorse has no cancelled status) and leaves the queue.
+/// has not ended, and its thread can run again (`threads::never_runs_again`). A TaskRun no
+/// longer wanted is not handed out again and not retried: a worker must not execute a task
+/// (charge a card, send a mail) for a workflow that can no longer use it. An attempt already
+/// running still finishes and is recorded, as in LittleHorse; an attempt not yet handed out
+/// keeps its status (SCHEDULED or PENDING: LittleHorse has no cancelled status) and leaves the
+/// queue.
 fn still_wanted(ctx: &Ctx, tr: &TaskRun) -> HResult<bool> {
-    let Some(task_run_source::TaskRunSource::TaskNode(TaskNodeReference {
-        node_run_id:
-            Some(NodeRunId {
-                wf_run_id: Some(wf),
-                thread_run_number,
-                position,
-            }),
-    })) = tr.source.as_ref().and_then(|s| s.task_run_source.as_ref())
-    else {
+    let Some((wf, thread, position)) = task_node_of(tr) else {
         return Ok(true);
     };
-    let Some(run) = RunState::load(ctx, &wf.id)? else {
+    let Some(run) = RunState::load(ctx, &wf)? else {
         return Ok(false);
     };
-    if is_terminal(run.wf_run.status())
-        || interpreter::threads::never_runs_again(&run, *thread_run_number)
-    {
+    if is_terminal(run.wf_run.status()) || interpreter::threads::never_runs_again(&run, thread) {
         return Ok(false);
     }
-    Ok(get_node(ctx, &wf.id, *thread_run_number, *position)?
+    Ok(get_node(ctx, &wf, thread, position)?
         .is_some_and(|nr| matches!(status(nr.status), LhStatus::Running | LhStatus::Halted)))
 }
 
@@ -634,21 +640,13 @@ fn node_outcome(
     st: TaskStatus,
     result: Option<task_attempt::Result>,
 ) -> HResult<()> {
-    let Some(task_run_source::TaskRunSource::TaskNode(TaskNodeReference {
-        node_run_id:
-            Some(NodeRunId {
-                wf_run_id: Some(wf),
-                thread_run_number,
-                position,
-            }),
-    })) = tr.source.as_ref().and_then(|s| s.task_run_source.clone())
-    else {
+    let Some((wf, thread_run_number, position)) = task_node_of(tr) else {
         return Ok(());
     };
-    let Some(mut run) = RunState::load(ctx, &wf.id)? else {
+    let Some(mut run) = RunState::load(ctx, &wf)? else {
         return Ok(());
     };
-    let Some(mut nr) = get_node(ctx, &wf.id, thread_run_number, position)? else {
+    let Some(mut nr) = get_node(ctx, &wf, thread_run_number, position)? else {
         return Ok(());
     };
     if !matches!(status(nr.status), LhStatus::Running | LhStatus::Halted) {
@@ -703,43 +701,8 @@ pub fn output(ctx: &Ctx, id: &TaskRunId) -> HResult<Option<VariableValue>> {
     }))
 }
 
-/// The WfRun `wf` ended: its TaskRuns' attempts still queued leave the queue and their retry
-/// timers are cancelled (`still_wanted` would pass over them anyway, but one at a time, in the
-/// claim of whichever worker polls next). Running attempts keep their timeouts and finish.
-pub fn dequeue_all_of(ctx: &mut Ctx, wf: &str) -> HResult<()> {
-    let mut queued = Vec::new();
-    for row in ctx
-        .tables
-        .task_runs
-        .open()?
-        .range((wf, "")..=(wf, "\u{10FFFF}"))?
-    {
-        let (_, v) = row?;
-        let tr = codec::decode::<TaskRun>(v.value())?;
-        let guid = tr.id.clone().unwrap_or_default().task_guid;
-        let def = tr.task_def_id.clone().unwrap_or_default().name;
-        let at = match tr.attempts.last() {
-            Some(a) if a.status == TaskStatus::TaskScheduled as i32 => {
-                a.schedule_time.as_ref().map(ms)
-            }
-            _ => None,
-        };
-        queued.push((def, at, guid));
-    }
-    for (def, at, guid) in queued {
-        if let Some(at) = at {
-            ctx.tables
-                .task_queue
-                .open_mut()?
-                .remove((def.as_str(), at, wf, guid.as_str()))?;
-        }
-        timers::cancel(ctx, &retry_timer_id(wf, &guid))?;
-    }
-    Ok(())
-}
-
-/// Removes a WfRun's TaskRuns, their queue rows and timers.
-pub fn delete_all_of(ctx: &mut Ctx, wf: &str) -> HResult<()> {
+/// The TaskRuns of WfRun `wf`.
+fn runs_of(ctx: &Ctx, wf: &str) -> HResult<Vec<TaskRun>> {
     let mut runs = Vec::new();
     for row in ctx
         .tables
@@ -750,21 +713,45 @@ pub fn delete_all_of(ctx: &mut Ctx, wf: &str) -> HResult<()> {
         let (_, v) = row?;
         runs.push(codec::decode::<TaskRun>(v.value())?);
     }
-    for tr in runs {
-        let id = tr.id.clone().unwrap_or_default();
-        let guid = id.task_guid.clone();
-        let def = tr.task_def_id.clone().unwrap_or_default().name;
-        if let Some(at) = tr
-            .attempts
-            .last()
-            .filter(|a| a.status == TaskStatus::TaskScheduled as i32)
-            .and_then(|a| a.schedule_time.as_ref())
-        {
-            ctx.tables
-                .task_queue
-                .open_mut()?
-                .remove((def.as_str(), ms(at), wf, guid.as_str()))?;
-        }
+    Ok(runs)
+}
+
+/// Takes the TaskRun's last attempt off the queue if it is queued (SCHEDULED).
+fn unqueue(ctx: &mut Ctx, wf: &str, tr: &TaskRun) -> HResult<()> {
+    let Some(at) = tr
+        .attempts
+        .last()
+        .filter(|a| a.status == TaskStatus::TaskScheduled as i32)
+        .and_then(|a| a.schedule_time.as_ref())
+    else {
+        return Ok(());
+    };
+    let guid = tr.id.clone().unwrap_or_default().task_guid;
+    let def = tr.task_def_id.clone().unwrap_or_default().name;
+    ctx.tables
+        .task_queue
+        .open_mut()?
+        .remove((def.as_str(), ms(at), wf, guid.as_str()))?;
+    Ok(())
+}
+
+/// The WfRun `wf` ended: its TaskRuns' attempts still queued leave the queue and their retry
+/// timers are cancelled (`still_wanted` would pass over them anyway, but one at a time, in the
+/// claim of whichever worker polls next). Running attempts keep their timeouts and finish.
+pub fn dequeue_all_of(ctx: &mut Ctx, wf: &str) -> HResult<()> {
+    for tr in runs_of(ctx, wf)? {
+        unqueue(ctx, wf, &tr)?;
+        let guid = tr.id.unwrap_or_default().task_guid;
+        timers::cancel(ctx, &retry_timer_id(wf, &guid))?;
+    }
+    Ok(())
+}
+
+/// Removes a WfRun's TaskRuns, their queue rows and timers.
+pub fn delete_all_of(ctx: &mut Ctx, wf: &str) -> HResult<()> {
+    for tr in runs_of(ctx, wf)? {
+        unqueue(ctx, wf, &tr)?;
+        let guid = tr.id.clone().unwrap_or_default().task_guid;
         for n in 0..tr.attempts.len() {
             timers::cancel(ctx, &timeout_timer_id(wf, &guid, n as i32))?;
         }

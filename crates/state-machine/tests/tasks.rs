@@ -7,7 +7,7 @@ mod support;
 use halter_api::halter::{command::Kind, ClaimTask};
 use halter_api::littlehorse::{
     failure_handler_def::FailureToCatch, node_run::NodeType, report_task_run,
-    type_definition::DefinedType, variable_mutation::RhsValue, variable_value::Value, *,
+    type_definition::DefinedType, variable_value::Value, *,
 };
 use halter_api::values;
 use halter_state_machine::{query, Rejection, Response};
@@ -47,28 +47,39 @@ fn put_task_def(h: &mut Harness, name: &str, ret: Option<VariableType>) -> TaskD
     }
 }
 
-/// entry -> TASK `charge(amount)` (result into "receipt") -> exit.
-fn task_spec(name: &str, task: TaskNode, handlers: Vec<FailureHandlerDef>) -> PutWfSpecRequest {
-    let mut e = edge("2-exit-EXIT");
-    e.variable_mutations = vec![VariableMutation {
-        lhs_name: "receipt".into(),
-        operation: VariableMutationType::Assign as i32,
-        rhs_value: Some(RhsValue::NodeOutput(Default::default())),
-        ..Default::default()
-    }];
-    let mut n = node(node::Node::Task(task), vec![e]);
-    n.failure_handlers = handlers;
-    let mut req = spec(
-        name,
+/// A thread: entry -> the TASK node `n` -> exit.
+fn task_thread(n: Node) -> ThreadSpec {
+    thread(
         vec![
             ("0-entrypoint-ENTRYPOINT", entry(TASK)),
             (TASK, n),
             ("2-exit-EXIT", exit()),
         ],
-        vec![
-            var_def("amount", VariableType::Int, false),
-            var_def("receipt", VariableType::Str, false),
-        ],
+        vec![],
+    )
+}
+
+/// The TASK node running `task`, on to the exit.
+fn charge_node(task: TaskNode) -> Node {
+    node(node::Node::Task(task), vec![edge("2-exit-EXIT")])
+}
+
+/// entry -> TASK `charge(amount)` (result into "receipt") -> exit.
+fn task_spec(name: &str, task: TaskNode, handlers: Vec<FailureHandlerDef>) -> PutWfSpecRequest {
+    let mut e = edge("2-exit-EXIT");
+    e.variable_mutations = vec![assign_output("receipt")];
+    let mut n = node(node::Node::Task(task), vec![e]);
+    n.failure_handlers = handlers;
+    let mut req = spec(name, vec![], vec![]);
+    req.thread_specs.insert(
+        "entrypoint".into(),
+        ThreadSpec {
+            variable_defs: vec![
+                var_def("amount", VariableType::Int, false),
+                var_def("receipt", VariableType::Str, false),
+            ],
+            ..task_thread(n)
+        },
     );
     req.thread_specs.insert(
         "handler".into(),
@@ -395,26 +406,13 @@ fn a_retry_with_backoff_waits_before_it_is_handed_out() {
 fn abandoning(h: &mut Harness, task: TaskNode) {
     put_task_def(h, "charge", Some(VariableType::Str));
     h.put_def("stop");
-    let mut started = edge("2-stop-EXTERNAL_EVENT");
-    started.variable_mutations = vec![VariableMutation {
-        lhs_name: "child".into(),
-        operation: VariableMutationType::Assign as i32,
-        rhs_value: Some(RhsValue::NodeOutput(Default::default())),
-        ..Default::default()
-    }];
     let mut req = spec(
         "abandon",
         vec![
             ("0-entrypoint-ENTRYPOINT", entry("1-start-START_THREAD")),
             (
                 "1-start-START_THREAD",
-                node(
-                    node::Node::StartThread(StartThreadNode {
-                        thread_spec_name: "worker".into(),
-                        variables: Default::default(),
-                    }),
-                    vec![started],
-                ),
+                start_thread("worker", "2-stop-EXTERNAL_EVENT", "child"),
             ),
             (
                 "2-stop-EXTERNAL_EVENT",
@@ -427,20 +425,8 @@ fn abandoning(h: &mut Harness, task: TaskNode) {
             var_def("child", VariableType::Int, false),
         ],
     );
-    req.thread_specs.insert(
-        "worker".into(),
-        thread(
-            vec![
-                ("0-entrypoint-ENTRYPOINT", entry(TASK)),
-                (
-                    TASK,
-                    node(node::Node::Task(task), vec![edge("2-exit-EXIT")]),
-                ),
-                ("2-exit-EXIT", exit()),
-            ],
-            vec![],
-        ),
-    );
+    req.thread_specs
+        .insert("worker".into(), task_thread(charge_node(task)));
     h.put_spec(req);
 }
 
@@ -560,24 +546,6 @@ fn a_retry_backing_off_when_its_wf_run_ends_is_never_queued() {
     assert_eq!(tr.attempts[1].status(), TaskStatus::TaskPending);
 }
 
-/// A START_THREAD node that puts the child's number into `var` and goes on to `to`.
-fn start_thread(spec_name: &str, var: &str, to: &str) -> Node {
-    let mut e = edge(to);
-    e.variable_mutations = vec![VariableMutation {
-        lhs_name: var.into(),
-        operation: VariableMutationType::Assign as i32,
-        rhs_value: Some(RhsValue::NodeOutput(Default::default())),
-        ..Default::default()
-    }];
-    node(
-        node::Node::StartThread(StartThreadNode {
-            thread_spec_name: spec_name.into(),
-            variables: Default::default(),
-        }),
-        vec![e],
-    )
-}
-
 #[test]
 fn a_task_under_a_thread_halted_for_good_is_never_handed_out_while_the_wf_run_goes_on() {
     // Thread 0 starts "outer" and "quick" and waits for ANY of them, then for "end". "outer"
@@ -595,32 +563,19 @@ fn a_task_under_a_thread_halted_for_good_is_never_handed_out_while_the_wf_run_go
             ("0-entrypoint-ENTRYPOINT", entry("1-outer-START_THREAD")),
             (
                 "1-outer-START_THREAD",
-                start_thread("outer", "o", "2-quick-START_THREAD"),
+                start_thread("outer", "2-quick-START_THREAD", "o"),
             ),
             (
                 "2-quick-START_THREAD",
-                start_thread("quick", "q", "3-any-WAIT_FOR_THREADS"),
+                start_thread("quick", "3-any-WAIT_FOR_THREADS", "q"),
             ),
             (
                 "3-any-WAIT_FOR_THREADS",
-                node(
-                    node::Node::WaitForThreads(WaitForThreadsNode {
-                        threads_to_wait_for: Some(
-                            wait_for_threads_node::ThreadsToWaitForOneOf::Threads(
-                                wait_for_threads_node::ThreadsToWaitFor {
-                                    threads: ["o", "q"]
-                                        .iter()
-                                        .map(|v| wait_for_threads_node::ThreadToWaitFor {
-                                            thread_run_number: Some(var(v)),
-                                        })
-                                        .collect(),
-                                },
-                            ),
-                        ),
-                        per_thread_failure_handlers: vec![],
-                        strategy: WaitForThreadsStrategy::WaitForAny as i32,
-                    }),
-                    vec![edge("4-end-EXTERNAL_EVENT")],
+                wait_threads(
+                    &["o", "q"],
+                    WaitForThreadsStrategy::WaitForAny,
+                    vec![],
+                    "4-end-EXTERNAL_EVENT",
                 ),
             ),
             (
@@ -656,24 +611,12 @@ fn a_task_under_a_thread_halted_for_good_is_never_handed_out_while_the_wf_run_go
     );
     outer.nodes.insert(
         "1-worker-START_THREAD".into(),
-        start_thread("worker", "w", "1-wait-EXTERNAL_EVENT"),
+        start_thread("worker", "1-wait-EXTERNAL_EVENT", "w"),
     );
     req.thread_specs.insert("outer".into(), outer);
     req.thread_specs.insert("quick".into(), waiting("b"));
-    req.thread_specs.insert(
-        "worker".into(),
-        thread(
-            vec![
-                ("0-entrypoint-ENTRYPOINT", entry(TASK)),
-                (
-                    TASK,
-                    node(node::Node::Task(charge(0, 10)), vec![edge("2-exit-EXIT")]),
-                ),
-                ("2-exit-EXIT", exit()),
-            ],
-            vec![],
-        ),
-    );
+    req.thread_specs
+        .insert("worker".into(), task_thread(charge_node(charge(0, 10))));
     h.put_spec(req);
     h.run_with(
         "nested",

@@ -13,7 +13,6 @@ use halter_api::littlehorse::{
     node_run::NodeType,
     thread_halt_reason::Reason,
     variable_mutation::RhsValue,
-    wait_for_threads_node::{ThreadToWaitFor, ThreadsToWaitFor, ThreadsToWaitForOneOf},
     *,
 };
 use halter_api::values;
@@ -85,15 +84,6 @@ fn assign(name: &str, v: VariableValue) -> VariableMutation {
         lhs_name: name.into(),
         operation: VariableMutationType::Assign as i32,
         rhs_value: Some(RhsValue::LiteralValue(v)),
-        ..Default::default()
-    }
-}
-
-fn assign_output(name: &str) -> VariableMutation {
-    VariableMutation {
-        lhs_name: name.into(),
-        operation: VariableMutationType::Assign as i32,
-        rhs_value: Some(RhsValue::NodeOutput(Default::default())),
         ..Default::default()
     }
 }
@@ -458,41 +448,6 @@ fn s6_interrupt_rules_are_checked_when_the_spec_is_put() {
 
 // §8 Child threads
 
-fn start(thread: &str, to: &str, number_var: &str) -> Node {
-    let mut e = edge(to);
-    e.variable_mutations = vec![assign_output(number_var)];
-    node(
-        node::Node::StartThread(StartThreadNode {
-            thread_spec_name: thread.into(),
-            variables: Default::default(),
-        }),
-        vec![e],
-    )
-}
-
-fn wait_threads(
-    vars: &[&str],
-    strategy: WaitForThreadsStrategy,
-    per_thread: Vec<FailureHandlerDef>,
-    to: &str,
-) -> Node {
-    node(
-        node::Node::WaitForThreads(WaitForThreadsNode {
-            threads_to_wait_for: Some(ThreadsToWaitForOneOf::Threads(ThreadsToWaitFor {
-                threads: vars
-                    .iter()
-                    .map(|v| ThreadToWaitFor {
-                        thread_run_number: Some(var(v)),
-                    })
-                    .collect(),
-            })),
-            per_thread_failure_handlers: per_thread,
-            strategy: strategy as i32,
-        }),
-        vec![edge(to)],
-    )
-}
-
 /// Two children, each waiting for its own event with its own timeout, and a wait for both.
 fn fan_out_spec(
     strategy: WaitForThreadsStrategy,
@@ -505,11 +460,11 @@ fn fan_out_spec(
             ("0-entrypoint-ENTRYPOINT", entry("1-a-START_THREAD")),
             (
                 "1-a-START_THREAD",
-                start("wait-a", "2-b-START_THREAD", "a-thread"),
+                start_thread("wait-a", "2-b-START_THREAD", "a-thread"),
             ),
             (
                 "2-b-START_THREAD",
-                start("wait-b", "3-threads-WAIT_FOR_THREADS", "b-thread"),
+                start_thread("wait-b", "3-threads-WAIT_FOR_THREADS", "b-thread"),
             ),
             (
                 "3-threads-WAIT_FOR_THREADS",
@@ -723,7 +678,10 @@ fn s8_exit_waits_for_running_children_and_fails_for_an_unhandled_child_failure()
             "bg",
             vec![
                 ("0-entrypoint-ENTRYPOINT", entry("1-a-START_THREAD")),
-                ("1-a-START_THREAD", start("child", "2-exit-EXIT", "n")),
+                (
+                    "1-a-START_THREAD",
+                    start_thread("child", "2-exit-EXIT", "n"),
+                ),
                 ("2-exit-EXIT", exit()),
             ],
             vec![var_def("n", VariableType::Int, false)],
@@ -767,7 +725,7 @@ fn s8_child_threads_read_and_mutate_their_parents_variables() {
         ],
         vec![var_def("step", VariableType::Int, true)],
     );
-    let mut start_node = start("child", "2-threads-WAIT_FOR_THREADS", "n");
+    let mut start_node = start_thread("child", "2-threads-WAIT_FOR_THREADS", "n");
     if let Some(node::Node::StartThread(s)) = &mut start_node.node {
         s.variables = BTreeMap::from([("step".to_string(), lit(values::int(5)))]);
     }
@@ -904,7 +862,10 @@ fn s8_exit_waits_for_a_child_halted_for_a_while_but_not_for_one_halted_for_good(
         "bg",
         vec![
             ("0-entrypoint-ENTRYPOINT", entry("1-a-START_THREAD")),
-            ("1-a-START_THREAD", start("child", "2-exit-EXIT", "n")),
+            (
+                "1-a-START_THREAD",
+                start_thread("child", "2-exit-EXIT", "n"),
+            ),
             ("2-exit-EXIT", exit()),
         ],
         vec![var_def("n", VariableType::Int, false)],

@@ -363,3 +363,52 @@ pub fn wait_spec(name: &str, def: &str, timeout: Option<i64>) -> PutWfSpecReques
         vec![],
     )
 }
+
+/// An edge mutation: `name` = the node's output.
+pub fn assign_output(name: &str) -> VariableMutation {
+    VariableMutation {
+        lhs_name: name.into(),
+        operation: VariableMutationType::Assign as i32,
+        rhs_value: Some(variable_mutation::RhsValue::NodeOutput(Default::default())),
+        ..Default::default()
+    }
+}
+
+/// A START_THREAD node of `thread` that puts the child's number into `number_var`.
+pub fn start_thread(thread: &str, to: &str, number_var: &str) -> Node {
+    let mut e = edge(to);
+    e.variable_mutations = vec![assign_output(number_var)];
+    node(
+        node::Node::StartThread(StartThreadNode {
+            thread_spec_name: thread.into(),
+            variables: Default::default(),
+        }),
+        vec![e],
+    )
+}
+
+/// A WAIT_FOR_THREADS node for the thread numbers in `vars`.
+pub fn wait_threads(
+    vars: &[&str],
+    strategy: WaitForThreadsStrategy,
+    per_thread: Vec<FailureHandlerDef>,
+    to: &str,
+) -> Node {
+    node(
+        node::Node::WaitForThreads(WaitForThreadsNode {
+            threads_to_wait_for: Some(wait_for_threads_node::ThreadsToWaitForOneOf::Threads(
+                wait_for_threads_node::ThreadsToWaitFor {
+                    threads: vars
+                        .iter()
+                        .map(|v| wait_for_threads_node::ThreadToWaitFor {
+                            thread_run_number: Some(var(v)),
+                        })
+                        .collect(),
+                },
+            )),
+            per_thread_failure_handlers: per_thread,
+            strategy: strategy as i32,
+        }),
+        vec![edge(to)],
+    )
+}
