@@ -346,7 +346,7 @@ pub fn claim(ctx: &mut Ctx, req: &ClaimTask) -> HResult<Option<ScheduledTask>> {
     let def = req.task_def_name.as_str();
     // The oldest queued attempt whose NodeRun still waits for it; the rows passed over on the
     // way leave the queue for good (see `still_wanted`).
-    let (wf, guid, mut tr) = loop {
+    let (wf, guid, id, mut tr) = loop {
         let first = ctx
             .tables
             .task_queue
@@ -374,11 +374,10 @@ pub fn claim(ctx: &mut Ctx, req: &ClaimTask) -> HResult<Option<ScheduledTask>> {
         };
         if let Some(tr) = get_run(ctx, &id)? {
             if still_wanted(ctx, &tr)? {
-                break (wf, guid, tr);
+                break (wf, guid, id, tr);
             }
         }
     };
-    let id = tr.id.clone().unwrap_or_default();
     let n = tr.attempts.len() as i32 - 1;
     let Some(attempt) = tr.attempts.last_mut() else {
         return Ok(None);

@@ -9,14 +9,9 @@
 //! same millisecond (all commands of one log entry share one) would pass unseen.
 
 use halter_api::littlehorse::LhStatus;
-use prost_types::Timestamp;
+use halter_state_machine::time::ms;
 
 use super::Observed;
-
-fn ms(t: &Option<Timestamp>) -> Option<i64> {
-    t.as_ref()
-        .map(|t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
-}
 
 pub fn check(obs: &Observed) -> Result<(), String> {
     for (wf, run) in &obs.runs {
@@ -27,7 +22,7 @@ pub fn check(obs: &Observed) -> Result<(), String> {
         ) {
             continue;
         }
-        let Some(end) = ms(&run.end_time) else {
+        let Some(end) = run.end_time.as_ref().map(ms) else {
             return Err(format!("{wf} is {:?} with no end time", run.status()));
         };
         for tr in obs.task_runs.get(wf).into_iter().flatten() {
@@ -37,7 +32,7 @@ pub fn check(obs: &Observed) -> Result<(), String> {
                 .map(|i| i.task_guid.as_str())
                 .unwrap_or_default();
             for (n, a) in tr.attempts.iter().enumerate() {
-                if let Some(start) = ms(&a.start_time) {
+                if let Some(start) = a.start_time.as_ref().map(ms) {
                     if start > end {
                         return Err(format!(
                             "{wf}/{guid} attempt {n} was handed out at {start} ms, after its \
@@ -46,7 +41,7 @@ pub fn check(obs: &Observed) -> Result<(), String> {
                     }
                 }
                 if n > 0 {
-                    if let Some(queued) = ms(&a.schedule_time) {
+                    if let Some(queued) = a.schedule_time.as_ref().map(ms) {
                         if queued > end {
                             return Err(format!(
                                 "{wf}/{guid} attempt {n} was queued at {queued} ms, after its \
@@ -54,7 +49,11 @@ pub fn check(obs: &Observed) -> Result<(), String> {
                             ));
                         }
                     }
-                    let before = ms(&tr.attempts[n - 1].end_time).unwrap_or(i64::MIN);
+                    let before = tr.attempts[n - 1]
+                        .end_time
+                        .as_ref()
+                        .map(ms)
+                        .unwrap_or(i64::MIN);
                     if before > end {
                         return Err(format!(
                             "{wf}/{guid} attempt {n} retries one that ended at {before} ms, after \
