@@ -32,7 +32,8 @@ check_rc() { # name, expected exit code, command...
 
 cat > "$DIR/spec.json" <<'JSON'
 {"name": "approval", "entrypointThreadName": "entrypoint", "threadSpecs": {"entrypoint": {
-  "variableDefs": [{"varDef": {"name": "who", "typeDef": {"primitiveType": "STR"}}}],
+  "variableDefs": [{"varDef": {"name": "who", "typeDef": {"primitiveType": "STR"}},
+                    "searchable": true}],
   "nodes": {
     "0-entry": {"entrypoint": {}, "outgoingEdges": [{"sinkNodeName": "1-wait"}]},
     "1-wait": {"externalEvent": {"externalEventDefId": {"name": "signed"},
@@ -51,6 +52,9 @@ check "run" "RUNNING" "${CTL[@]}" wf-run run approval --id r1
 check "event put" "claimed" "${CTL[@]}" external-event put r1 signed --str ada --guid g1
 check "run completed" "COMPLETED" "${CTL[@]}" wf-run get r1
 check "variables" "ada" "${CTL[@]}" variable list r1
+check "variable search" "r1" "${CTL[@]}" -o json variable search approval who:str=ada
+check "variable search type" "INVALID_ARGUMENT" "${CTL[@]}" variable search approval who:int=3
+check "whoami" "anonymous" "${CTL[@]}" whoami
 check "node runs" "1-wait" "${CTL[@]}" node-run list r1
 check "event list" "ada" "${CTL[@]}" external-event list r1
 check "event search" "r1" "${CTL[@]}" external-event search signed --claimed true

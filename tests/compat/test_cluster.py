@@ -19,7 +19,7 @@ from typing import Callable, Iterator, TypeVar
 
 import grpc
 import pytest
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf import descriptor_pb2, descriptor_pool, empty_pb2, message_factory
 
 from littlehorse import create_external_event_def, create_task_def, create_workflow_spec
 from littlehorse.config import LHConfig
@@ -797,3 +797,54 @@ def test_a_correlated_event_reaches_every_run_waiting_for_its_key(cluster, confi
         key=order, external_event_def_id=ExternalEventDefId(name=PAYMENT_EVENT),
         content=json_content({"amount": 1})), timeout=RPC_TIMEOUT_S))
     assert err.code() == grpc.StatusCode.ALREADY_EXISTS, err
+
+
+# SearchVariable and Whoami, as the client's users call them.
+
+ORDER_EVENT = "order-shipped"
+ORDER_WF = "ship-order"
+
+
+def test_search_variable_finds_runs_by_a_searchable_variable(cluster, config, stubs):
+    def thread(wf: WorkflowThread) -> None:
+        order = wf.declare_str("order_id").searchable().required()
+        wf.declare_str("note", "plain")
+        shipped = wf.wait_for_event(ORDER_EVENT, timeout=60)
+        wf.mutate(order, VariableMutationType.ASSIGN, shipped.with_json_path("$.new_id"))
+
+    create_external_event_def(ORDER_EVENT, config, timeout=RPC_TIMEOUT_S)
+    create_workflow_spec(Workflow(ORDER_WF, thread), config, timeout=RPC_TIMEOUT_S)
+    key = new_id("order")
+    runs = [stubs[0].RunWf(RunWfRequest(
+        wf_spec_name=ORDER_WF, variables={"order_id": VariableValue(str=key)}),
+        timeout=RPC_TIMEOUT_S).id.id for _ in range(2)]
+
+    def search(stub, value: str) -> list[str]:
+        found = stub.SearchVariable(SearchVariableRequest(  # noqa: F405
+            wf_spec_name=ORDER_WF, var_name="order_id", value=VariableValue(str=value)),
+            timeout=RPC_TIMEOUT_S)
+        assert all(v.name == "order_id" and v.thread_run_number == 0 for v in found.results)
+        return [v.wf_run_id.id for v in found.results]
+
+    # Acknowledged runs are found from every node, oldest first.
+    for i, stub in enumerate(stubs, start=1):
+        assert search(stub, key) == runs, f"node {i}"
+    # The event re-keys the first run: it moves from the old value to the new one.
+    new_key = new_id("reshipped")
+    put_event(stubs[1], runs[0], json_content({"new_id": new_key}), event=ORDER_EVENT)
+    wait_status(stubs[0], runs[0], LHStatus.COMPLETED)
+    assert search(stubs[2], key) == runs[1:]
+    assert search(stubs[2], new_key) == runs[:1]
+    # A variable that is not searchable is refused, as LittleHorse refuses it.
+    err = rpc_error(lambda: stubs[0].SearchVariable(SearchVariableRequest(  # noqa: F405
+        wf_spec_name=ORDER_WF, var_name="note", value=VariableValue(str="plain")),
+        timeout=RPC_TIMEOUT_S))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err
+    assert "not searchable" in err.details(), err.details()
+
+
+def test_whoami_is_the_anonymous_admin(stubs):
+    me = stubs[1].Whoami(empty_pb2.Empty(), timeout=RPC_TIMEOUT_S)
+    assert me.id.id == "anonymous"
+    assert [(list(a.resources), list(a.allowed_actions)) for a in me.global_acls.acls] == [
+        ([ACLResource.ACL_ALL_RESOURCES], [ACLAction.ALL_ACTIONS])]  # noqa: F405

@@ -73,9 +73,9 @@ enum Cmd {
     /// NodeRuns of a WfRun.
     #[command(subcommand, name = "node-run")]
     NodeRun(ListCmd),
-    /// Variables of a WfRun.
+    /// Variables: those of a WfRun, or the WfRuns whose searchable variable holds a value.
     #[command(subcommand, name = "variable")]
-    Variable(ListCmd),
+    Variable(VariableCmd),
     /// TaskDefs: what task workers can execute.
     #[command(subcommand, name = "task-def")]
     TaskDef(tasks::TaskDefCmd),
@@ -88,6 +88,8 @@ enum Cmd {
     /// Cluster membership and leadership (talks to --peer-addr).
     #[command(subcommand)]
     Cluster(ClusterCmd),
+    /// Who the server says the caller is, and what it may do.
+    Whoami,
 }
 
 #[derive(Subcommand)]
@@ -258,6 +260,26 @@ enum RunCmd {
 #[derive(Subcommand)]
 enum ListCmd {
     List { wf_run_id: String },
+}
+
+#[derive(Subcommand)]
+enum VariableCmd {
+    List {
+        wf_run_id: String,
+    },
+    /// The variables NAME of the spec's WfRuns that hold VALUE, oldest first; the spec must
+    /// declare NAME searchable. MATCH is NAME:TYPE=VALUE (e.g. order:str=42) or NAME=JSON.
+    Search {
+        spec: String,
+        #[arg(value_name = "MATCH")]
+        matching: String,
+        #[arg(long)]
+        major: Option<i32>,
+        #[arg(long, requires = "major")]
+        revision: Option<i32>,
+        #[arg(long)]
+        limit: Option<i32>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -590,7 +612,34 @@ async fn run(cli: Cli) -> anyhow::Result<Shown> {
             .await?
             .into_inner(),
         )?,
-        Cmd::Variable(ListCmd::List { wf_run_id }) => many(
+        Cmd::Variable(VariableCmd::Search {
+            spec,
+            matching,
+            major,
+            revision,
+            limit,
+        }) => {
+            let (var_name, value) = parse_var(&matching)?;
+            many(
+                "littlehorse.VariableIdList",
+                &lh.search_variable(SearchVariableRequest {
+                    wf_spec_name: spec,
+                    var_name,
+                    value: Some(value),
+                    wf_spec_major_version: major,
+                    wf_spec_revision: revision,
+                    limit,
+                    bookmark: None,
+                })
+                .await?
+                .into_inner(),
+            )?
+        }
+        Cmd::Whoami => one(
+            "littlehorse.Principal",
+            &lh.whoami(Empty {}).await?.into_inner(),
+        )?,
+        Cmd::Variable(VariableCmd::List { wf_run_id }) => many(
             "littlehorse.VariableList",
             &lh.list_variables(ListVariablesRequest {
                 wf_run_id: Some(wf(&wf_run_id)),

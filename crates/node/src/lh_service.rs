@@ -26,6 +26,25 @@ pub fn new_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
+/// The principal every caller is while Halter has no authentication: LittleHorse's
+/// `anonymous`, an admin (all actions on all resources), with no ACLs of its own per tenant.
+pub fn anonymous_principal() -> Principal {
+    Principal {
+        id: Some(PrincipalId {
+            id: "anonymous".into(),
+        }),
+        created_at: None,
+        per_tenant_acls: Default::default(),
+        global_acls: Some(ServerAcLs {
+            acls: vec![ServerAcl {
+                resources: vec![AclResource::AclAllResources as i32],
+                allowed_actions: vec![AclAction::AllActions as i32],
+                resource_filter: None,
+            }],
+        }),
+    }
+}
+
 fn unexpected(r: Out) -> Status {
     Status::internal(format!("unexpected outcome {r:?}"))
 }
@@ -222,6 +241,14 @@ impl LittleHorse for LhService {
     }
 
     #[tracing::instrument(skip_all)]
+    async fn search_variable(
+        &self,
+        req: Request<SearchVariableRequest>,
+    ) -> Result<Response<VariableIdList>, Status> {
+        self.read(req, query::search_variables).await
+    }
+
+    #[tracing::instrument(skip_all)]
     async fn get_node_run(&self, req: Request<NodeRunId>) -> Result<Response<NodeRun>, Status> {
         self.read(req, query::get_node_run).await
     }
@@ -254,6 +281,13 @@ impl LittleHorse for LhService {
             patch_version: Some(0),
             pre_release_identifier: Some("halter".into()),
         }))
+    }
+
+    /// Halter has no authentication yet, so every caller is what a LittleHorse server without
+    /// auth calls them: the `anonymous` principal, allowed every action on every resource.
+    #[tracing::instrument(skip_all)]
+    async fn whoami(&self, _: Request<Empty>) -> Result<Response<Principal>, Status> {
+        Ok(Response::new(anonymous_principal()))
     }
 
     #[tracing::instrument(skip_all, name = "put_task_def")]

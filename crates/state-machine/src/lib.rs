@@ -25,6 +25,7 @@ pub mod run_state;
 pub mod task;
 pub mod time;
 pub mod timers;
+pub mod variable_index;
 pub mod wf_run;
 pub mod wf_spec;
 

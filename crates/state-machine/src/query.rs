@@ -389,6 +389,122 @@ pub fn search_wf_runs(t: &ReadTables, req: &SearchWfRunRequest) -> HResult<WfRun
     Ok(out)
 }
 
+/// SearchVariable, with LittleHorse's rules: the WfSpec (the given version, else the latest)
+/// must declare the variable `searchable`, and the value must be a STR, INT, DOUBLE or BOOL of
+/// the variable's type; anything else is INVALID_ARGUMENT. Without a version, every WfRun of
+/// the WfSpec's name is searched; with one, only that version's. Oldest variable first.
+pub fn search_variables(t: &ReadTables, req: &SearchVariableRequest) -> HResult<VariableIdList> {
+    check_name("WfSpec name", &req.wf_spec_name)?;
+    if req.var_name.is_empty() {
+        return Err(invalid("var_name is required").into());
+    }
+    let limit = page_limit(req.limit)?;
+    let version = match (req.wf_spec_major_version, req.wf_spec_revision) {
+        (Some(m), Some(r)) => Some((
+            non_negative("wf_spec_major_version", m)?,
+            non_negative("wf_spec_revision", r)?,
+        )),
+        (None, None) => None,
+        _ => {
+            return Err(invalid(
+                "wf_spec_major_version and wf_spec_revision go together: give both or neither",
+            )
+            .into())
+        }
+    };
+    let spec: Option<WfSpec> = match version {
+        Some((m, r)) => codec::get(t.wf_specs()?, (req.wf_spec_name.as_str(), m, r))?,
+        None => crate::wf_spec::latest(t.wf_specs()?, &req.wf_spec_name, None)?,
+    };
+    let Some(spec) = spec else {
+        return Err(invalid(format!("WfSpec '{}' not found", req.wf_spec_name)).into());
+    };
+    let Some(def) = spec
+        .thread_specs
+        .values()
+        .flat_map(|ts| &ts.variable_defs)
+        .find(|v| v.var_def.as_ref().is_some_and(|d| d.name == req.var_name))
+    else {
+        return Err(invalid(format!(
+            "WfSpec '{}' declares no variable '{}'",
+            req.wf_spec_name, req.var_name
+        ))
+        .into());
+    };
+    if !def.searchable {
+        return Err(invalid(format!(
+            "variable '{}' of WfSpec '{}' is not searchable (declare it searchable to index it)",
+            req.var_name, req.wf_spec_name
+        ))
+        .into());
+    }
+    let value = req.value.clone().unwrap_or_default();
+    let Some(key) = crate::variable_index::value_key(&value) else {
+        return Err(invalid(format!(
+            "searching for a {} value is not supported: only STR, INT, DOUBLE and BOOL",
+            halter_api::values::type_name(halter_api::values::type_of(&value))
+        ))
+        .into());
+    };
+    let declared = def
+        .var_def
+        .as_ref()
+        .map(halter_api::values::declared_type)
+        .and_then(Result::ok);
+    if declared != halter_api::values::type_of(&value) {
+        return Err(invalid(format!(
+            "variable '{}' is {}, the value is {}",
+            req.var_name,
+            halter_api::values::type_name(declared),
+            halter_api::values::type_name(halter_api::values::type_of(&value))
+        ))
+        .into());
+    }
+    let bm = decode_bookmark(&req.bookmark)?;
+    let start = match &bm {
+        Some(p) => (n(p, 0)?, s(p, 1)?.to_string(), n(p, 2)? as u32),
+        None => (i64::MIN, String::new(), 0),
+    };
+    let (spec_name, var) = (req.wf_spec_name.as_str(), req.var_name.as_str());
+    let mut out = VariableIdList::default();
+    for row in t.variables_by_value()?.range(
+        (
+            spec_name,
+            var,
+            key.as_str(),
+            start.0,
+            start.1.as_str(),
+            start.2,
+        )..,
+    )? {
+        let (k, v) = row?;
+        let (row_spec, row_var, row_key, created, wf, thread) = k.value();
+        if (row_spec, row_var, row_key) != (spec_name, var, key.as_str()) {
+            break;
+        }
+        if version.is_some_and(|ver| ver != v.value()) {
+            continue;
+        }
+        if out.results.len() == limit {
+            out.bookmark = Some(encode_bookmark(&[
+                P::I(created),
+                P::S(wf.into()),
+                P::I(thread.into()),
+            ]));
+            break;
+        }
+        out.results.push(VariableId {
+            wf_run_id: Some(WfRunId {
+                id: wf.to_string(),
+                parent_wf_run_id: None,
+            }),
+            thread_run_number: thread as i32,
+            name: req.var_name.clone(),
+        });
+    }
+    Ok(out)
+}
+
 pub fn get_node_run(t: &ReadTables, id: &NodeRunId) -> HResult<NodeRun> {
     let wf = wf_run_id(&id.wf_run_id)?;
     let thread = non_negative("thread_run_number", id.thread_run_number)?;

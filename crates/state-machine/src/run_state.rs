@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use halter_api::littlehorse::{
-    LhStatus, NodeRun, ThreadRun, Variable, VariableId, VariableValue, WfRun, WfRunId, WfSpec,
-    WfSpecId,
+    LhStatus, NodeRun, ThreadRun, ThreadVarDef, Variable, VariableId, VariableValue, WfRun,
+    WfRunId, WfSpec, WfSpecId,
 };
 use halter_storage::codec;
 use redb::ReadableTable;
@@ -124,9 +124,17 @@ pub fn get_variable(ctx: &Ctx, wf: &str, thread: i32, name: &str) -> HResult<Opt
     )?)
 }
 
-pub fn put_variable(ctx: &mut Ctx, v: &Variable) -> HResult<()> {
+/// Writes a variable. A `searchable` one (as its ThreadVarDef says) also moves its row in
+/// SearchVariable's index from its stored value to the new one.
+pub fn put_variable(ctx: &mut Ctx, v: &Variable, searchable: bool) -> HResult<()> {
     let id = v.id.clone().unwrap_or_default();
     let wf = id.wf_run_id.map(|w| w.id).unwrap_or_default();
+    if searchable {
+        if let Some(old) = get_variable(ctx, &wf, id.thread_run_number, &id.name)? {
+            crate::variable_index::remove(ctx, &old)?;
+        }
+        crate::variable_index::add(ctx, v)?;
+    }
     codec::put(
         ctx.tables.variables.open_mut()?,
         (wf.as_str(), id.thread_run_number as u32, id.name.as_str()),
@@ -135,15 +143,42 @@ pub fn put_variable(ctx: &mut Ctx, v: &Variable) -> HResult<()> {
     Ok(())
 }
 
-/// Creates a new thread's variables: (name, value, masked), stamped with the command's time.
+/// A variable a new thread starts with, and how its ThreadVarDef declares it.
+pub struct NewVariable {
+    pub name: String,
+    pub value: VariableValue,
+    pub masked: bool,
+    pub searchable: bool,
+}
+
+impl NewVariable {
+    /// The variable `def` declares, with `value`.
+    pub fn of(def: &ThreadVarDef, value: VariableValue) -> Self {
+        let var_def = def.var_def.clone().unwrap_or_default();
+        Self {
+            name: var_def.name,
+            value,
+            masked: var_def.masked_value.unwrap_or(false),
+            searchable: def.searchable,
+        }
+    }
+}
+
+/// Creates a new thread's variables, stamped with the command's time.
 pub fn create_variables(
     ctx: &mut Ctx,
     wf: &WfRunId,
     wf_spec_id: Option<WfSpecId>,
     thread: i32,
-    vars: Vec<(String, VariableValue, bool)>,
+    vars: Vec<NewVariable>,
 ) -> HResult<()> {
-    for (name, value, masked) in vars {
+    for NewVariable {
+        name,
+        value,
+        masked,
+        searchable,
+    } in vars
+    {
         put_variable(
             ctx,
             &Variable {
@@ -157,6 +192,7 @@ pub fn create_variables(
                 wf_spec_id: wf_spec_id.clone(),
                 masked,
             },
+            searchable,
         )?;
     }
     Ok(())

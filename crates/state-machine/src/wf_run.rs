@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use halter_api::limits::MAX_VALUE_BYTES;
 use halter_api::littlehorse::{
     DeleteWfRunRequest, LhStatus, ResumeWfRunRequest, RunWfRequest, StopWfRunRequest, ThreadType,
-    WfRun, WfRunId, WfSpec,
+    Variable, WfRun, WfRunId, WfSpec,
 };
 use halter_api::names::check_name;
 use halter_api::values;
@@ -17,7 +17,7 @@ use crate::ctx::Ctx;
 use crate::error::{invalid, HResult, Rejection};
 use crate::external_event;
 use crate::interpreter;
-use crate::run_state::{create_variables, RunState};
+use crate::run_state::{create_variables, NewVariable, RunState};
 use crate::time::{ms, ts};
 use crate::timers;
 
@@ -102,7 +102,7 @@ pub fn run(ctx: &mut Ctx, req: &RunWfRequest) -> HResult<WfRun> {
             }
             None => def.default_value.clone().unwrap_or_default(),
         };
-        initial.push((def.name.clone(), value, def.masked_value.unwrap_or(false)));
+        initial.push(NewVariable::of(tv, value));
     }
     if let Some(unknown) = req
         .variables
@@ -228,6 +228,19 @@ pub fn delete_by_id(ctx: &mut Ctx, wf: &str) -> HResult<()> {
         }
         ctx.tables.node_runs.open_mut()?.remove((wf, t, p))?;
         timers::cancel(ctx, &timers::node_run_timer_id(wf, t as i32, p as i32))?;
+    }
+    let mut vars = Vec::new();
+    for row in ctx
+        .tables
+        .variables
+        .open()?
+        .range((wf, 0u32, "")..(wf, u32::MAX, ""))?
+    {
+        let (_, v) = row?;
+        vars.push(codec::decode::<Variable>(v.value())?);
+    }
+    for v in &vars {
+        crate::variable_index::remove(ctx, v)?;
     }
     ctx.tables
         .variables

@@ -482,6 +482,12 @@ fn validate(ctx: &Ctx, req: &PutWfSpecRequest) -> Result<(), Rejection> {
                     def.name
                 ))
             })?;
+            if !tv.json_indexes.is_empty() {
+                return Err(invalid(format!(
+                    "thread '{thread}', variable '{}': json_indexes (searching inside JSON variables) are not supported yet",
+                    def.name
+                )));
+            }
             if let Some(d) = &def.default_value {
                 if !values::admits(ty, d) {
                     return Err(invalid(format!(

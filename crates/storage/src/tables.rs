@@ -34,6 +34,22 @@ pub const NODE_RUNS: TableDefinition<(&str, u32, u32), &[u8]> = TableDefinition:
 /// `Variable` by (WfRun id, thread run number, name).
 pub const VARIABLES: TableDefinition<(&str, u32, &str), &[u8]> = TableDefinition::new("variables");
 /// `StoredExternalEvent` by (WfRun id, ExternalEventDef name, guid).
+/// SearchVariable's index of `searchable` variables: (WfSpec name, variable name, value key,
+/// variable created ms, WfRun id, thread number) -> (WfSpec major version, revision). The
+/// value key is `variable_index::value_key` of the state machine.
+pub const VARIABLES_BY_VALUE: TableDefinition<VariableIndexKey, (u32, u32)> =
+    TableDefinition::new("variables_by_value");
+
+/// The key of [`VARIABLES_BY_VALUE`].
+pub type VariableIndexKey = (
+    &'static str,
+    &'static str,
+    &'static str,
+    i64,
+    &'static str,
+    u32,
+);
+
 pub const EXTERNAL_EVENTS: TableDefinition<(&str, &str, &str), &[u8]> =
     TableDefinition::new("external_events");
 /// Unclaimed events of a (WfRun id, def) in creation order: (WfRun id, def, created ms, seq) ->
@@ -90,6 +106,7 @@ macro_rules! for_each_table {
         $m!(THREAD_RUNS);
         $m!(NODE_RUNS);
         $m!(VARIABLES);
+        $m!(VARIABLES_BY_VALUE);
         $m!(EXTERNAL_EVENTS);
         $m!(UNCLAIMED_EVENTS);
         $m!(EVENTS_BY_DEF);
@@ -222,6 +239,7 @@ state_tables! {
     thread_runs: THREAD_RUNS => (&'static str, u32), &'static [u8];
     node_runs: NODE_RUNS => (&'static str, u32, u32), &'static [u8];
     variables: VARIABLES => (&'static str, u32, &'static str), &'static [u8];
+    variables_by_value: VARIABLES_BY_VALUE => VariableIndexKey, (u32, u32);
     external_events: EXTERNAL_EVENTS => (&'static str, &'static str, &'static str), &'static [u8];
     unclaimed_events: UNCLAIMED_EVENTS => (&'static str, &'static str, i64, u64), &'static str;
     events_by_def: EVENTS_BY_DEF => (&'static str, bool, i64, u64), (&'static str, &'static str);

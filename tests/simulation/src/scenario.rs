@@ -197,10 +197,16 @@ fn sim_spec() -> PutWfSpecRequest {
             ("5-join", join),
             ("6-exit", exit()),
         ],
+        // Both searchable, so SearchVariable's index follows RunWf (order), an edge's
+        // mutation (child-number) and deletion by retention.
         vec![
-            int_var("child-number"),
+            ThreadVarDef {
+                searchable: true,
+                ..int_var("child-number")
+            },
             ThreadVarDef {
                 var_def: Some(typed_var("order", VariableType::Str)),
+                searchable: true,
                 ..Default::default()
             },
         ],

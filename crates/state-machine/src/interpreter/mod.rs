@@ -789,7 +789,10 @@ pub(crate) fn take_edge(
                 }
                 Err(e) => {
                     for v in originals.iter().rev() {
-                        put_variable(ctx, v)?;
+                        let id = v.id.clone().unwrap_or_default();
+                        let searchable = thread_var_def(run, id.thread_run_number, &id.name)
+                            .is_some_and(|d| d.searchable);
+                        put_variable(ctx, v, searchable)?;
                     }
                     let msg = format!("mutating '{}': {e}", m.lhs_name);
                     let name = LhErrorType::VarMutationError.as_str_name();
@@ -797,8 +800,10 @@ pub(crate) fn take_edge(
                 }
             }
             // Later mutations of the same edge see earlier ones.
-            if let Some((_, v)) = writes.last() {
-                put_variable(ctx, v)?;
+            if let Some((owner, v)) = writes.last() {
+                let searchable =
+                    thread_var_def(run, *owner, &m.lhs_name).is_some_and(|d| d.searchable);
+                put_variable(ctx, v, searchable)?;
             }
             scope = ThreadScope::new(ctx, run, thread)?;
         }
@@ -827,25 +832,28 @@ fn edge_failed(
     }
 }
 
+/// How the ThreadSpec of thread `thread` declares its variable `name`.
+fn thread_var_def<'r>(
+    run: &'r RunState,
+    thread: i32,
+    name: &str,
+) -> Option<&'r halter_api::littlehorse::ThreadVarDef> {
+    let spec_name = &run.threads.get(&thread)?.thread_spec_name;
+    run.spec
+        .thread_specs
+        .get(spec_name)?
+        .variable_defs
+        .iter()
+        .find(|v| v.var_def.as_ref().is_some_and(|d| d.name == name))
+}
+
 fn declared_type_of(
     run: &RunState,
     thread: i32,
     name: &str,
 ) -> Result<halter_api::littlehorse::VariableType, String> {
-    let spec_name = &run
-        .threads
-        .get(&thread)
-        .ok_or("no such thread")?
-        .thread_spec_name;
-    run.spec
-        .thread_specs
-        .get(spec_name)
-        .and_then(|t| {
-            t.variable_defs
-                .iter()
-                .filter_map(|v| v.var_def.as_ref())
-                .find(|d| d.name == name)
-        })
+    thread_var_def(run, thread, name)
+        .and_then(|v| v.var_def.as_ref())
         .ok_or_else(|| format!("variable '{name}' is not declared"))
         .and_then(|d| values::declared_type(d).map_err(str::to_string))
 }

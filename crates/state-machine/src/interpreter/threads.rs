@@ -16,7 +16,7 @@ use halter_api::values;
 
 use crate::ctx::Ctx;
 use crate::error::HResult;
-use crate::run_state::{create_variables, get_node, put_node, status, RunState};
+use crate::run_state::{create_variables, get_node, put_node, status, NewVariable, RunState};
 use crate::time::ts;
 use crate::wf_run::is_terminal;
 
@@ -71,9 +71,9 @@ pub fn spawn(
             }
             None => def.default_value.clone().unwrap_or_default(),
         };
-        vars.push((def.name.clone(), value, def.masked_value.unwrap_or(false)));
+        vars.push(NewVariable::of(tv, value));
     }
-    if let Some(unknown) = given.keys().find(|k| !vars.iter().any(|(n, _, _)| n == *k)) {
+    if let Some(unknown) = given.keys().find(|k| !vars.iter().any(|v| v.name == **k)) {
         return Ok(Err(format!(
             "variable '{unknown}' is not declared by thread '{thread_spec_name}'"
         )));

@@ -8,6 +8,7 @@ mod monotonic_reads;
 mod no_task_work_after_the_end;
 mod reads_see_acknowledged_runs;
 mod replica_digests;
+mod search_finds_runs;
 mod tasks_once;
 mod terms_never_go_back;
 mod timeout_xor_complete;
@@ -150,6 +151,7 @@ pub struct Coverage {
 pub async fn check_all(c: &ClusterView, oracle: &Shared) -> Result<(String, Coverage), String> {
     let digest = replica_digests::check(c).await?;
     let obs = observe(c).await?;
+    search_finds_runs::check(c, &obs).await?;
     let o = oracle.lock();
     acknowledged_events::check(&o, &obs)?;
     claimed_once::check(&obs)?;
