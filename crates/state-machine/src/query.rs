@@ -404,10 +404,11 @@ pub fn search_variables(t: &ReadTables, req: &SearchVariableRequest) -> HResult<
             non_negative("wf_spec_major_version", m)?,
             non_negative("wf_spec_revision", r)?,
         )),
-        (None, None) => None,
-        _ => {
+        // As in LittleHorse, a revision without a major version is ignored.
+        (None, _) => None,
+        (Some(_), None) => {
             return Err(invalid(
-                "wf_spec_major_version and wf_spec_revision go together: give both or neither",
+                "wf_spec_major_version needs wf_spec_revision: give both, or neither",
             )
             .into())
         }
@@ -462,7 +463,11 @@ pub fn search_variables(t: &ReadTables, req: &SearchVariableRequest) -> HResult<
     }
     let bm = decode_bookmark(&req.bookmark)?;
     let start = match &bm {
-        Some(p) => (n(p, 0)?, s(p, 1)?.to_string(), n(p, 2)? as u32),
+        Some(p) => (
+            n(p, 0)?,
+            s(p, 1)?.to_string(),
+            u32::try_from(n(p, 2)?).map_err(|_| invalid("malformed bookmark"))?,
+        ),
         None => (i64::MIN, String::new(), 0),
     };
     let (spec_name, var) = (req.wf_spec_name.as_str(), req.var_name.as_str());

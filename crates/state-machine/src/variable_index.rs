@@ -11,11 +11,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use halter_api::littlehorse::{variable_value::Value, ThreadRun, Variable, VariableValue, WfSpec};
-use halter_storage::{codec, ReadTables};
+use halter_storage::tables::meta;
+use halter_storage::{codec, ReadTables, Tables};
 use redb::ReadableTable;
 
 use crate::ctx::Ctx;
-use crate::error::HResult;
+use crate::error::{ApplyError, HResult};
 use crate::time::ms;
 
 /// The value part of an index key: the value's type, then the value, so that equal-looking
@@ -87,18 +88,25 @@ pub fn remove(ctx: &mut Ctx, v: &Variable) -> HResult<()> {
     Ok(())
 }
 
-/// Every way the index differs from the variables: a searchable variable without its row, or
-/// a row no searchable variable stands for. Empty when they agree. The simulation checks this
-/// on every replica; it reads every variable, so it is for tests, not for serving.
-pub fn audit(t: &ReadTables) -> HResult<Vec<String>> {
+/// Every index row the stored variables call for, as (key, version): those of variables the
+/// ThreadSpec of their thread declares `searchable`.
+fn rows_called_for<V, T, S>(
+    variables: &V,
+    thread_runs: &T,
+    wf_specs: &S,
+) -> HResult<BTreeSet<(RowKey, (u32, u32))>>
+where
+    V: ReadableTable<(&'static str, u32, &'static str), &'static [u8]>,
+    T: ReadableTable<(&'static str, u32), &'static [u8]>,
+    S: ReadableTable<(&'static str, u32, u32), &'static [u8]>,
+{
     let mut specs: BTreeMap<(String, u32, u32), Option<WfSpec>> = BTreeMap::new();
-    let mut expected = BTreeSet::new();
-    for row in t.variables()?.iter()? {
+    let mut rows = BTreeSet::new();
+    for row in variables.iter()? {
         let (k, v) = row?;
         let (wf, thread, name) = k.value();
         let var: Variable = codec::decode(v.value())?;
-        let Some(thread_run) = codec::get::<_, ThreadRun, _>(t.thread_runs()?, (wf, thread))?
-        else {
+        let Some(thread_run) = codec::get::<_, ThreadRun, _>(thread_runs, (wf, thread))? else {
             continue;
         };
         let sid = var.wf_spec_id.clone().unwrap_or_default();
@@ -108,7 +116,7 @@ pub fn audit(t: &ReadTables) -> HResult<Vec<String>> {
             sid.revision as u32,
         );
         if !specs.contains_key(&key) {
-            let spec = codec::get(t.wf_specs()?, (key.0.as_str(), key.1, key.2))?;
+            let spec = codec::get(wf_specs, (key.0.as_str(), key.1, key.2))?;
             specs.insert(key.clone(), spec);
         }
         let searchable = specs[&key]
@@ -121,9 +129,17 @@ pub fn audit(t: &ReadTables) -> HResult<Vec<String>> {
             })
             .is_some_and(|d| d.searchable);
         if let (true, Some(row)) = (searchable, row_of(&var)) {
-            expected.insert(row);
+            rows.insert(row);
         }
     }
+    Ok(rows)
+}
+
+/// Every way the index differs from the variables: a searchable variable without its row, or
+/// a row no searchable variable stands for. Empty when they agree. It reads every variable, so
+/// it is for tests, not for serving.
+pub fn audit(t: &ReadTables) -> HResult<Vec<String>> {
+    let expected = rows_called_for(t.variables()?, t.thread_runs()?, t.wf_specs()?)?;
     let mut found = BTreeSet::new();
     for row in t.variables_by_value()?.iter()? {
         let (k, v) = row?;
@@ -141,6 +157,45 @@ pub fn audit(t: &ReadTables) -> HResult<Vec<String>> {
         ));
     }
     Ok(problems)
+}
+
+/// Builds the index from the stored variables if this state has never had it: a data
+/// directory written by a build older than the index, or a snapshot taken by one. The index
+/// is a function of the other tables, so every replica that builds it gets the same rows, and
+/// a marker in `meta` says it was built. Returns whether it built.
+pub fn build_if_missing(tables: &mut Tables<'_>) -> Result<bool, ApplyError> {
+    if tables.meta.open()?.get(meta::VARIABLE_INDEX)?.is_some() {
+        return Ok(false);
+    }
+    let rows = rows_called_for(
+        tables.variables.open()?,
+        tables.thread_runs.open()?,
+        tables.wf_specs.open()?,
+    )
+    .map_err(|e| match e {
+        crate::error::Outcome::Fatal(f) => f,
+        // Reading stored rows rejects nothing; a decode failure is a storage failure.
+        crate::error::Outcome::Rejected(r) => ApplyError::Storage(
+            halter_storage::StorageError::Snapshot(format!("building the variable index: {r}")),
+        ),
+    })?;
+    let index = tables.variables_by_value.open_mut()?;
+    index.retain(|_, _| false)?;
+    for ((spec, var, value, created, wf, thread), version) in &rows {
+        index.insert(
+            (
+                spec.as_str(),
+                var.as_str(),
+                value.as_str(),
+                *created,
+                wf.as_str(),
+                *thread,
+            ),
+            *version,
+        )?;
+    }
+    tables.meta.open_mut()?.insert(meta::VARIABLE_INDEX, 1)?;
+    Ok(true)
 }
 
 #[cfg(test)]

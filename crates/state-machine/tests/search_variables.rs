@@ -240,7 +240,11 @@ fn searches_lh_refuses_are_invalid_argument() {
     );
     let mut half = search_req("orders", "order", values::str("42"));
     half.wf_spec_major_version = Some(0);
-    invalid_containing(search(&h, half), "give both or neither");
+    invalid_containing(search(&h, half), "needs wf_spec_revision");
+    // A revision alone is ignored, as LittleHorse ignores it.
+    let mut revision_only = search_req("orders", "order", values::str("42"));
+    revision_only.wf_spec_revision = Some(3);
+    assert_eq!(search(&h, revision_only).unwrap().results.len(), 1);
     let mut bad_bookmark = search_req("orders", "order", values::str("42"));
     bad_bookmark.bookmark = Some(vec![0xff, 0x01]);
     invalid_containing(search(&h, bad_bookmark), "bookmark");
@@ -262,4 +266,49 @@ fn json_indexes_are_refused_by_name() {
         Rejection::InvalidArgument(m) => assert!(m.contains("json_indexes"), "{m}"),
         other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
     }
+}
+
+/// Invariant: a state from a build older than the index (variables, no index rows, no marker)
+/// gets exactly the rows its searchable variables call for, once; a state that has the marker
+/// is left alone.
+#[test]
+fn an_index_missing_from_an_older_state_is_built_once() {
+    let mut h = Harness::new();
+    h.put_def("e");
+    h.put_spec(order_spec("orders"));
+    run_order(&mut h, "orders", "wf-a", "42");
+    run_order(&mut h, "orders", "wf-b", "7");
+    let with_index = h.digest();
+    // What an older build left: the same variables, an empty index.
+    let txn = h.store.begin_write().unwrap();
+    {
+        let mut t = halter_storage::Tables::new(&txn);
+        t.variables_by_value
+            .open_mut()
+            .unwrap()
+            .retain(|_, _| false)
+            .unwrap();
+    }
+    txn.commit().unwrap();
+    assert!(found(&h, "orders", "42").is_empty());
+    assert!(!h.read(|t| variable_index::audit(t).unwrap()).is_empty());
+
+    let build = |h: &mut Harness| {
+        let txn = h.store.begin_write().unwrap();
+        let built = {
+            let mut t = halter_storage::Tables::new(&txn);
+            variable_index::build_if_missing(&mut t).unwrap()
+        };
+        txn.commit().unwrap();
+        built
+    };
+    assert!(build(&mut h));
+    assert_eq!(found(&h, "orders", "42"), ["wf-a"]);
+    assert_eq!(found(&h, "orders", "7"), ["wf-b"]);
+    assert_index_agrees(&h);
+    assert_ne!(h.digest(), with_index, "the marker is part of the state");
+    // Built once: a later open finds the marker and changes nothing.
+    let after = h.digest();
+    assert!(!build(&mut h));
+    assert_eq!(h.digest(), after);
 }

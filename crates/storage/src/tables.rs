@@ -33,7 +33,6 @@ pub const THREAD_RUNS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::ne
 pub const NODE_RUNS: TableDefinition<(&str, u32, u32), &[u8]> = TableDefinition::new("node_runs");
 /// `Variable` by (WfRun id, thread run number, name).
 pub const VARIABLES: TableDefinition<(&str, u32, &str), &[u8]> = TableDefinition::new("variables");
-/// `StoredExternalEvent` by (WfRun id, ExternalEventDef name, guid).
 /// SearchVariable's index of `searchable` variables: (WfSpec name, variable name, value key,
 /// variable created ms, WfRun id, thread number) -> (WfSpec major version, revision). The
 /// value key is `variable_index::value_key` of the state machine.
@@ -50,6 +49,7 @@ pub type VariableIndexKey = (
     u32,
 );
 
+/// `StoredExternalEvent` by (WfRun id, ExternalEventDef name, guid).
 pub const EXTERNAL_EVENTS: TableDefinition<(&str, &str, &str), &[u8]> =
     TableDefinition::new("external_events");
 /// Unclaimed events of a (WfRun id, def) in creation order: (WfRun id, def, created ms, seq) ->
@@ -92,6 +92,9 @@ pub mod meta {
     pub const CLOCK_MS: &str = "clock_ms";
     /// Number of commands applied (accepted or rejected).
     pub const APPLIED: &str = "applied";
+    /// Present once `variables_by_value` holds a row for every searchable variable: set when
+    /// a state without it (from a build older than the index) is opened or installed.
+    pub const VARIABLE_INDEX: &str = "variable_index";
 }
 
 /// Runs `$m!(NAME)` for every state table, in a fixed order: digests and snapshots rely on

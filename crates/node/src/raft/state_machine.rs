@@ -82,6 +82,7 @@ impl StateMachineStore {
     ) -> Result<Self, StorageError<NodeId>> {
         let txn = store.begin_write().map_err(io_write)?;
         txn.open_table(RAFT_SM).map_err(io_write)?;
+        build_missing_indexes(&txn)?;
         txn.commit().map_err(io_write)?;
         if let Some(p) = &snapshot_path {
             // Kept by older versions, which exported a snapshot every `snapshot_after_logs`.
@@ -398,6 +399,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     return Err(io_read(std::io::Error::other("snapshot not exported")))
                 }
             };
+            build_missing_indexes(&txn)?;
             {
                 let mut sm = txn.open_table(RAFT_SM).map_err(io_write)?;
                 let la = serde_json::to_vec(&owned_meta.last_log_id).map_err(io_write)?;
@@ -431,6 +433,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
         self.current_snapshot()
     }
+}
+
+/// Builds the indexes a state from an older build lacks (its data directory, or a snapshot an
+/// older node took), inside `txn`. Each is a function of the other tables, so replicas agree.
+fn build_missing_indexes(txn: &redb::WriteTransaction) -> Result<(), StorageError<NodeId>> {
+    let mut tables = Tables::new(txn);
+    if halter_state_machine::variable_index::build_if_missing(&mut tables).map_err(io_write)? {
+        tracing::info!("built SearchVariable's index from the stored variables");
+    }
+    Ok(())
 }
 
 /// Reads a snapshot stream (header, then rows) into `txn`.
