@@ -249,6 +249,14 @@ impl LittleHorse for LhService {
     }
 
     #[tracing::instrument(skip_all)]
+    async fn search_task_run(
+        &self,
+        req: Request<SearchTaskRunRequest>,
+    ) -> Result<Response<TaskRunIdList>, Status> {
+        self.read(req, query::search_task_runs).await
+    }
+
+    #[tracing::instrument(skip_all)]
     async fn get_node_run(&self, req: Request<NodeRunId>) -> Result<Response<NodeRun>, Status> {
         self.read(req, query::get_node_run).await
     }

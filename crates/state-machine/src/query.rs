@@ -510,6 +510,75 @@ pub fn search_variables(t: &ReadTables, req: &SearchVariableRequest) -> HResult<
     Ok(out)
 }
 
+/// SearchTaskRun: the TaskRuns of a TaskDef (in one status, if given) scheduled within
+/// [earliest_start, latest_start], oldest first. An unknown TaskDef has none.
+pub fn search_task_runs(t: &ReadTables, req: &SearchTaskRunRequest) -> HResult<TaskRunIdList> {
+    check_name("TaskDef name", &req.task_def_name)?;
+    let limit = page_limit(req.limit)?;
+    let status = req
+        .status
+        .map(|s| {
+            TaskStatus::try_from(s)
+                .map(|s| s as i32)
+                .map_err(|_| invalid(format!("unknown TaskStatus {s}")))
+        })
+        .transpose()?;
+    let earliest = req.earliest_start.as_ref().map(ms).unwrap_or(i64::MIN);
+    let latest = req.latest_start.as_ref().map(ms).unwrap_or(i64::MAX);
+    let bm = decode_bookmark(&req.bookmark)?;
+    let start = match &bm {
+        Some(p) => (n(p, 0)?, s(p, 1)?.to_string(), s(p, 2)?.to_string()),
+        None => (earliest, String::new(), String::new()),
+    };
+    let def = req.task_def_name.as_str();
+    let mut rows: Vec<(i64, String, String)> = Vec::with_capacity(limit + 1);
+    // One row past the page says whether there is another page.
+    match status {
+        Some(st) => {
+            for row in t
+                .task_runs_by_status()?
+                .range((def, st, start.0, start.1.as_str(), start.2.as_str())..)?
+            {
+                let (k, _) = row?;
+                let (d, s, at, wf, guid) = k.value();
+                if d != def || s != st || at > latest || rows.len() > limit {
+                    break;
+                }
+                rows.push((at, wf.to_string(), guid.to_string()));
+            }
+        }
+        None => {
+            for row in t
+                .task_runs_by_def()?
+                .range((def, start.0, start.1.as_str(), start.2.as_str())..)?
+            {
+                let (k, _) = row?;
+                let (d, at, wf, guid) = k.value();
+                if d != def || at > latest || rows.len() > limit {
+                    break;
+                }
+                rows.push((at, wf.to_string(), guid.to_string()));
+            }
+        }
+    }
+    let mut out = TaskRunIdList::default();
+    if rows.len() > limit {
+        let (at, wf, guid) = rows.pop().unwrap_or_default();
+        out.bookmark = Some(encode_bookmark(&[P::I(at), P::S(wf), P::S(guid)]));
+    }
+    out.results = rows
+        .into_iter()
+        .map(|(_, wf, guid)| TaskRunId {
+            wf_run_id: Some(WfRunId {
+                id: wf,
+                parent_wf_run_id: None,
+            }),
+            task_guid: guid,
+        })
+        .collect();
+    Ok(out)
+}
+
 pub fn get_node_run(t: &ReadTables, id: &NodeRunId) -> HResult<NodeRun> {
     let wf = wf_run_id(&id.wf_run_id)?;
     let thread = non_negative("thread_run_number", id.thread_run_number)?;

@@ -81,8 +81,11 @@ pub fn get_run(ctx: &Ctx, id: &TaskRunId) -> HResult<Option<TaskRun>> {
     Ok(codec::get(ctx.tables.task_runs.open()?, run_key(id))?)
 }
 
+/// Stores a TaskRun, and moves its rows in SearchTaskRun's indexes with it.
 fn save_run(ctx: &mut Ctx, tr: &TaskRun) -> HResult<()> {
     let id = tr.id.clone().unwrap_or_default();
+    let old = get_run(ctx, &id)?;
+    crate::task_run_index::saved(ctx, old.as_ref(), tr)?;
     codec::put(ctx.tables.task_runs.open_mut()?, run_key(&id), tr)?;
     Ok(())
 }
@@ -755,6 +758,7 @@ pub fn delete_all_of(ctx: &mut Ctx, wf: &str) -> HResult<()> {
             timers::cancel(ctx, &timeout_timer_id(wf, &guid, n as i32))?;
         }
         timers::cancel(ctx, &retry_timer_id(wf, &guid))?;
+        crate::task_run_index::removed(ctx, &tr)?;
         ctx.tables
             .task_runs
             .open_mut()?

@@ -11,7 +11,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use halter_api::littlehorse::{variable_value::Value, ThreadRun, Variable, VariableValue, WfSpec};
-use halter_storage::tables::meta;
 use halter_storage::{codec, ReadTables, Tables};
 use redb::ReadableTable;
 
@@ -159,26 +158,14 @@ pub fn audit(t: &ReadTables) -> HResult<Vec<String>> {
     Ok(problems)
 }
 
-/// Builds the index from the stored variables if this state has never had it: a data
-/// directory written by a build older than the index, or a snapshot taken by one. The index
-/// is a function of the other tables, so every replica that builds it gets the same rows, and
-/// a marker in `meta` says it was built. Returns whether it built.
-pub fn build_if_missing(tables: &mut Tables<'_>) -> Result<bool, ApplyError> {
-    if tables.meta.open()?.get(meta::VARIABLE_INDEX)?.is_some() {
-        return Ok(false);
-    }
+/// Rewrites the index from the stored variables (see `indexes::build_if_missing`).
+pub fn rebuild(tables: &mut Tables<'_>) -> Result<(), ApplyError> {
     let rows = rows_called_for(
         tables.variables.open()?,
         tables.thread_runs.open()?,
         tables.wf_specs.open()?,
     )
-    .map_err(|e| match e {
-        crate::error::Outcome::Fatal(f) => f,
-        // Reading stored rows rejects nothing; a decode failure is a storage failure.
-        crate::error::Outcome::Rejected(r) => ApplyError::Storage(
-            halter_storage::StorageError::Snapshot(format!("building the variable index: {r}")),
-        ),
-    })?;
+    .map_err(crate::indexes::fatal)?;
     let index = tables.variables_by_value.open_mut()?;
     index.retain(|_, _| false)?;
     for ((spec, var, value, created, wf, thread), version) in &rows {
@@ -194,8 +181,7 @@ pub fn build_if_missing(tables: &mut Tables<'_>) -> Result<bool, ApplyError> {
             *version,
         )?;
     }
-    tables.meta.open_mut()?.insert(meta::VARIABLE_INDEX, 1)?;
-    Ok(true)
+    Ok(())
 }
 
 #[cfg(test)]

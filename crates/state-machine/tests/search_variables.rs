@@ -297,7 +297,7 @@ fn an_index_missing_from_an_older_state_is_built_once() {
         let txn = h.store.begin_write().unwrap();
         let built = {
             let mut t = halter_storage::Tables::new(&txn);
-            variable_index::build_if_missing(&mut t).unwrap()
+            halter_state_machine::indexes::build_if_missing(&mut t).unwrap()
         };
         txn.commit().unwrap();
         built

@@ -722,3 +722,105 @@ fn a_spec_asking_for_absurd_retries_or_backoff_is_invalid() {
         Rejection::InvalidArgument(_)
     ));
 }
+
+/// The TaskRuns SearchTaskRun finds for "charge" (in `status`, if given), in order.
+fn search_task_runs(h: &Harness, status: Option<TaskStatus>, limit: Option<i32>) -> Vec<String> {
+    let mut req = SearchTaskRunRequest {
+        task_def_name: "charge".into(),
+        status: status.map(|s| s as i32),
+        limit,
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    loop {
+        let page = h.read(|t| query::search_task_runs(t, &req).unwrap());
+        if let Some(l) = limit {
+            assert!(page.results.len() <= l as usize);
+        }
+        out.extend(page.results.into_iter().map(|id| id.wf_run_id.unwrap().id));
+        match page.bookmark {
+            Some(b) => req.bookmark = Some(b),
+            None => return out,
+        }
+    }
+}
+
+fn assert_task_indexes_agree(h: &Harness) {
+    let problems = h.read(|t| halter_state_machine::task_run_index::audit(t).unwrap());
+    assert!(problems.is_empty(), "{problems:?}");
+}
+
+/// Invariant: SearchTaskRun finds every TaskRun of its TaskDef, oldest first, and by status
+/// exactly those in that status now: a status row moves with each attempt, and a deleted
+/// WfRun's TaskRuns are found no more.
+#[test]
+fn search_task_runs_follows_status_changes_and_deletes() {
+    let mut h = Harness::new();
+    put_task_def(&mut h, "charge", Some(VariableType::Str));
+    h.put_spec(task_spec("pay", charge(0, 0), vec![]));
+    for id in ["r1", "r2", "r3"] {
+        h.run_with("pay", id, [("amount".to_string(), values::int(30))].into());
+        h.advance_ms(1);
+    }
+    assert_eq!(search_task_runs(&h, None, None), ["r1", "r2", "r3"]);
+    assert_eq!(search_task_runs(&h, None, Some(1)), ["r1", "r2", "r3"]);
+    assert_eq!(
+        search_task_runs(&h, Some(TaskStatus::TaskScheduled), Some(2)),
+        ["r1", "r2", "r3"]
+    );
+    assert_task_indexes_agree(&h);
+
+    // r1's attempt is handed out, then done.
+    let t = claim(&mut h, "w").unwrap();
+    assert_eq!(
+        t.task_run_id
+            .as_ref()
+            .unwrap()
+            .wf_run_id
+            .as_ref()
+            .unwrap()
+            .id,
+        "r1"
+    );
+    assert_eq!(
+        search_task_runs(&h, Some(TaskStatus::TaskRunning), None),
+        ["r1"]
+    );
+    assert_eq!(
+        search_task_runs(&h, Some(TaskStatus::TaskScheduled), None),
+        ["r2", "r3"]
+    );
+    h.ok(Kind::ReportTask(report(
+        &t,
+        TaskStatus::TaskSuccess,
+        output(values::str("ok")),
+    )));
+    assert!(search_task_runs(&h, Some(TaskStatus::TaskRunning), None).is_empty());
+    assert_eq!(
+        search_task_runs(&h, Some(TaskStatus::TaskSuccess), None),
+        ["r1"]
+    );
+    assert_task_indexes_agree(&h);
+
+    h.ok(Kind::DeleteWfRun(DeleteWfRunRequest {
+        id: Some(wf_id("r2")),
+    }));
+    assert_eq!(search_task_runs(&h, None, None), ["r1", "r3"]);
+    assert_eq!(
+        search_task_runs(&h, Some(TaskStatus::TaskScheduled), None),
+        ["r3"]
+    );
+    assert_task_indexes_agree(&h);
+
+    // Only those scheduled within the window.
+    let mut req = SearchTaskRunRequest {
+        task_def_name: "charge".into(),
+        earliest_start: Some(halter_state_machine::time::ts(h.now + 1 - 3)),
+        ..Default::default()
+    };
+    let later = h.read(|t| query::search_task_runs(t, &req).unwrap());
+    assert_eq!(later.results.len(), 1, "{later:?}");
+    req.earliest_start = None;
+    req.status = Some(99);
+    assert!(h.read(|t| query::search_task_runs(t, &req)).is_err());
+}

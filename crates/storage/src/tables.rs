@@ -73,6 +73,14 @@ pub const CORRELATED_BY_TIME: TableDefinition<(&str, i64, &str), ()> =
 pub const TASK_DEFS: TableDefinition<&str, &[u8]> = TableDefinition::new("task_defs");
 /// `TaskRun` by (WfRun id, task guid).
 pub const TASK_RUNS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("task_runs");
+/// SearchTaskRun's index: (TaskDef name, scheduled ms, WfRun id, task guid). A row never
+/// moves: it is written with its TaskRun and removed with it.
+pub const TASK_RUNS_BY_DEF: TableDefinition<(&str, i64, &str, &str), ()> =
+    TableDefinition::new("task_runs_by_def");
+/// SearchTaskRun's index with a status: (TaskDef name, `TaskStatus` number, scheduled ms,
+/// WfRun id, task guid). A row moves with every change of its TaskRun's status.
+pub const TASK_RUNS_BY_STATUS: TableDefinition<(&str, i32, i64, &str, &str), ()> =
+    TableDefinition::new("task_runs_by_status");
 /// Task attempts scheduled and not yet handed to a worker: (TaskDef name, scheduled ms, WfRun
 /// id, task guid). A claim takes the first row of its TaskDef: the oldest.
 pub const TASK_QUEUE: TableDefinition<(&str, i64, &str, &str), ()> =
@@ -92,9 +100,10 @@ pub mod meta {
     pub const CLOCK_MS: &str = "clock_ms";
     /// Number of commands applied (accepted or rejected).
     pub const APPLIED: &str = "applied";
-    /// Present once `variables_by_value` holds a row for every searchable variable: set when
-    /// a state without it (from a build older than the index) is opened or installed.
-    pub const VARIABLE_INDEX: &str = "variable_index";
+    /// Present once the search indexes (`variables_by_value`, `task_runs_by_def`,
+    /// `task_runs_by_status`) hold a row for everything they index: set when a state without
+    /// them (from a build older than the indexes) is opened or installed.
+    pub const SEARCH_INDEXES: &str = "search_indexes";
 }
 
 /// Runs `$m!(NAME)` for every state table, in a fixed order: digests and snapshots rely on
@@ -118,6 +127,8 @@ macro_rules! for_each_table {
         $m!(CORRELATED_BY_TIME);
         $m!(TASK_DEFS);
         $m!(TASK_RUNS);
+        $m!(TASK_RUNS_BY_DEF);
+        $m!(TASK_RUNS_BY_STATUS);
         $m!(TASK_QUEUE);
         $m!(TIMERS);
         $m!(TIMER_DUE);
@@ -251,6 +262,8 @@ state_tables! {
     correlated_by_time: CORRELATED_BY_TIME => (&'static str, i64, &'static str), ();
     task_defs: TASK_DEFS => &'static str, &'static [u8];
     task_runs: TASK_RUNS => (&'static str, &'static str), &'static [u8];
+    task_runs_by_def: TASK_RUNS_BY_DEF => (&'static str, i64, &'static str, &'static str), ();
+    task_runs_by_status: TASK_RUNS_BY_STATUS => (&'static str, i32, i64, &'static str, &'static str), ();
     task_queue: TASK_QUEUE => (&'static str, i64, &'static str, &'static str), ();
     timers: TIMERS => (i64, &'static str), &'static [u8];
     timer_due: TIMER_DUE => &'static str, i64;

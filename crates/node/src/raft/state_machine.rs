@@ -439,8 +439,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 /// older node took), inside `txn`. Each is a function of the other tables, so replicas agree.
 fn build_missing_indexes(txn: &redb::WriteTransaction) -> Result<(), StorageError<NodeId>> {
     let mut tables = Tables::new(txn);
-    if halter_state_machine::variable_index::build_if_missing(&mut tables).map_err(io_write)? {
-        tracing::info!("built SearchVariable's index from the stored variables");
+    if halter_state_machine::indexes::build_if_missing(&mut tables).map_err(io_write)? {
+        tracing::info!("built the search indexes from the stored rows");
     }
     Ok(())
 }

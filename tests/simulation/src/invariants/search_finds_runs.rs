@@ -1,8 +1,12 @@
-//! SearchVariable's index agrees with the WfRuns: every WfRun that exists is found by its
-//! `order` variable (its own id, unique) on every node, and nothing else is; a WfRun that does
-//! not exist is found by nobody. Every WfRun that a `child-number` search finds exists. The
-//! index is written in the same commands as the variables, so a replica whose index lagged,
-//! doubled or kept a deleted run's row would answer differently.
+//! The search indexes agree with what they index. SearchVariable: every WfRun that exists is
+//! found by its `order` variable (its own id, unique) on every node, and nothing else is; a
+//! WfRun that does not exist is found by nobody; every WfRun a `child-number` search finds
+//! exists. SearchTaskRun: the TaskRuns of the simulation's TaskDef are exactly those read from
+//! the WfRuns, and by status exactly those in that status. The indexes are written in the same
+//! commands as what they index, so a replica whose index lagged, doubled or kept a row that
+//! should have moved would answer differently.
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use halter_api::littlehorse::*;
 use halter_api::values;
@@ -67,11 +71,76 @@ pub async fn check(c: &ClusterView, obs: &Observed) -> Result<(), String> {
             }
         }
     }
+    check_task_runs(c, obs).await?;
     for v in search(c, 0, "child-number", values::int(1)).await? {
         let wf = v.wf_run_id.map(|w| w.id).unwrap_or_default();
         if !matches!(obs.runs.get(&wf), Some(Some(_))) {
             return Err(format!(
                 "SearchVariable child-number=1 found {wf}, which does not exist"
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn search_tasks(
+    c: &ClusterView,
+    status: Option<TaskStatus>,
+) -> Result<BTreeSet<(String, String)>, String> {
+    let mut out = BTreeSet::new();
+    let mut bookmark = None;
+    loop {
+        let req = SearchTaskRunRequest {
+            task_def_name: crate::scenario::TASK.into(),
+            status: status.map(|s| s as i32),
+            bookmark: bookmark.clone(),
+            limit: Some(100),
+            ..Default::default()
+        };
+        let page = retry(|| {
+            let mut lh = c.lh(0);
+            let req = req.clone();
+            async move { lh.search_task_run(req).await }
+        })
+        .await
+        .map_err(|e| format!("searching TaskRuns: {e}"))?
+        .into_inner();
+        for id in page.results {
+            let wf = id.wf_run_id.map(|w| w.id).unwrap_or_default();
+            if !out.insert((wf.clone(), id.task_guid.clone())) {
+                return Err(format!("SearchTaskRun gave {wf}/{} twice", id.task_guid));
+            }
+        }
+        match page.bookmark {
+            Some(b) => bookmark = Some(b),
+            None => return Ok(out),
+        }
+    }
+}
+
+async fn check_task_runs(c: &ClusterView, obs: &Observed) -> Result<(), String> {
+    let mut all = BTreeSet::new();
+    let mut by_status: BTreeMap<i32, BTreeSet<(String, String)>> = BTreeMap::new();
+    for (wf, runs) in &obs.task_runs {
+        for tr in runs {
+            let id = (wf.clone(), tr.id.clone().unwrap_or_default().task_guid);
+            all.insert(id.clone());
+            by_status.entry(tr.status).or_default().insert(id);
+        }
+    }
+    let found = search_tasks(c, None).await?;
+    if found != all {
+        return Err(format!(
+            "SearchTaskRun found {found:?}, the WfRuns hold {all:?}"
+        ));
+    }
+    // Every status, those no TaskRun is in too: a row left behind by a move shows there.
+    for st in (0..32).filter_map(|n| TaskStatus::try_from(n).ok()) {
+        let want = by_status.remove(&(st as i32)).unwrap_or_default();
+        let found = search_tasks(c, Some(st)).await?;
+        if found != want {
+            return Err(format!(
+                "SearchTaskRun {st:?} found {found:?}, the WfRuns hold {want:?}"
             ));
         }
     }
