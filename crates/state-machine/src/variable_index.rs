@@ -54,20 +54,18 @@ fn row_of(v: &Variable) -> Option<(RowKey, (u32, u32))> {
     Some((key, (spec.major_version as u32, spec.revision as u32)))
 }
 
+/// The table's view of an owned key.
+fn borrowed(k: &RowKey) -> (&str, &str, &str, i64, &str, u32) {
+    (&k.0, &k.1, &k.2, k.3, &k.4, k.5)
+}
+
 /// Adds the row of `v`, if its value is indexed.
 pub fn add(ctx: &mut Ctx, v: &Variable) -> HResult<()> {
     if let Some((k, version)) = row_of(v) {
-        ctx.tables.variables_by_value.open_mut()?.insert(
-            (
-                k.0.as_str(),
-                k.1.as_str(),
-                k.2.as_str(),
-                k.3,
-                k.4.as_str(),
-                k.5,
-            ),
-            version,
-        )?;
+        ctx.tables
+            .variables_by_value
+            .open_mut()?
+            .insert(borrowed(&k), version)?;
     }
     Ok(())
 }
@@ -75,14 +73,10 @@ pub fn add(ctx: &mut Ctx, v: &Variable) -> HResult<()> {
 /// Removes the row of `v`, if it has one (removing a row that is not there is harmless).
 pub fn remove(ctx: &mut Ctx, v: &Variable) -> HResult<()> {
     if let Some((k, _)) = row_of(v) {
-        ctx.tables.variables_by_value.open_mut()?.remove((
-            k.0.as_str(),
-            k.1.as_str(),
-            k.2.as_str(),
-            k.3,
-            k.4.as_str(),
-            k.5,
-        ))?;
+        ctx.tables
+            .variables_by_value
+            .open_mut()?
+            .remove(borrowed(&k))?;
     }
     Ok(())
 }
@@ -168,18 +162,8 @@ pub fn rebuild(tables: &mut Tables<'_>) -> Result<(), ApplyError> {
     .map_err(crate::indexes::fatal)?;
     let index = tables.variables_by_value.open_mut()?;
     index.retain(|_, _| false)?;
-    for ((spec, var, value, created, wf, thread), version) in &rows {
-        index.insert(
-            (
-                spec.as_str(),
-                var.as_str(),
-                value.as_str(),
-                *created,
-                wf.as_str(),
-                *thread,
-            ),
-            *version,
-        )?;
+    for (k, version) in &rows {
+        index.insert(borrowed(k), *version)?;
     }
     Ok(())
 }
