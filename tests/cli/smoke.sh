@@ -105,6 +105,23 @@ check "correlated put 2" "o-43" "${CTL[@]}" correlated-event put o-43 paid --int
 check "correlated search" "o-43" "${CTL[@]}" correlated-event search paid --has-events false
 check "correlated delete" "deleted" "${CTL[@]}" correlated-event delete o-43 paid
 check "correlated bad key" "INVALID_ARGUMENT" "${CTL[@]}" correlated-event put a/b paid --int 1
+cat > "$DIR/throw-spec.json" <<'JSON'
+{"name": "quote", "entrypointThreadName": "entrypoint", "threadSpecs": {"entrypoint": {
+  "nodes": {
+    "0-entry": {"entrypoint": {}, "outgoingEdges": [{"sinkNodeName": "1-throw"}]},
+    "1-throw": {"throwEvent": {"eventDefId": {"name": "quoted"}, "content": {"literalValue": {"int": 42}}},
+                "outgoingEdges": [{"sinkNodeName": "2-exit"}]},
+    "2-exit": {"exit": {}}}}}}
+JSON
+check "workflow-event-def put" "INT" "${CTL[@]}" -o json workflow-event-def put quoted --type INT
+check "workflow-event-def changed" "ALREADY_EXISTS" "${CTL[@]}" workflow-event-def put quoted --type STR
+check "workflow-event-def search" "quoted" "${CTL[@]}" workflow-event-def search --prefix quo
+check "throw spec put" "quote" "${CTL[@]}" wf-spec put "$DIR/throw-spec.json"
+check "throw run" "COMPLETED" "${CTL[@]}" wf-run run quote --id q1
+check "workflow-event await" "42" "${CTL[@]}" -o json workflow-event await q1 --def quoted
+check "workflow-event list" "quoted" "${CTL[@]}" workflow-event list q1
+check "workflow-event get" "42" "${CTL[@]}" -o json workflow-event get q1 quoted 0
+check "workflow-event await none" "Timeout expired" "${CTL[@]}" --timeout 1 workflow-event await q1 --ignore quoted:0
 check "cluster status" "Leader" "${CTL[@]}" cluster status
 check "def delete" "deleted" "${CTL[@]}" external-event-def delete signed
 echo "$passed passed, $failed failed"

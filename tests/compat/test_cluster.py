@@ -849,3 +849,70 @@ def test_whoami_is_the_anonymous_admin(stubs):
     assert me.id.id == "anonymous"
     assert [(list(a.resources), list(a.allowed_actions)) for a in me.global_acls.acls] == [
         ([ACLResource.ACL_ALL_RESOURCES], [ACLAction.ALL_ACTIONS])]  # noqa: F405
+
+
+def test_await_workflow_event_returns_what_the_run_throws(cluster, config, stubs):
+    """The LittleHorse request/response pattern: RunWf, then AwaitWorkflowEvent for what a
+    THROW_EVENT node throws once the run has its external event. The call is held on a
+    follower while the event is put through another node."""
+    event_def, thrown_def = new_id("quote-asked"), new_id("quote-ready")
+    wf_name = new_id("quote")
+    create_external_event_def(event_def, config, timeout=RPC_TIMEOUT_S)
+    stubs[0].PutWorkflowEventDef(
+        PutWorkflowEventDefRequest(
+            name=thrown_def,
+            content_type=ReturnType(return_type=TypeDefinition(primitive_type=VariableType.STR)),
+        ),
+        timeout=RPC_TIMEOUT_S,
+    )
+
+    def thread(wf: WorkflowThread) -> None:
+        price = wf.declare_str("price")
+        wf.throw_event(thrown_def, "started")
+        ev = wf.wait_for_event(event_def, timeout=60)
+        wf.mutate(price, VariableMutationType.ASSIGN, ev)
+        wf.throw_event(thrown_def, price)
+
+    create_workflow_spec(Workflow(wf_name, thread), config, timeout=RPC_TIMEOUT_S)
+    wf_run_id = WfRunId(id=new_id("q"))
+    stubs[0].RunWf(RunWfRequest(wf_spec_name=wf_name, id=wf_run_id.id), timeout=RPC_TIMEOUT_S)
+
+    req = AwaitWorkflowEventRequest(wf_run_id=wf_run_id,
+                                    event_def_ids=[WorkflowEventDefId(name=thrown_def)])
+    first = stubs[1].AwaitWorkflowEvent(req, timeout=RPC_TIMEOUT_S)
+    assert first.content == VariableValue(str="started"), first
+    assert first.id.number == 0 and first.id.workflow_event_def_id.name == thrown_def
+    assert first.node_run_id.position == 1, first
+
+    # Ignoring the first, the call waits for the second, which the event brings.
+    _, follower = pick_follower(cluster)
+    ignoring = AwaitWorkflowEventRequest(wf_run_id=wf_run_id,
+                                         event_def_ids=[WorkflowEventDefId(name=thrown_def)],
+                                         workflow_events_to_ignore=[first.id])
+    # In a thread: the client's channel interceptors make `.future()` block until the answer.
+    held: dict[str, object] = {}
+    waiter = threading.Thread(target=lambda: held.update(
+        event=stubs[follower - 1].AwaitWorkflowEvent(ignoring, timeout=RPC_TIMEOUT_S)))
+    waiter.start()
+    time.sleep(0.3)
+    assert waiter.is_alive() and not held, "nothing more was thrown yet"
+    put_event(stubs[0], wf_run_id.id, VariableValue(str="12.50"), event=event_def)
+    waiter.join(RPC_TIMEOUT_S)
+    second = held["event"]
+    assert second.content == VariableValue(str="12.50"), second
+    assert second.id.number == 1
+    wait_status(stubs[0], wf_run_id.id, LHStatus.COMPLETED)
+
+    listed = stubs[2].ListWorkflowEvents(ListWorkflowEventsRequest(wf_run_id=wf_run_id),
+                                         timeout=RPC_TIMEOUT_S).results
+    assert list(listed) == [first, second]
+    assert stubs[2].GetWorkflowEvent(second.id, timeout=RPC_TIMEOUT_S) == second
+    kinds = [n.WhichOneof("node_type") for n in stubs[0].ListNodeRuns(
+        ListNodeRunsRequest(wf_run_id=wf_run_id), timeout=RPC_TIMEOUT_S).results]
+    assert kinds == ["entrypoint", "throw_event", "external_event", "throw_event", "exit"], kinds
+
+    # Nothing left to return: the client's deadline ends the call.
+    again = AwaitWorkflowEventRequest(wf_run_id=wf_run_id,
+                                      workflow_events_to_ignore=[first.id, second.id])
+    err = rpc_error(lambda: stubs[0].AwaitWorkflowEvent(again, timeout=0.5))
+    assert err.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED), err

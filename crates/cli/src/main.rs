@@ -6,6 +6,7 @@
 mod correlated;
 mod output;
 mod tasks;
+mod workflow_events;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -85,6 +86,12 @@ enum Cmd {
     /// CorrelatedEvents: events put by key for every WfRun waiting for it.
     #[command(subcommand, name = "correlated-event")]
     Correlated(correlated::CorrelatedCmd),
+    /// WorkflowEventDefs: what kinds of events WfRuns throw.
+    #[command(subcommand, name = "workflow-event-def")]
+    WorkflowEventDef(workflow_events::WorkflowEventDefCmd),
+    /// WorkflowEvents: what a WfRun threw; `await` waits for the next one.
+    #[command(subcommand, name = "workflow-event")]
+    WorkflowEvent(workflow_events::WorkflowEventCmd),
     /// Cluster membership and leadership (talks to --peer-addr).
     #[command(subcommand)]
     Cluster(ClusterCmd),
@@ -649,6 +656,8 @@ async fn run(cli: Cli) -> anyhow::Result<Shown> {
             .into_inner(),
         )?,
         Cmd::TaskDef(c) => tasks::task_def(&mut lh, c).await?,
+        Cmd::WorkflowEventDef(c) => workflow_events::def(&mut lh, c).await?,
+        Cmd::WorkflowEvent(c) => workflow_events::event(&mut lh, c).await?,
         Cmd::TaskRun(c) => tasks::task_run(&mut lh, c).await?,
         Cmd::Correlated(c) => correlated::run(&mut lh, c).await?,
         Cmd::Cluster(c) => {

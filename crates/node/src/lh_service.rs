@@ -412,4 +412,69 @@ impl LittleHorse for LhService {
     ) -> Result<Response<CorrelatedEventIdList>, Status> {
         self.read(req, query::search_correlated_events).await
     }
+
+    #[tracing::instrument(skip_all, name = "put_workflow_event_def")]
+    async fn put_workflow_event_def(
+        &self,
+        req: Request<PutWorkflowEventDefRequest>,
+    ) -> Result<Response<WorkflowEventDef>, Status> {
+        match self
+            .write(Kind::PutWorkflowEventDef(req.into_inner()))
+            .await?
+        {
+            Out::WorkflowEventDef(d) => Ok(Response::new(d)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_workflow_event_def(
+        &self,
+        req: Request<WorkflowEventDefId>,
+    ) -> Result<Response<WorkflowEventDef>, Status> {
+        self.read(req, query::get_workflow_event_def).await
+    }
+
+    #[tracing::instrument(skip_all, name = "delete_workflow_event_def")]
+    async fn delete_workflow_event_def(
+        &self,
+        req: Request<DeleteWorkflowEventDefRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        self.write_empty(Kind::DeleteWorkflowEventDef(req.into_inner()))
+            .await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn search_workflow_event_def(
+        &self,
+        req: Request<SearchWorkflowEventDefRequest>,
+    ) -> Result<Response<WorkflowEventDefIdList>, Status> {
+        self.read(req, query::search_workflow_event_defs).await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_workflow_event(
+        &self,
+        req: Request<WorkflowEventId>,
+    ) -> Result<Response<WorkflowEvent>, Status> {
+        self.read(req, query::get_workflow_event).await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_workflow_events(
+        &self,
+        req: Request<ListWorkflowEventsRequest>,
+    ) -> Result<Response<WorkflowEventList>, Status> {
+        self.read(req, query::list_workflow_events).await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn await_workflow_event(
+        &self,
+        req: Request<AwaitWorkflowEventRequest>,
+    ) -> Result<Response<WorkflowEvent>, Status> {
+        crate::workflow_events::await_event(&self.ctx, &req.into_inner())
+            .await
+            .map(Response::new)
+    }
 }

@@ -1,7 +1,8 @@
 //! Halter's server: openraft wiring ([`raft`]), the public LittleHorse service
 //! ([`lh_service`]), the internal cluster service ([`cluster_service`]), the write and read
 //! paths ([`proposer`]), the leader's timer service ([`timer_service`]), task workers'
-//! registration and held polls ([`task_dispatch`]), configuration
+//! registration and held polls ([`task_dispatch`]), held `AwaitWorkflowEvent` calls
+//! ([`workflow_events`]), configuration
 //! ([`config`]) and node start-up ([`server`]). gRPC statuses are made in [`status`] only.
 
 pub mod cluster_service;
@@ -14,3 +15,4 @@ pub mod server;
 pub mod status;
 pub mod task_dispatch;
 pub mod timer_service;
+pub mod workflow_events;

@@ -711,6 +711,7 @@ pub fn to_result(r: Result<Response, Rejection>) -> CommandResult {
         Ok(Response::CorrelatedEvent(e)) => R::CorrelatedEvent(e),
         Ok(Response::TaskDef(d)) => R::TaskDef(d),
         Ok(Response::ScheduledTask(task)) => R::Claim(ClaimResult { task }),
+        Ok(Response::WorkflowEventDef(d)) => R::WorkflowEventDef(d),
         Err(rej) => {
             let s = to_status(&rej);
             R::Rejection(RejectionInfo {
@@ -734,6 +735,7 @@ pub fn from_result(r: CommandResult) -> Result<Response, Rejection> {
         Some(R::CorrelatedEvent(e)) => Ok(Response::CorrelatedEvent(e)),
         Some(R::TaskDef(d)) => Ok(Response::TaskDef(d)),
         Some(R::Claim(c)) => Ok(Response::ScheduledTask(c.task)),
+        Some(R::WorkflowEventDef(d)) => Ok(Response::WorkflowEventDef(d)),
         Some(R::Empty(_)) | None => Ok(Response::Empty),
         Some(R::Rejection(info)) => Err(crate::status::from_code(info.code, info.message)),
     }

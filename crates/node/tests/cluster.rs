@@ -858,3 +858,121 @@ async fn a_task_queued_before_the_leader_dies_is_handed_out_once_through_a_follo
     assert_eq!(tr.status(), TaskStatus::TaskSuccess);
     assert_eq!(tr.attempts[0].task_worker_id, "w1");
 }
+
+/// `wait_spec` with a THROW_EVENT of `event` between the wait and the exit, throwing the
+/// payload the external event brought.
+fn throwing_spec(name: &str, def: &str, event: &str) -> PutWfSpecRequest {
+    let mut spec = wait_spec(name, def, 60);
+    let thread = spec.thread_specs.get_mut("entrypoint").unwrap();
+    thread.nodes.get_mut("1-wait").unwrap().outgoing_edges[0].sink_node_name = "1-throw".into();
+    thread.nodes.insert(
+        "1-throw".into(),
+        Node {
+            outgoing_edges: vec![Edge {
+                sink_node_name: "2-exit".into(),
+                ..Default::default()
+            }],
+            node: Some(node::Node::ThrowEvent(ThrowEventNode {
+                event_def_id: Some(WorkflowEventDefId { name: event.into() }),
+                content: Some(VariableAssignment {
+                    source: Some(variable_assignment::Source::VariableName("payload".into())),
+                    ..Default::default()
+                }),
+            })),
+            ..Default::default()
+        },
+    );
+    spec
+}
+
+/// Invariant: an `AwaitWorkflowEvent` held on a follower returns the event as soon as that
+/// follower applies the throw (no message from the leader needed); one made after the throw
+/// returns at once; one whose event never comes ends with the client's deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn await_workflow_event_on_a_follower_returns_when_the_workflow_throws() {
+    let c = Cluster::start(3, &[]);
+    let leader = c.wait_leader(T).await;
+    let mut lc = c.client(leader).await;
+    lc.put_external_event_def(PutExternalEventDefRequest {
+        name: "paid".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    lc.put_workflow_event_def(PutWorkflowEventDefRequest {
+        name: "receipt".into(),
+        content_type: None,
+    })
+    .await
+    .unwrap();
+    lc.put_wf_spec(throwing_spec("checkout", "paid", "receipt"))
+        .await
+        .unwrap();
+    lc.run_wf(RunWfRequest {
+        wf_spec_name: "checkout".into(),
+        id: Some("order-1".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+
+    let await_req = AwaitWorkflowEventRequest {
+        wf_run_id: Some(wf("order-1")),
+        event_def_ids: vec![WorkflowEventDefId {
+            name: "receipt".into(),
+        }],
+        workflow_events_to_ignore: vec![],
+    };
+    let mut fc = c.client(follower_of(leader)).await;
+    let held = {
+        let req = await_req.clone();
+        tokio::spawn(async move { fc.await_workflow_event(req).await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!held.is_finished(), "nothing was thrown yet");
+    lc.put_external_event(PutExternalEventRequest {
+        wf_run_id: Some(wf("order-1")),
+        external_event_def_id: def_id("paid"),
+        content: Some(values::str("42 EUR")),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let event = tokio::time::timeout(T, held)
+        .await
+        .expect("the held call returns")
+        .unwrap()
+        .unwrap()
+        .into_inner();
+    assert_eq!(event.content, Some(values::str("42 EUR")));
+    let id = event.id.clone().unwrap();
+    assert_eq!(id.number, 0);
+
+    // After the throw, any node answers at once.
+    let mut other = c.client((leader + 2) % 3).await;
+    let again = other
+        .await_workflow_event(await_req.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again, event);
+
+    // Ignoring it leaves nothing to return: the client's deadline ends the call.
+    let mut req = tonic::Request::new(AwaitWorkflowEventRequest {
+        workflow_events_to_ignore: vec![id],
+        ..await_req
+    });
+    req.set_timeout(Duration::from_millis(400));
+    let err = other.await_workflow_event(req).await.unwrap_err();
+    assert!(
+        matches!(err.code(), Code::DeadlineExceeded | Code::Cancelled),
+        "{err:?}"
+    );
+
+    // A malformed request is refused at once, not after a wait.
+    let err = other
+        .await_workflow_event(AwaitWorkflowEventRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+}

@@ -18,6 +18,8 @@ pub enum Effect {
     WfRunChanged { wf_run_id: String },
     /// A task attempt of this TaskDef is waiting for a worker (wakes held polls).
     TaskQueued { task_def: String },
+    /// A WfRun threw a WorkflowEvent (wakes held `AwaitWorkflowEvent` calls on every node).
+    WorkflowEventThrown { wf_run_id: String },
 }
 
 pub struct Ctx<'a, 't> {

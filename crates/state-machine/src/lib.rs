@@ -7,7 +7,7 @@
 //! nothing: every handler checks everything before its first write.
 //!
 //! The crate is split by command family: [`external_event_def`], [`external_event`],
-//! [`correlated_event`], [`task`],
+//! [`correlated_event`], [`task`], [`workflow_event`],
 //! [`wf_spec`], [`wf_run`] (with the [`interpreter`] that moves threads), [`timers`], and the
 //! read side in [`query`].
 
@@ -30,10 +30,12 @@ pub mod timers;
 pub mod variable_index;
 pub mod wf_run;
 pub mod wf_spec;
+pub mod workflow_event;
 
 use halter_api::halter::{command::Kind, timer, Command, FireTimers};
 use halter_api::littlehorse::{
     CorrelatedEvent, ExternalEvent, ExternalEventDef, ScheduledTask, TaskDef, WfRun, WfSpec,
+    WorkflowEventDef,
 };
 use halter_api::LOG_FORMAT_VERSION;
 use halter_storage::{tables::meta, Tables};
@@ -53,6 +55,7 @@ pub enum Response {
     WfRun(WfRun),
     CorrelatedEvent(CorrelatedEvent),
     TaskDef(TaskDef),
+    WorkflowEventDef(WorkflowEventDef),
     /// A claim's result: the task handed out, or none left.
     ScheduledTask(Option<ScheduledTask>),
     Empty,
@@ -161,6 +164,13 @@ fn dispatch(ctx: &mut Ctx, cmd: &Command) -> HResult<Response> {
         Kind::ClaimTask(r) => Response::ScheduledTask(task::claim(ctx, r)?),
         Kind::ReportTask(r) => {
             task::report(ctx, r)?;
+            Response::Empty
+        }
+        Kind::PutWorkflowEventDef(r) => {
+            Response::WorkflowEventDef(workflow_event::put_def(ctx, r)?)
+        }
+        Kind::DeleteWorkflowEventDef(r) => {
+            workflow_event::delete_def(ctx, r)?;
             Response::Empty
         }
         Kind::FireTimers(f) => Response::TimersFired(fire_timers(ctx, f)?),

@@ -773,3 +773,124 @@ pub fn task_queued(t: &ReadTables, def: &str) -> HResult<bool> {
         .next()
         .is_some())
 }
+
+pub fn get_workflow_event_def(
+    t: &ReadTables,
+    id: &WorkflowEventDefId,
+) -> HResult<WorkflowEventDef> {
+    check_name("WorkflowEventDef name", &id.name)?;
+    Ok(codec::get(t.workflow_event_defs()?, id.name.as_str())?
+        .ok_or_else(|| not_found(format!("WorkflowEventDef '{}'", id.name)))?)
+}
+
+pub fn search_workflow_event_defs(
+    t: &ReadTables,
+    req: &SearchWorkflowEventDefRequest,
+) -> HResult<WorkflowEventDefIdList> {
+    let (names, bookmark) = names_by_prefix(
+        t.workflow_event_defs()?,
+        &req.prefix,
+        &req.bookmark,
+        req.limit,
+    )?;
+    Ok(WorkflowEventDefIdList {
+        results: names
+            .into_iter()
+            .map(|name| WorkflowEventDefId { name })
+            .collect(),
+        bookmark,
+    })
+}
+
+pub fn get_workflow_event(t: &ReadTables, id: &WorkflowEventId) -> HResult<WorkflowEvent> {
+    let wf = wf_run_id(&id.wf_run_id)?;
+    let def = workflow_event_def_name(&id.workflow_event_def_id)?;
+    let number = non_negative("number", id.number)?;
+    Ok(codec::get(t.workflow_events()?, (wf, def, number))?
+        .ok_or_else(|| not_found(format!("WorkflowEvent {wf}/{def}/{number}")))?)
+}
+
+fn workflow_event_def_name(id: &Option<WorkflowEventDefId>) -> Result<&str, Rejection> {
+    let def = id
+        .as_ref()
+        .map(|d| d.name.as_str())
+        .ok_or_else(|| invalid("missing workflow_event_def_id"))?;
+    check_name("WorkflowEventDef name", def)?;
+    Ok(def)
+}
+
+/// A WfRun's WorkflowEvents by (def, number), paged.
+pub fn list_workflow_events(
+    t: &ReadTables,
+    req: &ListWorkflowEventsRequest,
+) -> HResult<WorkflowEventList> {
+    let wf = wf_run_id(&req.wf_run_id)?;
+    let limit = page_limit(req.limit)?;
+    let bm = decode_bookmark(&req.bookmark)?;
+    let (d0, n0) = match &bm {
+        Some(p) => (
+            s(p, 0)?,
+            u32::try_from(n(p, 1)?).map_err(|_| invalid("malformed bookmark"))?,
+        ),
+        None => ("", 0),
+    };
+    let mut out = WorkflowEventList::default();
+    for row in t.workflow_events()?.range((wf, d0, n0)..)? {
+        let (k, v) = row?;
+        let (w, d, num) = k.value();
+        if w != wf {
+            break;
+        }
+        if out.results.len() == limit {
+            out.bookmark = Some(encode_bookmark(&[P::S(d.into()), P::I(num.into())]));
+            break;
+        }
+        out.results.push(codec::decode(v.value())?);
+    }
+    Ok(out)
+}
+
+/// Checks an `AwaitWorkflowEvent` request before it waits: a malformed one is answered at
+/// once, not after the wait.
+pub fn check_await_workflow_event(req: &AwaitWorkflowEventRequest) -> Result<(), Rejection> {
+    wf_run_id(&req.wf_run_id)?;
+    for d in &req.event_def_ids {
+        check_name("WorkflowEventDef name", &d.name)?;
+    }
+    Ok(())
+}
+
+/// The WorkflowEvent an `AwaitWorkflowEvent` call returns now, if the WfRun has thrown one: the
+/// first thrown (by time, then def and number) of the asked defs (any def when none is asked)
+/// that the caller does not ignore. A WfRun throws few events, so this reads all of them.
+pub fn first_workflow_event(
+    t: &ReadTables,
+    req: &AwaitWorkflowEventRequest,
+) -> HResult<Option<WorkflowEvent>> {
+    let wf = wf_run_id(&req.wf_run_id)?;
+    let mut best: Option<(i64, WorkflowEvent)> = None;
+    for row in t.workflow_events()?.range((wf, "", 0u32)..)? {
+        let (k, v) = row?;
+        let (w, d, _) = k.value();
+        if w != wf {
+            break;
+        }
+        if !req.event_def_ids.is_empty() && !req.event_def_ids.iter().any(|x| x.name == d) {
+            continue;
+        }
+        let event: WorkflowEvent = codec::decode(v.value())?;
+        if req
+            .workflow_events_to_ignore
+            .iter()
+            .any(|i| Some(i) == event.id.as_ref())
+        {
+            continue;
+        }
+        let at = event.created_at.as_ref().map(ms).unwrap_or_default();
+        // Keys come in (def, number) order, so the first seen wins a tie in time.
+        if best.as_ref().is_none_or(|(b, _)| at < *b) {
+            best = Some((at, event));
+        }
+    }
+    Ok(best.map(|(_, e)| e))
+}

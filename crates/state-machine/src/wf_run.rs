@@ -247,6 +247,7 @@ pub fn delete_by_id(ctx: &mut Ctx, wf: &str) -> HResult<()> {
         .open_mut()?
         .retain_in((wf, 0u32, "")..(wf, u32::MAX, ""), |_, _| false)?;
     external_event::delete_all_of(ctx, wf)?;
+    crate::workflow_event::delete_all_of(ctx, wf)?;
     crate::task::delete_all_of(ctx, wf)?;
     timers::cancel(ctx, &timers::wf_run_retention_timer_id(wf))?;
     Ok(())

@@ -413,11 +413,20 @@ impl Checker<'_, '_, '_> {
                     "START_MULTIPLE_THREADS nodes are not supported yet",
                 ))
             }
-            Some(N::ThrowEvent(_)) => {
-                return Err(self.err(
-                    Some(name),
-                    "THROW_EVENT nodes (workflow events) are not supported",
-                ))
+            Some(N::ThrowEvent(te)) => {
+                let def = te
+                    .event_def_id
+                    .as_ref()
+                    .map(|d| d.name.as_str())
+                    .unwrap_or_default();
+                if crate::workflow_event::find_def(self.ctx, def)?.is_none() {
+                    return Err(self.err(Some(name), format!("No WorkflowEventDef named '{def}'")));
+                }
+                match &te.content {
+                    Some(c) => self.assignment(name, c, 0)?,
+                    None => return Err(self.err(Some(name), "THROW_EVENT without content")),
+                }
+                false
             }
             Some(N::WaitForCondition(_)) => {
                 return Err(self.err(Some(name), "WAIT_FOR_CONDITION nodes are not supported yet"))

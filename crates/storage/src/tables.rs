@@ -85,6 +85,13 @@ pub const TASK_RUNS_BY_STATUS: TableDefinition<(&str, i32, i64, &str, &str), ()>
 /// id, task guid). A claim takes the first row of its TaskDef: the oldest.
 pub const TASK_QUEUE: TableDefinition<(&str, i64, &str, &str), ()> =
     TableDefinition::new("task_queue");
+/// WorkflowEventDef name -> `WorkflowEventDef`.
+pub const WORKFLOW_EVENT_DEFS: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("workflow_event_defs");
+/// (WfRun id, WorkflowEventDef name, number) -> `WorkflowEvent`: a WfRun's events together,
+/// each def's numbered from 0 in the order they were thrown.
+pub const WORKFLOW_EVENTS: TableDefinition<(&str, &str, u32), &[u8]> =
+    TableDefinition::new("workflow_events");
 /// Every timer (event timeouts, sleeps, retention): (due ms, timer id) -> `halter.Timer`.
 pub const TIMERS: TableDefinition<(i64, &str), &[u8]> = TableDefinition::new("timers");
 /// Timer id -> due ms, to cancel a timer by id.
@@ -130,6 +137,8 @@ macro_rules! for_each_table {
         $m!(TASK_RUNS_BY_DEF);
         $m!(TASK_RUNS_BY_STATUS);
         $m!(TASK_QUEUE);
+        $m!(WORKFLOW_EVENT_DEFS);
+        $m!(WORKFLOW_EVENTS);
         $m!(TIMERS);
         $m!(TIMER_DUE);
         $m!(META);
@@ -265,6 +274,8 @@ state_tables! {
     task_runs_by_def: TASK_RUNS_BY_DEF => (&'static str, i64, &'static str, &'static str), ();
     task_runs_by_status: TASK_RUNS_BY_STATUS => (&'static str, i32, i64, &'static str, &'static str), ();
     task_queue: TASK_QUEUE => (&'static str, i64, &'static str, &'static str), ();
+    workflow_event_defs: WORKFLOW_EVENT_DEFS => &'static str, &'static [u8];
+    workflow_events: WORKFLOW_EVENTS => (&'static str, &'static str, u32), &'static [u8];
     timers: TIMERS => (i64, &'static str), &'static [u8];
     timer_due: TIMER_DUE => &'static str, i64;
     meta: META => &'static str, u64;

@@ -60,7 +60,7 @@ fn main() {
             Ok(Ok(report)) => {
                 passed += 1;
                 println!(
-                    "seed={seed} digest={} ok ({} nodes, {} acked events, {} runs, {} faults, {} purged, {} interrupts, {} handlers, {} tasks done, {} correlated, {:.1}s wall)",
+                    "seed={seed} digest={} ok ({} nodes, {} acked events, {} runs, {} faults, {} purged, {} interrupts, {} handlers, {} tasks done, {} correlated, {} thrown, {} awaited, {:.1}s wall)",
                     report.digest,
                     report.nodes,
                     report.acked_events,
@@ -71,6 +71,8 @@ fn main() {
                     report.coverage.failure_handlers,
                     report.coverage.tasks_succeeded,
                     report.coverage.correlated_events,
+                    report.coverage.workflow_events,
+                    report.coverage.awaited,
                     wall.as_secs_f64()
                 );
             }

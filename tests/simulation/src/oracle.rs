@@ -41,6 +41,8 @@ pub struct Oracle {
     pub handed: BTreeMap<(String, String, i32), usize>,
     /// Task reports acknowledged.
     pub reports: usize,
+    /// WorkflowEvents `AwaitWorkflowEvent` returned, by WfRun id.
+    pub awaited: BTreeMap<String, Vec<halter_api::littlehorse::WorkflowEvent>>,
 }
 
 impl Oracle {

@@ -114,10 +114,15 @@ fn var_ref(name: &str) -> VariableAssignment {
 pub const TASK: &str = "sim-task";
 /// The correlated def: the key is the WfRun's id (its `order` variable).
 pub const PAID: &str = "paid";
+/// The WorkflowEventDef thrown (with the WfRun's `order`) once thread 0 got its `go`.
+pub const SEEN: &str = "seen";
+/// The THROW_EVENT node of thread 0.
+pub const THROW_NODE: &str = "3t-throw";
 
 /// The spec every WfRun runs (with `order` = its id). Thread 0 starts a child that waits for
 /// the correlated event `paid` keyed by `order` (5 s), waits for `rare` (2 s; a TIMEOUT is
-/// caught by a handler that waits for `go` 2 s more), waits for `go` (3 s), runs the task
+/// caught by a handler that waits for `go` 2 s more), waits for `go` (3 s),
+/// throws the WorkflowEvent `seen` with its `order`, runs the task
 /// `sim-task` (3 s per attempt, one retry), then waits for the child. A `poke` interrupts
 /// thread 0 with a handler that waits for `go` (2 s; its timeout fails thread 0). Every path
 /// ends within seconds, in COMPLETED or ERROR.
@@ -192,7 +197,17 @@ fn sim_spec() -> PutWfSpecRequest {
             ("0-entry", entry),
             ("1-child", start),
             ("2-first", first),
-            ("3-second", wait("4-task", 3)),
+            ("3-second", wait(THROW_NODE, 3)),
+            (
+                THROW_NODE,
+                node(
+                    node::Node::ThrowEvent(ThrowEventNode {
+                        event_def_id: Some(WorkflowEventDefId { name: SEEN.into() }),
+                        content: Some(var_ref("order")),
+                    }),
+                    Some("4-task"),
+                ),
+            ),
             ("4-task", task),
             ("5-join", join),
             ("6-exit", exit()),
@@ -283,6 +298,19 @@ async fn setup(c: &ClusterView) -> Result<(), String> {
         .await;
         if !matches!(r, Some(Ok(_))) {
             failed = Some(format!("task def: {r:?}"));
+        }
+        let r = within(
+            4000,
+            lh.put_workflow_event_def(PutWorkflowEventDefRequest {
+                name: SEEN.into(),
+                content_type: Some(ReturnType {
+                    return_type: typed_var("", VariableType::Str).type_def,
+                }),
+            }),
+        )
+        .await;
+        if !matches!(r, Some(Ok(_))) {
+            failed = Some(format!("workflow event def: {r:?}"));
         }
         if failed.is_none() {
             let r = within(4000, lh.put_wf_spec(sim_spec())).await;

@@ -180,6 +180,36 @@ pub async fn client(id: usize, nodes: Vec<std::net::IpAddr>, oracle: Shared, unt
                 None => "timeout".into(),
             };
             oracle.trace(format!("c{id} correlate {key} {out}@{node}"));
+        } else if roll < 76 {
+            // Wait a little for a run's `seen` event, on whichever node: held there until
+            // that node applies the throw.
+            let wf = wf_name(rng.gen_range(0..WF_POOL));
+            let req = AwaitWorkflowEventRequest {
+                wf_run_id: Some(WfRunId {
+                    id: wf.clone(),
+                    parent_wf_run_id: None,
+                }),
+                event_def_ids: vec![WorkflowEventDefId {
+                    name: crate::scenario::SEEN.into(),
+                }],
+                workflow_events_to_ignore: vec![],
+            };
+            let out = match within(1500, lh.await_workflow_event(req)).await {
+                Some(Ok(r)) => {
+                    let ev = r.into_inner();
+                    let out = format!("ok #{}", ev.id.as_ref().map_or(-1, |i| i.number));
+                    oracle
+                        .lock()
+                        .awaited
+                        .entry(wf.clone())
+                        .or_default()
+                        .push(ev);
+                    out
+                }
+                Some(Err(s)) => format!("{:?}", s.code()),
+                None => "timeout".into(),
+            };
+            oracle.trace(format!("c{id} await {wf} {out}@{node}"));
         } else {
             let wf = wf_name(rng.gen_range(0..WF_POOL));
             let started = Instant::now();

@@ -63,6 +63,10 @@ pub struct StateMachineStore {
     /// Bumped when an applied entry queued a task attempt (or a snapshot was installed), so
     /// the polls this node holds look for work again.
     pub tasks_queued: Arc<watch::Sender<u64>>,
+    /// Bumped when an applied entry threw a WorkflowEvent (or a snapshot was installed), so the
+    /// `AwaitWorkflowEvent` calls this node holds look again. Every node applies every entry,
+    /// so a call is woken on whichever node holds it.
+    pub workflow_events: Arc<watch::Sender<u64>>,
     /// Apply transactions committed without fsync since the last durable one.
     unsynced_applies: u32,
     /// One apply transaction in this many is durable.
@@ -95,6 +99,7 @@ impl StateMachineStore {
             snapshot_path,
             timers_changed: Arc::new(Notify::new()),
             tasks_queued: Arc::new(watch::channel(0).0),
+            workflow_events: Arc::new(watch::channel(0).0),
             unsynced_applies: 0,
             sync_every: SYNC_EVERY_APPLIES,
             answers: Answers::random(),
@@ -250,6 +255,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut tagged = Vec::new();
         let mut timers_armed = false;
         let mut tasks_queued = false;
+        let mut events_thrown = false;
         let mut txn = self.store.begin_write().map_err(io_write)?;
         self.unsynced_applies += 1;
         let durable = self.unsynced_applies >= self.sync_every;
@@ -304,6 +310,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                                         .effects
                                         .iter()
                                         .any(|e| matches!(e, Effect::TaskQueued { .. }));
+                                    events_thrown |= applied
+                                        .effects
+                                        .iter()
+                                        .any(|e| matches!(e, Effect::WorkflowEventThrown { .. }));
                                     applied.response
                                 }
                             };
@@ -350,6 +360,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         }
         if tasks_queued {
             self.tasks_queued.send_modify(|n| *n += 1);
+        }
+        if events_thrown {
+            self.workflow_events.send_modify(|n| *n += 1);
         }
         Ok(out)
     }
@@ -424,6 +437,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.applied.send_replace(meta.last_log_id);
         self.timers_changed.notify_one();
         self.tasks_queued.send_modify(|n| *n += 1);
+        self.workflow_events.send_modify(|n| *n += 1);
         tracing::info!(snapshot = %meta.snapshot_id, "installed snapshot");
         Ok(())
     }

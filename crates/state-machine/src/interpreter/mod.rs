@@ -20,8 +20,8 @@ use halter_api::littlehorse::{
     edge::EdgeCondition, exit_node, node, node_run::NodeType, sleep_node::SleepLength,
     thread_halt_reason, variable_mutation::RhsValue, variable_value::Value, Comparator, Edge,
     EntrypointRun, ExitRun, ExternalEvent, ExternalEventNodeRun, Failure, LhErrorType, LhStatus,
-    NodeRun, NodeRunId, SleepNodeRun, ThreadRun, ThreadType, VariableMutationType, VariableValue,
-    WfRunId,
+    NodeRun, NodeRunId, SleepNodeRun, ThreadRun, ThreadType, ThrowEventNodeRun,
+    VariableMutationType, VariableValue, WfRunId,
 };
 use halter_api::values;
 use halter_storage::codec;
@@ -386,6 +386,39 @@ fn arrive(
         }
         Some(node::Node::StartThread(st)) => {
             return child_threads::start(ctx, run, thread, &st, nr);
+        }
+        Some(node::Node::ThrowEvent(te)) => {
+            let def = te
+                .event_def_id
+                .as_ref()
+                .map(|d| d.name.clone())
+                .unwrap_or_default();
+            let content = match &te.content {
+                Some(c) => {
+                    let mut scope = ThreadScope::new(ctx, run, thread)?;
+                    expr::eval(c, &mut scope)
+                }
+                None => Err("THROW_EVENT without content".to_string()),
+            };
+            nr.node_type = Some(NodeType::ThrowEvent(ThrowEventNodeRun::default()));
+            let thrown = match content {
+                Ok(v) => {
+                    let id = node_run_id(run, thread, position);
+                    crate::workflow_event::throw(ctx, &id, &def, v)?
+                }
+                Err(e) => Err(format!("Failed calculating content of workflow event: {e}")),
+            };
+            match thrown {
+                Ok(id) => {
+                    nr.node_type = Some(NodeType::ThrowEvent(ThrowEventNodeRun {
+                        workflow_event_id: Some(id),
+                    }));
+                    complete_node(ctx, &mut nr);
+                }
+                Err(e) => {
+                    return fail_node(ctx, &mut nr, LhErrorType::VarSubError.as_str_name(), e)
+                }
+            }
         }
         Some(node::Node::Task(t)) => {
             // The NodeRun waits RUNNING for its TaskRun (see `task`).

@@ -12,6 +12,7 @@ mod search_finds_runs;
 mod tasks_once;
 mod terms_never_go_back;
 mod timeout_xor_complete;
+mod workflow_events_once;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -32,6 +33,8 @@ pub struct Observed {
     pub events: BTreeMap<(usize, String), Vec<ExternalEvent>>,
     /// WfRun id -> its TaskRuns.
     pub task_runs: BTreeMap<String, Vec<TaskRun>>,
+    /// WfRun id -> the WorkflowEvents it threw (node 0).
+    pub workflow_events: BTreeMap<String, Vec<WorkflowEvent>>,
 }
 
 async fn retry<T, F, Fut>(mut f: F) -> Result<T, String>
@@ -57,6 +60,7 @@ async fn observe(c: &ClusterView) -> Result<Observed, String> {
         node_runs: BTreeMap::new(),
         events: BTreeMap::new(),
         task_runs: BTreeMap::new(),
+        workflow_events: BTreeMap::new(),
     };
     let ids: Vec<String> = (0..WF_POOL)
         .map(wf_name)
@@ -113,6 +117,22 @@ async fn observe(c: &ClusterView) -> Result<Observed, String> {
             .map_err(|e| format!("listing TaskRuns of {id}: {e}"))?;
             obs.task_runs.insert(id.clone(), trs.into_inner().results);
         }
+        let wevs = retry(|| {
+            let mut lh = lh.clone();
+            let wf = wf.clone();
+            async move {
+                lh.list_workflow_events(ListWorkflowEventsRequest {
+                    wf_run_id: Some(wf),
+                    bookmark: None,
+                    limit: Some(1000),
+                })
+                .await
+            }
+        })
+        .await
+        .map_err(|e| format!("listing WorkflowEvents of {id}: {e}"))?;
+        obs.workflow_events
+            .insert(id.clone(), wevs.into_inner().results);
         obs.runs.insert(id.clone(), run);
         for node in 0..c.len() {
             lh = c.lh(node);
@@ -145,6 +165,9 @@ pub struct Coverage {
     pub tasks_succeeded: usize,
     /// ExternalEvents made by correlations (on node 0).
     pub correlated_events: usize,
+    /// WorkflowEvents thrown, and returned to `AwaitWorkflowEvent` calls.
+    pub workflow_events: usize,
+    pub awaited: usize,
 }
 
 /// Checks everything; returns the cluster's final state digest and the coverage.
@@ -162,6 +185,7 @@ pub async fn check_all(c: &ClusterView, oracle: &Shared) -> Result<(String, Cove
     terms_never_go_back::check(&o)?;
     tasks_once::check(&o, &obs)?;
     no_task_work_after_the_end::check(&obs)?;
+    workflow_events_once::check(&o, &obs)?;
     let mut cov = Coverage {
         tasks_succeeded: obs
             .task_runs
@@ -176,6 +200,8 @@ pub async fn check_all(c: &ClusterView, oracle: &Shared) -> Result<(String, Cove
             .flat_map(|(_, evs)| evs)
             .filter(|e| e.id.as_ref().is_some_and(|i| i.guid.starts_with("ce")))
             .count(),
+        workflow_events: obs.workflow_events.values().map(Vec::len).sum(),
+        awaited: o.awaited.values().map(Vec::len).sum(),
         ..Default::default()
     };
     for t in obs.runs.values().flatten().flat_map(|r| &r.thread_runs) {
