@@ -120,6 +120,7 @@ check "throw spec put" "quote" "${CTL[@]}" wf-spec put "$DIR/throw-spec.json"
 check "throw run" "COMPLETED" "${CTL[@]}" wf-run run quote --id q1
 check "workflow-event await" "42" "${CTL[@]}" -o json workflow-event await q1 --def quoted
 check "workflow-event list" "quoted" "${CTL[@]}" workflow-event list q1
+check "workflow-event search" "q1" "${CTL[@]}" workflow-event search quoted
 check "workflow-event get" "42" "${CTL[@]}" -o json workflow-event get q1 quoted 0
 check "workflow-event await none" "Timeout expired" "${CTL[@]}" --timeout 1 workflow-event await q1 --ignore quoted:0
 check "cluster status" "Leader" "${CTL[@]}" cluster status

@@ -907,6 +907,10 @@ def test_await_workflow_event_returns_what_the_run_throws(cluster, config, stubs
                                          timeout=RPC_TIMEOUT_S).results
     assert list(listed) == [first, second]
     assert stubs[2].GetWorkflowEvent(second.id, timeout=RPC_TIMEOUT_S) == second
+    found = stubs[1].SearchWorkflowEvent(
+        SearchWorkflowEventRequest(workflow_event_def_id=WorkflowEventDefId(name=thrown_def)),
+        timeout=RPC_TIMEOUT_S)
+    assert list(found.results) == [first.id, second.id], found
     kinds = [n.WhichOneof("node_type") for n in stubs[0].ListNodeRuns(
         ListNodeRunsRequest(wf_run_id=wf_run_id), timeout=RPC_TIMEOUT_S).results]
     assert kinds == ["entrypoint", "throw_event", "external_event", "throw_event", "exit"], kinds

@@ -42,6 +42,12 @@ pub enum WorkflowEventCmd {
         def: String,
         number: i32,
     },
+    /// The events of a def, oldest first.
+    Search {
+        def: String,
+        #[arg(long)]
+        limit: Option<i32>,
+    },
     /// Wait (up to --timeout) for the WfRun to throw an event of one of --def (any def if none
     /// is given), other than those given as --ignore DEF:NUMBER.
     Await {
@@ -136,6 +142,16 @@ pub async fn event(
             &lh.get_workflow_event(event_id(&wf_run_id, def, number))
                 .await?
                 .into_inner(),
+        ),
+        WorkflowEventCmd::Search { def, limit } => many(
+            "littlehorse.WorkflowEventIdList",
+            &lh.search_workflow_event(SearchWorkflowEventRequest {
+                workflow_event_def_id: Some(def_id(def)),
+                limit,
+                ..Default::default()
+            })
+            .await?
+            .into_inner(),
         ),
         WorkflowEventCmd::Await {
             wf_run_id,

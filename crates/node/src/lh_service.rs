@@ -469,6 +469,14 @@ impl LittleHorse for LhService {
     }
 
     #[tracing::instrument(skip_all)]
+    async fn search_workflow_event(
+        &self,
+        req: Request<SearchWorkflowEventRequest>,
+    ) -> Result<Response<WorkflowEventIdList>, Status> {
+        self.read(req, query::search_workflow_events).await
+    }
+
+    #[tracing::instrument(skip_all)]
     async fn await_workflow_event(
         &self,
         req: Request<AwaitWorkflowEventRequest>,

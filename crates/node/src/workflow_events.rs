@@ -2,15 +2,18 @@
 //! matching WorkflowEvent.
 //!
 //! Every node applies every entry, so the node holding the call learns of a thrown event from
-//! its own state machine (`StateMachineStore::workflow_events`), with no message from the
-//! leader. The first look passes the read barrier, so an event thrown before the call began
-//! (by a write acknowledged to anyone) is found at once; later ones wake the call as this node
-//! applies them.
+//! its own state machine (`StateMachineStore::workflow_events`, the WfRuns each apply threw
+//! in), with no message from the leader. The first look passes the read barrier, so an event
+//! thrown before the call began (by a write acknowledged to anyone) is found at once; later
+//! ones wake the call as this node applies them. Only the calls held for a WfRun that threw
+//! look again: a thousand clients each waiting on their own WfRun cost one read per throw, not
+//! a thousand.
 
 use std::time::Duration;
 
 use halter_api::littlehorse::{AwaitWorkflowEventRequest, WorkflowEvent};
 use halter_state_machine::query;
+use tokio::sync::broadcast::error::RecvError;
 use tonic::Status;
 
 use crate::proposer::NodeCtx;
@@ -26,26 +29,36 @@ pub async fn await_event(
     req: &AwaitWorkflowEventRequest,
 ) -> Result<WorkflowEvent, Status> {
     query::check_await_workflow_event(req).map_err(|r| to_status(&r))?;
+    let wf = req
+        .wf_run_id
+        .as_ref()
+        .map(|w| w.id.as_str())
+        .unwrap_or_default();
     let give_up = tokio::time::Instant::now() + MAX_WAIT;
-    // Subscribed before the first look: an event applied after that look bumps the counter,
-    // so no event falls between a look and the wait.
-    let mut woken = ctx.sm.workflow_events.subscribe();
+    // Subscribed before the first look: a throw applied after that look is in the channel, so
+    // no event falls between a look and the wait.
+    let mut thrown = ctx.sm.workflow_events.subscribe();
     ctx.read_barrier().await?;
     loop {
-        woken.borrow_and_update();
         if let Some(event) = ctx.read(|t| query::first_workflow_event(t, req))? {
             return Ok(event);
         }
-        tokio::select! {
-            changed = woken.changed() => {
-                if changed.is_err() {
-                    return Err(Status::unavailable("the node is shutting down"));
+        loop {
+            tokio::select! {
+                msg = thrown.recv() => match msg {
+                    Ok(Some(wfs)) if !wfs.contains(wf) => continue,
+                    // This WfRun threw, a snapshot replaced the state, or the call fell behind
+                    // the channel: look again.
+                    Ok(_) | Err(RecvError::Lagged(_)) => break,
+                    Err(RecvError::Closed) => {
+                        return Err(Status::unavailable("the node is shutting down"));
+                    }
+                },
+                _ = tokio::time::sleep_until(give_up) => {
+                    return Err(Status::deadline_exceeded(
+                        "No matching WorkflowEvent thrown within deadline",
+                    ));
                 }
-            }
-            _ = tokio::time::sleep_until(give_up) => {
-                return Err(Status::deadline_exceeded(
-                    "No matching WorkflowEvent thrown within deadline",
-                ));
             }
         }
     }

@@ -22,11 +22,25 @@ pub(crate) fn fatal(e: Outcome) -> ApplyError {
 /// taken by one. The indexes are a function of the other tables, so every replica that builds
 /// them gets the same rows; a marker in `meta` says they were built. Returns whether it built.
 pub fn build_if_missing(tables: &mut Tables<'_>) -> Result<bool, ApplyError> {
-    if tables.meta.open()?.get(meta::SEARCH_INDEXES)?.is_some() {
-        return Ok(false);
+    let mut built = false;
+    if tables.meta.open()?.get(meta::SEARCH_INDEXES)?.is_none() {
+        crate::variable_index::rebuild(tables)?;
+        crate::task_run_index::rebuild(tables)?;
+        tables.meta.open_mut()?.insert(meta::SEARCH_INDEXES, 1)?;
+        built = true;
     }
-    crate::variable_index::rebuild(tables)?;
-    crate::task_run_index::rebuild(tables)?;
-    tables.meta.open_mut()?.insert(meta::SEARCH_INDEXES, 1)?;
-    Ok(true)
+    if tables
+        .meta
+        .open()?
+        .get(meta::WORKFLOW_EVENT_INDEX)?
+        .is_none()
+    {
+        crate::workflow_event::rebuild_index(tables)?;
+        tables
+            .meta
+            .open_mut()?
+            .insert(meta::WORKFLOW_EVENT_INDEX, 1)?;
+        built = true;
+    }
+    Ok(built)
 }

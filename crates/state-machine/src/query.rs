@@ -861,36 +861,109 @@ pub fn check_await_workflow_event(req: &AwaitWorkflowEventRequest) -> Result<(),
 }
 
 /// The WorkflowEvent an `AwaitWorkflowEvent` call returns now, if the WfRun has thrown one: the
-/// first thrown (by time, then def and number) of the asked defs (any def when none is asked)
-/// that the caller does not ignore. A WfRun throws few events, so this reads all of them.
+/// first thrown of the asked defs (any def when none is asked) that the caller does not ignore.
+/// "First" is by throw time; events thrown in the same millisecond come in (def name, number)
+/// order, which is also LittleHorse's store order.
 pub fn first_workflow_event(
     t: &ReadTables,
     req: &AwaitWorkflowEventRequest,
 ) -> HResult<Option<WorkflowEvent>> {
     let wf = wf_run_id(&req.wf_run_id)?;
+    let ignored: std::collections::BTreeSet<(&str, i32)> = req
+        .workflow_events_to_ignore
+        .iter()
+        .filter(|i| i.wf_run_id.as_ref().is_some_and(|w| w.id == wf))
+        .filter_map(|i| {
+            let def = i.workflow_event_def_id.as_ref()?;
+            Some((def.name.as_str(), i.number))
+        })
+        .collect();
+    let table = t.workflow_events()?;
+    // Each def's events: numbers rise with throw time (the applied clock never goes back), so
+    // the first one not ignored is that def's candidate.
+    let first_of = |def: &str| -> HResult<Option<WorkflowEvent>> {
+        for row in table.range((wf, def, 0u32)..=(wf, def, u32::MAX))? {
+            let (k, v) = row?;
+            let (_, _, n) = k.value();
+            if i32::try_from(n).is_ok_and(|n| ignored.contains(&(def, n))) {
+                continue;
+            }
+            return Ok(Some(codec::decode(v.value())?));
+        }
+        Ok(None)
+    };
+    let defs: std::collections::BTreeSet<String> = if req.event_def_ids.is_empty() {
+        let mut all = std::collections::BTreeSet::new();
+        let mut from = String::new();
+        // One seek per def the WfRun threw, not one row per event.
+        while let Some(row) = table.range((wf, from.as_str(), 0u32)..)?.next() {
+            let (k, _) = row?;
+            let (w, d, _) = k.value();
+            if w != wf {
+                break;
+            }
+            all.insert(d.to_string());
+            from = format!("{d}\0");
+        }
+        all
+    } else {
+        req.event_def_ids.iter().map(|d| d.name.clone()).collect()
+    };
     let mut best: Option<(i64, WorkflowEvent)> = None;
-    for row in t.workflow_events()?.range((wf, "", 0u32)..)? {
-        let (k, v) = row?;
-        let (w, d, _) = k.value();
-        if w != wf {
-            break;
-        }
-        if !req.event_def_ids.is_empty() && !req.event_def_ids.iter().any(|x| x.name == d) {
-            continue;
-        }
-        let event: WorkflowEvent = codec::decode(v.value())?;
-        if req
-            .workflow_events_to_ignore
-            .iter()
-            .any(|i| Some(i) == event.id.as_ref())
-        {
-            continue;
-        }
-        let at = event.created_at.as_ref().map(ms).unwrap_or_default();
-        // Keys come in (def, number) order, so the first seen wins a tie in time.
-        if best.as_ref().is_none_or(|(b, _)| at < *b) {
-            best = Some((at, event));
+    for def in &defs {
+        if let Some(event) = first_of(def)? {
+            let at = event.created_at.as_ref().map(ms).unwrap_or_default();
+            // Defs come in name order, so the first seen wins a tie in time.
+            if best.as_ref().is_none_or(|(b, _)| at < *b) {
+                best = Some((at, event));
+            }
         }
     }
     Ok(best.map(|(_, e)| e))
+}
+
+/// The WorkflowEvents of a def thrown within `[earliest_start, latest_start]`, oldest first
+/// (`workflow_events_by_def`). A def with no events (or none at all) has an empty page.
+pub fn search_workflow_events(
+    t: &ReadTables,
+    req: &SearchWorkflowEventRequest,
+) -> HResult<WorkflowEventIdList> {
+    let def = workflow_event_def_name(&req.workflow_event_def_id)?;
+    let limit = page_limit(req.limit)?;
+    let earliest = req.earliest_start.as_ref().map(ms).unwrap_or(i64::MIN);
+    let latest = req.latest_start.as_ref().map(ms).unwrap_or(i64::MAX);
+    let bm = decode_bookmark(&req.bookmark)?;
+    let (at0, wf0, n0) = match &bm {
+        Some(p) => (
+            n(p, 0)?,
+            s(p, 1)?,
+            u32::try_from(n(p, 2)?).map_err(|_| invalid("malformed bookmark"))?,
+        ),
+        None => (earliest, "", 0),
+    };
+    let mut out = WorkflowEventIdList::default();
+    for row in t.workflow_events_by_def()?.range((def, at0, wf0, n0)..)? {
+        let (k, _) = row?;
+        let (d, at, wf, num) = k.value();
+        if d != def || at > latest {
+            break;
+        }
+        if out.results.len() == limit {
+            out.bookmark = Some(encode_bookmark(&[
+                P::I(at),
+                P::S(wf.into()),
+                P::I(num.into()),
+            ]));
+            break;
+        }
+        out.results.push(WorkflowEventId {
+            wf_run_id: Some(WfRunId {
+                id: wf.to_string(),
+                parent_wf_run_id: None,
+            }),
+            workflow_event_def_id: Some(WorkflowEventDefId { name: def.into() }),
+            number: num as i32,
+        });
+    }
+    Ok(out)
 }

@@ -414,11 +414,9 @@ impl Checker<'_, '_, '_> {
                 ))
             }
             Some(N::ThrowEvent(te)) => {
-                let def = te
-                    .event_def_id
-                    .as_ref()
-                    .map(|d| d.name.as_str())
-                    .unwrap_or_default();
+                let Some(def) = te.event_def_id.as_ref().map(|d| d.name.as_str()) else {
+                    return Err(self.err(Some(name), "THROW_EVENT without event_def_id"));
+                };
                 if crate::workflow_event::find_def(self.ctx, def)?.is_none() {
                     return Err(self.err(Some(name), format!("No WorkflowEventDef named '{def}'")));
                 }
@@ -677,6 +675,7 @@ pub fn put(ctx: &mut Ctx, req: &PutWfSpecRequest) -> HResult<WfSpec> {
     // Opened here, so that a storage failure is fatal, not a rejection from `validate`.
     ctx.tables.external_event_defs.open()?;
     ctx.tables.task_defs.open()?;
+    ctx.tables.workflow_event_defs.open()?;
     validate(ctx, req)?;
     let body = |r: &PutWfSpecRequest| {
         PutWfSpecRequest {

@@ -10,11 +10,11 @@ use halter_api::littlehorse::{
     WorkflowEvent, WorkflowEventDef, WorkflowEventDefId, WorkflowEventId,
 };
 use halter_api::{names::check_name, values};
-use halter_storage::codec;
+use halter_storage::{codec, ReadTables, Tables};
 use redb::ReadableTable;
 
 use crate::ctx::{Ctx, Effect};
-use crate::error::{invalid, HResult, Rejection};
+use crate::error::{invalid, ApplyError, HResult, Rejection};
 use crate::time::ts;
 
 /// The WorkflowEventDef `name`, for checks that answer with a [`Rejection`] (PutWfSpec's).
@@ -128,8 +128,13 @@ pub(crate) fn throw(
         .range((wf, def, 0u32)..=(wf, def, u32::MAX))?
         .next_back()
     {
-        Some(row) => row?.0.value().2 + 1,
-        None => 0,
+        Some(row) => row?.0.value().2.checked_add(1),
+        None => Some(0),
+    };
+    let Some((number, public)) = number.and_then(|n| Some((n, i32::try_from(n).ok()?))) else {
+        return Ok(Err(format!(
+            "WfRun '{wf}' has thrown as many WorkflowEvents of '{def}' as can be numbered"
+        )));
     };
     let id = WorkflowEventId {
         wf_run_id: Some(WfRunId {
@@ -137,7 +142,7 @@ pub(crate) fn throw(
             ..Default::default()
         }),
         workflow_event_def_id: Some(WorkflowEventDefId { name: def.into() }),
-        number: number as i32,
+        number: public,
     };
     let event = WorkflowEvent {
         id: Some(id.clone()),
@@ -150,26 +155,92 @@ pub(crate) fn throw(
         (wf, def, number),
         &event,
     )?;
+    ctx.tables
+        .workflow_events_by_def
+        .open_mut()?
+        .insert((def, ctx.now_ms, wf, number), ())?;
     ctx.effects.push(Effect::WorkflowEventThrown {
         wf_run_id: wf.to_string(),
     });
     Ok(Ok(id))
 }
 
-/// Removes every WorkflowEvent of the WfRun (its deletion).
+/// Removes every WorkflowEvent of the WfRun, and its index rows (the WfRun's deletion).
 pub(crate) fn delete_all_of(ctx: &mut Ctx, wf: &str) -> HResult<()> {
     let mut keys = Vec::new();
     for row in ctx.tables.workflow_events.open()?.range((wf, "", 0u32)..)? {
-        let (k, _) = row?;
+        let (k, v) = row?;
         let (w, d, n) = k.value();
         if w != wf {
             break;
         }
-        keys.push((d.to_string(), n));
+        let event: WorkflowEvent = codec::decode(v.value())?;
+        keys.push((d.to_string(), n, created_ms(&event)));
     }
-    let table = ctx.tables.workflow_events.open_mut()?;
-    for (d, n) in &keys {
-        table.remove((wf, d.as_str(), *n))?;
+    for (d, n, at) in &keys {
+        ctx.tables
+            .workflow_events
+            .open_mut()?
+            .remove((wf, d.as_str(), *n))?;
+        ctx.tables
+            .workflow_events_by_def
+            .open_mut()?
+            .remove((d.as_str(), *at, wf, *n))?;
     }
     Ok(())
+}
+
+fn created_ms(event: &WorkflowEvent) -> i64 {
+    event
+        .created_at
+        .as_ref()
+        .map(crate::time::ms)
+        .unwrap_or_default()
+}
+
+/// The index rows the stored WorkflowEvents call for, in key order.
+fn index_rows<T>(events: &T) -> HResult<Vec<(String, i64, String, u32)>>
+where
+    T: ReadableTable<(&'static str, &'static str, u32), &'static [u8]>,
+{
+    let mut rows = Vec::new();
+    for row in events.iter()? {
+        let (k, v) = row?;
+        let (wf, def, n) = k.value();
+        let event: WorkflowEvent = codec::decode(v.value())?;
+        rows.push((def.to_string(), created_ms(&event), wf.to_string(), n));
+    }
+    rows.sort();
+    Ok(rows)
+}
+
+/// Rebuilds `workflow_events_by_def` from the events (`indexes::build_if_missing`).
+pub fn rebuild_index(tables: &mut Tables<'_>) -> Result<(), ApplyError> {
+    let rows = index_rows(tables.workflow_events.open()?).map_err(crate::indexes::fatal)?;
+    let index = tables.workflow_events_by_def.open_mut()?;
+    index.retain(|_, _| false)?;
+    for (def, at, wf, n) in &rows {
+        index.insert((def.as_str(), *at, wf.as_str(), *n), ())?;
+    }
+    Ok(())
+}
+
+/// Differences between `workflow_events_by_def` and what the events call for (empty when they
+/// agree), for tests.
+pub fn audit(t: &ReadTables) -> HResult<Vec<String>> {
+    let want = index_rows(t.workflow_events()?)?;
+    let mut have = Vec::new();
+    for row in t.workflow_events_by_def()?.iter()? {
+        let (k, _) = row?;
+        let (def, at, wf, n) = k.value();
+        have.push((def.to_string(), at, wf.to_string(), n));
+    }
+    let mut problems = Vec::new();
+    for r in want.iter().filter(|r| !have.contains(r)) {
+        problems.push(format!("missing index row {r:?}"));
+    }
+    for r in have.iter().filter(|r| !want.contains(r)) {
+        problems.push(format!("stray index row {r:?}"));
+    }
+    Ok(problems)
 }

@@ -187,10 +187,12 @@ fn await_answers_the_first_thrown_matching_event_not_ignored() {
         None
     );
     assert_eq!(first(&h, "w1", &["other"], vec![]), None);
+    // "w" is a prefix of "w1": a scan that did not stop at its own WfRun would find w1's.
+    assert_eq!(first(&h, "w", &[], vec![]), None);
+    // An ignored id of another WfRun ignores nothing here.
     assert_eq!(
-        first(&h, "w10", &[], vec![]),
-        None,
-        "another WfRun's events are not w1's"
+        first(&h, "w1", &["done"], vec![ev_id("w2", "done", 0)]),
+        Some(ev_id("w1", "done", 0))
     );
 }
 
@@ -310,13 +312,28 @@ fn defs_are_idempotent_and_bad_input_is_refused() {
         put_event_def(&mut h, "done", Some(VariableType::Str)).unwrap(),
         first
     );
+    let changed = |ty: VariableType| {
+        Kind::PutWorkflowEventDef(PutWorkflowEventDefRequest {
+            name: "done".into(),
+            content_type: Some(ReturnType {
+                return_type: Some(TypeDefinition {
+                    defined_type: Some(type_definition::DefinedType::PrimitiveType(ty as i32)),
+                    masked: false,
+                }),
+            }),
+        })
+    };
+    // `rejected` also checks that the state did not change.
     assert!(matches!(
-        put_event_def(&mut h, "done", Some(VariableType::Int)),
-        Err(Rejection::AlreadyExists(_))
+        h.rejected(changed(VariableType::Int)),
+        Rejection::AlreadyExists(_)
     ));
     assert!(matches!(
-        put_event_def(&mut h, "bad name!", None),
-        Err(Rejection::InvalidArgument(_))
+        h.rejected(Kind::PutWorkflowEventDef(PutWorkflowEventDefRequest {
+            name: "bad name!".into(),
+            content_type: None,
+        })),
+        Rejection::InvalidArgument(_)
     ));
     let got = h.read(|t| {
         query::get_workflow_event_def(
@@ -381,4 +398,113 @@ fn defs_are_idempotent_and_bad_input_is_refused() {
         ..Default::default()
     };
     assert!(query::check_await_workflow_event(&bad).is_err());
+}
+
+fn search(h: &Harness, def: &str, earliest: Option<i64>, limit: Option<i32>) -> Vec<(String, i32)> {
+    let mut out = Vec::new();
+    let mut bookmark = None;
+    loop {
+        let req = SearchWorkflowEventRequest {
+            workflow_event_def_id: Some(WorkflowEventDefId { name: def.into() }),
+            earliest_start: earliest.map(|ms| prost_types::Timestamp {
+                seconds: ms / 1000,
+                nanos: ((ms % 1000) * 1_000_000) as i32,
+            }),
+            limit,
+            bookmark: bookmark.clone(),
+            ..Default::default()
+        };
+        let page = h.read(|t| query::search_workflow_events(t, &req).unwrap());
+        out.extend(
+            page.results
+                .into_iter()
+                .map(|i| (i.wf_run_id.unwrap().id, i.number)),
+        );
+        match page.bookmark {
+            Some(b) => bookmark = Some(b),
+            None => return out,
+        }
+    }
+}
+
+fn assert_index_agrees(h: &Harness) {
+    let problems = h.read(|t| halter_state_machine::workflow_event::audit(t).unwrap());
+    assert!(problems.is_empty(), "{problems:?}");
+}
+
+/// SearchWorkflowEvent: a def's events oldest first across WfRuns, paged, within a time
+/// window; a deleted WfRun's events leave the index; a state whose index is missing (an older
+/// build's) gets it built once.
+#[test]
+fn search_workflow_events_by_def_and_time_follows_deletes_and_rebuilds() {
+    let mut h = Harness::new();
+    setup(&mut h);
+    h.run("shop", "w2");
+    h.advance_ms(100);
+    let later = h.now;
+    h.run("shop", "w1");
+    h.post("w1", "e", values::str("x"));
+    let all = vec![
+        ("w2".to_string(), 0),
+        ("w2".to_string(), 1),
+        ("w1".to_string(), 0),
+        ("w1".to_string(), 1),
+    ];
+    assert_eq!(search(&h, "progress", None, None), all);
+    assert_eq!(
+        search(&h, "progress", None, Some(1)),
+        all,
+        "paged one at a time"
+    );
+    assert_eq!(
+        search(&h, "progress", Some(later), Some(3)),
+        all[2..].to_vec()
+    );
+    assert_eq!(search(&h, "done", None, None), vec![("w1".to_string(), 0)]);
+    assert!(search(&h, "nothing", None, None).is_empty());
+    assert_index_agrees(&h);
+
+    h.ok(Kind::DeleteWfRun(DeleteWfRunRequest {
+        id: Some(wf_id("w1")),
+    }));
+    assert_eq!(search(&h, "progress", None, None), all[..2].to_vec());
+    assert!(search(&h, "done", None, None).is_empty());
+    assert_index_agrees(&h);
+
+    // What a build without the index left: the events, no rows, no marker.
+    let txn = h.store.begin_write().unwrap();
+    {
+        let mut t = halter_storage::Tables::new(&txn);
+        t.workflow_events_by_def
+            .open_mut()
+            .unwrap()
+            .retain(|_, _| false)
+            .unwrap();
+        t.meta
+            .open_mut()
+            .unwrap()
+            .remove(halter_storage::tables::meta::WORKFLOW_EVENT_INDEX)
+            .unwrap();
+        // The other indexes are there already.
+        t.meta
+            .open_mut()
+            .unwrap()
+            .insert(halter_storage::tables::meta::SEARCH_INDEXES, 1)
+            .unwrap();
+    }
+    txn.commit().unwrap();
+    assert!(search(&h, "progress", None, None).is_empty());
+    let build = |h: &mut Harness| {
+        let txn = h.store.begin_write().unwrap();
+        let built = {
+            let mut t = halter_storage::Tables::new(&txn);
+            halter_state_machine::indexes::build_if_missing(&mut t).unwrap()
+        };
+        txn.commit().unwrap();
+        built
+    };
+    assert!(build(&mut h));
+    assert_eq!(search(&h, "progress", None, None), all[..2].to_vec());
+    assert_index_agrees(&h);
+    assert!(!build(&mut h), "built once");
 }

@@ -92,6 +92,9 @@ pub const WORKFLOW_EVENT_DEFS: TableDefinition<&str, &[u8]> =
 /// each def's numbered from 0 in the order they were thrown.
 pub const WORKFLOW_EVENTS: TableDefinition<(&str, &str, u32), &[u8]> =
     TableDefinition::new("workflow_events");
+/// SearchWorkflowEvent's index: (WorkflowEventDef name, created ms, WfRun id, number).
+pub const WORKFLOW_EVENTS_BY_DEF: TableDefinition<(&str, i64, &str, u32), ()> =
+    TableDefinition::new("workflow_events_by_def");
 /// Every timer (event timeouts, sleeps, retention): (due ms, timer id) -> `halter.Timer`.
 pub const TIMERS: TableDefinition<(i64, &str), &[u8]> = TableDefinition::new("timers");
 /// Timer id -> due ms, to cancel a timer by id.
@@ -111,6 +114,9 @@ pub mod meta {
     /// `task_runs_by_status`) hold a row for everything they index: set when a state without
     /// them (from a build older than the indexes) is opened or installed.
     pub const SEARCH_INDEXES: &str = "search_indexes";
+    /// Present once `workflow_events_by_def` holds a row for every WorkflowEvent (set like
+    /// [`SEARCH_INDEXES`], for a state from a build that threw events without the index).
+    pub const WORKFLOW_EVENT_INDEX: &str = "workflow_event_index";
 }
 
 /// Runs `$m!(NAME)` for every state table, in a fixed order: digests and snapshots rely on
@@ -139,6 +145,7 @@ macro_rules! for_each_table {
         $m!(TASK_QUEUE);
         $m!(WORKFLOW_EVENT_DEFS);
         $m!(WORKFLOW_EVENTS);
+        $m!(WORKFLOW_EVENTS_BY_DEF);
         $m!(TIMERS);
         $m!(TIMER_DUE);
         $m!(META);
@@ -276,6 +283,7 @@ state_tables! {
     task_queue: TASK_QUEUE => (&'static str, i64, &'static str, &'static str), ();
     workflow_event_defs: WORKFLOW_EVENT_DEFS => &'static str, &'static [u8];
     workflow_events: WORKFLOW_EVENTS => (&'static str, &'static str, u32), &'static [u8];
+    workflow_events_by_def: WORKFLOW_EVENTS_BY_DEF => (&'static str, i64, &'static str, u32), ();
     timers: TIMERS => (i64, &'static str), &'static [u8];
     timer_due: TIMER_DUE => &'static str, i64;
     meta: META => &'static str, u64;

@@ -20,6 +20,7 @@
 //! time stalled in them; one in 1,024 stalls each node about a third as long in all
 //! (`docs/bench/analysis.md`, fifteenth session).
 
+use std::collections::BTreeSet;
 use std::io::{Cursor, Read, Seek};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,7 +32,7 @@ use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{Entry, EntryPayload, RaftSnapshotBuilder, SnapshotMeta, StorageError};
 use prost::Message;
 use redb::{ReadableTable, TableDefinition};
-use tokio::sync::{watch, Notify};
+use tokio::sync::{broadcast, watch, Notify};
 
 use super::answers::Answers;
 use super::snapshot_data::{PendingExport, SnapshotData};
@@ -51,6 +52,12 @@ const SNAPSHOT_ID: &str = "snapshot_id";
 /// comment).
 pub const SYNC_EVERY_APPLIES: u32 = 1024;
 
+/// One apply transaction's thrown WorkflowEvents, by WfRun id (`None`: look again, all of you).
+pub type Thrown = Option<Arc<BTreeSet<String>>>;
+
+/// Apply transactions whose throws a held call may fall behind on before it just looks again.
+const THROWN_BACKLOG: usize = 256;
+
 #[derive(Clone)]
 pub struct StateMachineStore {
     pub store: Arc<Store>,
@@ -63,10 +70,11 @@ pub struct StateMachineStore {
     /// Bumped when an applied entry queued a task attempt (or a snapshot was installed), so
     /// the polls this node holds look for work again.
     pub tasks_queued: Arc<watch::Sender<u64>>,
-    /// Bumped when an applied entry threw a WorkflowEvent (or a snapshot was installed), so the
-    /// `AwaitWorkflowEvent` calls this node holds look again. Every node applies every entry,
-    /// so a call is woken on whichever node holds it.
-    pub workflow_events: Arc<watch::Sender<u64>>,
+    /// The WfRuns each apply transaction threw WorkflowEvents in (`None` after a snapshot was
+    /// installed: everything may have changed), so the `AwaitWorkflowEvent` calls this node
+    /// holds for those WfRuns look again and the others stay asleep. Every node applies every
+    /// entry, so a call is woken on whichever node holds it.
+    pub workflow_events: broadcast::Sender<Thrown>,
     /// Apply transactions committed without fsync since the last durable one.
     unsynced_applies: u32,
     /// One apply transaction in this many is durable.
@@ -99,7 +107,7 @@ impl StateMachineStore {
             snapshot_path,
             timers_changed: Arc::new(Notify::new()),
             tasks_queued: Arc::new(watch::channel(0).0),
-            workflow_events: Arc::new(watch::channel(0).0),
+            workflow_events: broadcast::channel(THROWN_BACKLOG).0,
             unsynced_applies: 0,
             sync_every: SYNC_EVERY_APPLIES,
             answers: Answers::random(),
@@ -255,7 +263,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut tagged = Vec::new();
         let mut timers_armed = false;
         let mut tasks_queued = false;
-        let mut events_thrown = false;
+        let mut thrown = BTreeSet::new();
         let mut txn = self.store.begin_write().map_err(io_write)?;
         self.unsynced_applies += 1;
         let durable = self.unsynced_applies >= self.sync_every;
@@ -310,10 +318,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                                         .effects
                                         .iter()
                                         .any(|e| matches!(e, Effect::TaskQueued { .. }));
-                                    events_thrown |= applied
-                                        .effects
-                                        .iter()
-                                        .any(|e| matches!(e, Effect::WorkflowEventThrown { .. }));
+                                    for e in &applied.effects {
+                                        if let Effect::WorkflowEventThrown { wf_run_id } = e {
+                                            thrown.insert(wf_run_id.clone());
+                                        }
+                                    }
                                     applied.response
                                 }
                             };
@@ -361,8 +370,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         if tasks_queued {
             self.tasks_queued.send_modify(|n| *n += 1);
         }
-        if events_thrown {
-            self.workflow_events.send_modify(|n| *n += 1);
+        if !thrown.is_empty() {
+            // No receiver (no call held here) is not an error.
+            let _ = self.workflow_events.send(Some(Arc::new(thrown)));
         }
         Ok(out)
     }
@@ -437,7 +447,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.applied.send_replace(meta.last_log_id);
         self.timers_changed.notify_one();
         self.tasks_queued.send_modify(|n| *n += 1);
-        self.workflow_events.send_modify(|n| *n += 1);
+        let _ = self.workflow_events.send(None);
         tracing::info!(snapshot = %meta.snapshot_id, "installed snapshot");
         Ok(())
     }

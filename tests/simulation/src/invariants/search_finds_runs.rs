@@ -2,7 +2,8 @@
 //! found by its `order` variable (its own id, unique) on every node, and nothing else is; a
 //! WfRun that does not exist is found by nobody; every WfRun a `child-number` search finds
 //! exists. SearchTaskRun: the TaskRuns of the simulation's TaskDef are exactly those read from
-//! the WfRuns, and by status exactly those in that status. The indexes are written in the same
+//! the WfRuns, and by status exactly those in that status. SearchWorkflowEvent: the `seen`
+//! events are exactly those the WfRuns hold. The indexes are written in the same
 //! commands as what they index, so a replica whose index lagged, doubled or kept a row that
 //! should have moved would answer differently.
 
@@ -72,6 +73,7 @@ pub async fn check(c: &ClusterView, obs: &Observed) -> Result<(), String> {
         }
     }
     check_task_runs(c, obs).await?;
+    check_workflow_events(c, obs).await?;
     for v in search(c, 0, "child-number", values::int(1)).await? {
         let wf = v.wf_run_id.map(|w| w.id).unwrap_or_default();
         if !matches!(obs.runs.get(&wf), Some(Some(_))) {
@@ -143,6 +145,51 @@ async fn check_task_runs(c: &ClusterView, obs: &Observed) -> Result<(), String> 
                 "SearchTaskRun {st:?} found {found:?}, the WfRuns hold {want:?}"
             ));
         }
+    }
+    Ok(())
+}
+
+async fn check_workflow_events(c: &ClusterView, obs: &Observed) -> Result<(), String> {
+    let want: BTreeSet<(String, i32)> = obs
+        .workflow_events
+        .iter()
+        .flat_map(|(wf, evs)| evs.iter().map(move |e| (wf.clone(), e)))
+        .filter_map(|(wf, e)| e.id.as_ref().map(|i| (wf, i.number)))
+        .collect();
+    let mut found = BTreeSet::new();
+    let mut bookmark = None;
+    loop {
+        let req = SearchWorkflowEventRequest {
+            workflow_event_def_id: Some(WorkflowEventDefId {
+                name: crate::scenario::SEEN.into(),
+            }),
+            bookmark: bookmark.clone(),
+            limit: Some(7),
+            ..Default::default()
+        };
+        let page = retry(|| {
+            let mut lh = c.lh(0);
+            let req = req.clone();
+            async move { lh.search_workflow_event(req).await }
+        })
+        .await
+        .map_err(|e| format!("searching WorkflowEvents: {e}"))?
+        .into_inner();
+        for id in page.results {
+            let key = (id.wf_run_id.map(|w| w.id).unwrap_or_default(), id.number);
+            if !found.insert(key.clone()) {
+                return Err(format!("SearchWorkflowEvent gave {key:?} twice"));
+            }
+        }
+        match page.bookmark {
+            Some(b) => bookmark = Some(b),
+            None => break,
+        }
+    }
+    if found != want {
+        return Err(format!(
+            "SearchWorkflowEvent found {found:?}, the WfRuns hold {want:?}"
+        ));
     }
     Ok(())
 }
