@@ -920,3 +920,41 @@ def test_await_workflow_event_returns_what_the_run_throws(cluster, config, stubs
                                       workflow_events_to_ignore=[first.id, second.id])
     err = rpc_error(lambda: stubs[0].AwaitWorkflowEvent(again, timeout=0.5))
     assert err.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED), err
+
+
+def test_wait_for_condition_waits_until_a_child_thread_makes_it_true(cluster, config, stubs):
+    """The SDK's wait_for_condition (an expression condition) in the parent, a spawned thread
+    adding to the parent's variable per event: the parent passes once the count is reached."""
+    vote, wf_name = new_id("vote"), new_id("quorum")
+    create_external_event_def(vote, config, timeout=RPC_TIMEOUT_S)
+
+    def thread(wf: WorkflowThread) -> None:
+        votes = wf.declare_int("votes", 0)
+
+        def voter(t: WorkflowThread) -> None:
+            t.wait_for_event(vote, timeout=60)
+            t.mutate(votes, VariableMutationType.ADD, 1)
+            t.wait_for_event(vote, timeout=60)
+            t.mutate(votes, VariableMutationType.ADD, 1)
+
+        wf.spawn_thread(voter, "voter", {})
+        wf.wait_for_condition(wf.condition(votes, Comparator.GREATER_THAN_EQ, 2))
+
+    create_workflow_spec(Workflow(wf_name, thread), config, timeout=RPC_TIMEOUT_S)
+    wf_run_id = new_id("v")
+    stubs[0].RunWf(RunWfRequest(wf_spec_name=wf_name, id=wf_run_id), timeout=RPC_TIMEOUT_S)
+
+    def condition_node():
+        nodes = stubs[0].ListNodeRuns(ListNodeRunsRequest(wf_run_id=WfRunId(id=wf_run_id)),
+                                      timeout=RPC_TIMEOUT_S).results
+        return [n for n in nodes if n.WhichOneof("node_type") == "wait_for_condition"]
+
+    waiting = poll("the condition node", condition_node, lambda ns: len(ns) == 1)
+    assert waiting[0].status == LHStatus.RUNNING, waiting
+    put_event(stubs[1], wf_run_id, VariableValue(int=1), event=vote)
+    assert get_var(stubs[0], wf_run_id, "votes") == VariableValue(int=1)
+    assert condition_node()[0].status == LHStatus.RUNNING
+    assert get_run(stubs[0], wf_run_id).status == LHStatus.RUNNING
+    put_event(stubs[2], wf_run_id, VariableValue(int=2), event=vote)
+    wait_status(stubs[0], wf_run_id, LHStatus.COMPLETED)
+    assert condition_node()[0].status == LHStatus.COMPLETED

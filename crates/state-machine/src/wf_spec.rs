@@ -426,8 +426,22 @@ impl Checker<'_, '_, '_> {
                 }
                 false
             }
-            Some(N::WaitForCondition(_)) => {
-                return Err(self.err(Some(name), "WAIT_FOR_CONDITION nodes are not supported yet"))
+            Some(N::WaitForCondition(w)) => {
+                use halter_api::littlehorse::wait_for_condition_node::NodeCondition;
+                match &w.node_condition {
+                    Some(NodeCondition::LegacyCondition(c)) => {
+                        let (Some(l), Some(r)) = (&c.left, &c.right) else {
+                            return Err(self.err(Some(name), "a condition needs left and right"));
+                        };
+                        self.assignment(name, l, 0)?;
+                        self.assignment(name, r, 0)?;
+                    }
+                    Some(NodeCondition::Condition(c)) => self.assignment(name, c, 0)?,
+                    None => {
+                        return Err(self.err(Some(name), "WAIT_FOR_CONDITION without a condition"))
+                    }
+                }
+                false
             }
             Some(N::RunChildWf(_)) => {
                 return Err(self.err(Some(name), "RUN_CHILD_WF nodes are not supported"))

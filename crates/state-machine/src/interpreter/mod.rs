@@ -19,9 +19,10 @@ use halter_api::limits::MAX_STEPS_PER_COMMAND;
 use halter_api::littlehorse::{
     edge::EdgeCondition, exit_node, node, node_run::NodeType, sleep_node::SleepLength,
     thread_halt_reason, variable_mutation::RhsValue, variable_value::Value, Comparator, Edge,
-    EntrypointRun, ExitRun, ExternalEvent, ExternalEventNodeRun, Failure, LhErrorType, LhStatus,
-    NodeRun, NodeRunId, SleepNodeRun, ThreadRun, ThreadType, ThrowEventNodeRun,
-    VariableMutationType, VariableValue, WfRunId,
+    EntrypointRun, ExitRun, ExternalEvent, ExternalEventNodeRun, Failure, LegacyEdgeCondition,
+    LhErrorType, LhStatus, NodeRun, NodeRunId, SleepNodeRun, ThreadRun, ThreadType,
+    ThrowEventNodeRun, VariableAssignment, VariableMutationType, VariableValue,
+    WaitForConditionRun, WfRunId,
 };
 use halter_api::values;
 use halter_storage::codec;
@@ -387,6 +388,10 @@ fn arrive(
         Some(node::Node::StartThread(st)) => {
             return child_threads::start(ctx, run, thread, &st, nr);
         }
+        // Waits RUNNING; `advance` looks at the condition right after (see `check_condition`).
+        Some(node::Node::WaitForCondition(_)) => {
+            nr.node_type = Some(NodeType::WaitForCondition(WaitForConditionRun {}));
+        }
         Some(node::Node::ThrowEvent(te)) => {
             let def = te
                 .event_def_id
@@ -694,6 +699,11 @@ pub fn advance(ctx: &mut Ctx, run: &mut RunState) -> HResult<()> {
                 LhStatus::Running if matches!(nr.node_type, Some(NodeType::WaitForThreads(_))) => {
                     progressed |= child_threads::check(ctx, run, t, nr)?;
                 }
+                LhStatus::Running
+                    if matches!(nr.node_type, Some(NodeType::WaitForCondition(_))) =>
+                {
+                    progressed |= check_condition(ctx, run, t, nr)?;
+                }
                 LhStatus::Running if matches!(nr.node_type, Some(NodeType::Exit(_))) => {
                     progressed |= child_threads::check_exit(ctx, run, t, nr)?;
                 }
@@ -709,16 +719,60 @@ pub fn advance(ctx: &mut Ctx, run: &mut RunState) -> HResult<()> {
 fn edge_matches(edge: &Edge, scope: &mut dyn Scope) -> Result<bool, String> {
     match &edge.edge_condition {
         None => Ok(true),
-        Some(EdgeCondition::LegacyCondition(c)) => {
-            let l = expr::eval(c.left.as_ref().ok_or("condition without left")?, scope)?;
-            let r = expr::eval(c.right.as_ref().ok_or("condition without right")?, scope)?;
-            let cmp = Comparator::try_from(c.comparator).map_err(|_| "unknown comparator")?;
-            expr::compare(cmp, &l, &r)
+        Some(EdgeCondition::LegacyCondition(c)) => legacy_holds(c, scope),
+        Some(EdgeCondition::Condition(a)) => holds(a, "edge condition", scope),
+    }
+}
+
+fn legacy_holds(c: &LegacyEdgeCondition, scope: &mut dyn Scope) -> Result<bool, String> {
+    let l = expr::eval(c.left.as_ref().ok_or("condition without left")?, scope)?;
+    let r = expr::eval(c.right.as_ref().ok_or("condition without right")?, scope)?;
+    let cmp = Comparator::try_from(c.comparator).map_err(|_| "unknown comparator")?;
+    expr::compare(cmp, &l, &r)
+}
+
+fn holds(a: &VariableAssignment, what: &str, scope: &mut dyn Scope) -> Result<bool, String> {
+    match expr::eval(a, scope)?.value {
+        Some(Value::Bool(b)) => Ok(b),
+        _ => Err(format!("{what} did not evaluate to a BOOL")),
+    }
+}
+
+/// A WAIT_FOR_CONDITION NodeRun of thread `t` looks at its condition again (on arrival, and
+/// whenever its WfRun advances: every command that changes the WfRun may have changed a
+/// variable). Completes it when the condition holds, fails it (`VAR_SUB_ERROR`) when the
+/// condition cannot be evaluated; returns whether the NodeRun moved on.
+fn check_condition(ctx: &mut Ctx, run: &RunState, t: i32, mut nr: NodeRun) -> HResult<bool> {
+    use halter_api::littlehorse::wait_for_condition_node::NodeCondition;
+    let thread_spec = &run.threads[&t].thread_spec_name;
+    let cond = run
+        .spec
+        .thread_specs
+        .get(thread_spec)
+        .and_then(|s| s.nodes.get(&nr.node_name))
+        .and_then(|n| match &n.node {
+            Some(node::Node::WaitForCondition(w)) => w.node_condition.clone(),
+            _ => None,
+        });
+    let verdict = {
+        let mut scope = ThreadScope::new(ctx, run, t)?;
+        match &cond {
+            Some(NodeCondition::LegacyCondition(c)) => legacy_holds(c, &mut scope),
+            Some(NodeCondition::Condition(a)) => holds(a, "condition", &mut scope),
+            None => Err("WAIT_FOR_CONDITION without a condition".into()),
         }
-        Some(EdgeCondition::Condition(a)) => match expr::eval(a, scope)?.value {
-            Some(Value::Bool(b)) => Ok(b),
-            _ => Err("edge condition did not evaluate to a BOOL".into()),
-        },
+    };
+    match verdict {
+        Ok(false) => Ok(false),
+        Ok(true) => {
+            complete_node(ctx, &mut nr);
+            put_node(ctx, &nr)?;
+            Ok(true)
+        }
+        Err(e) => {
+            fail_node(ctx, &mut nr, LhErrorType::VarSubError.as_str_name(), e)?;
+            Ok(true)
+        }
     }
 }
 
