@@ -32,6 +32,14 @@ pub fn invalid(msg: impl Into<String>) -> Rejection {
     Rejection::InvalidArgument(msg.into())
 }
 
+/// The name a Delete request's `id` gives (`what` says whose, in the message): present and
+/// well formed.
+pub(crate) fn id_name<'a>(what: &'static str, name: Option<&'a str>) -> Result<&'a str, Rejection> {
+    let name = name.ok_or_else(|| invalid("missing id"))?;
+    halter_api::names::check_name(what, name)?;
+    Ok(name)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
     #[error(transparent)]

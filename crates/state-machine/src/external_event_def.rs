@@ -76,12 +76,10 @@ pub fn put(ctx: &mut Ctx, req: &PutExternalEventDefRequest) -> HResult<ExternalE
 /// Deleting is idempotent: deleting a def that does not exist succeeds. Events already put
 /// stay where they are (with their WfRun, or until their retention).
 pub fn delete(ctx: &mut Ctx, req: &DeleteExternalEventDefRequest) -> HResult<()> {
-    let name = req
-        .id
-        .as_ref()
-        .map(|i| i.name.as_str())
-        .ok_or_else(|| invalid("missing id"))?;
-    check_name("ExternalEventDef name", name)?;
+    let name = crate::error::id_name(
+        "ExternalEventDef name",
+        req.id.as_ref().map(|i| i.name.as_str()),
+    )?;
     ctx.tables.external_event_defs.open_mut()?.remove(name)?;
     Ok(())
 }

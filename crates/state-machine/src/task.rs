@@ -176,12 +176,7 @@ pub fn put_def(ctx: &mut Ctx, req: &PutTaskDefRequest) -> HResult<TaskDef> {
 /// DeleteTaskDef: NOT_FOUND for a missing one (as LittleHorse). WfSpecs that use it fail their
 /// TASK nodes with TASK_ERROR from then on.
 pub fn delete_def(ctx: &mut Ctx, req: &DeleteTaskDefRequest) -> HResult<()> {
-    let name = req
-        .id
-        .as_ref()
-        .map(|i| i.name.as_str())
-        .ok_or_else(|| invalid("missing id"))?;
-    check_name("TaskDef name", name)?;
+    let name = crate::error::id_name("TaskDef name", req.id.as_ref().map(|i| i.name.as_str()))?;
     if ctx.tables.task_defs.open_mut()?.remove(name)?.is_none() {
         return Err(Rejection::NotFound(format!("TaskDef '{name}' not found")).into());
     }

@@ -75,12 +75,10 @@ pub fn put_def(ctx: &mut Ctx, req: &PutWorkflowEventDefRequest) -> HResult<Workf
 /// Deleting is idempotent. Events already thrown stay with their WfRuns; a WfSpec that throws
 /// the def fails that THROW_EVENT node from then on.
 pub fn delete_def(ctx: &mut Ctx, req: &DeleteWorkflowEventDefRequest) -> HResult<()> {
-    let name = req
-        .id
-        .as_ref()
-        .map(|i| i.name.as_str())
-        .ok_or_else(|| invalid("missing id"))?;
-    check_name("WorkflowEventDef name", name)?;
+    let name = crate::error::id_name(
+        "WorkflowEventDef name",
+        req.id.as_ref().map(|i| i.name.as_str()),
+    )?;
     ctx.tables.workflow_event_defs.open_mut()?.remove(name)?;
     Ok(())
 }

@@ -494,17 +494,8 @@ fn search_workflow_events_by_def_and_time_follows_deletes_and_rebuilds() {
     }
     txn.commit().unwrap();
     assert!(search(&h, "progress", None, None).is_empty());
-    let build = |h: &mut Harness| {
-        let txn = h.store.begin_write().unwrap();
-        let built = {
-            let mut t = halter_storage::Tables::new(&txn);
-            halter_state_machine::indexes::build_if_missing(&mut t).unwrap()
-        };
-        txn.commit().unwrap();
-        built
-    };
-    assert!(build(&mut h));
+    assert!(h.build_missing_indexes());
     assert_eq!(search(&h, "progress", None, None), all[..2].to_vec());
     assert_index_agrees(&h);
-    assert!(!build(&mut h), "built once");
+    assert!(!h.build_missing_indexes(), "built once");
 }

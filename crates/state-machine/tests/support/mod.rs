@@ -64,6 +64,18 @@ impl Harness {
         f(&t)
     }
 
+    /// What a node does when it opens a state or installs a snapshot: builds the search
+    /// indexes the state lacks. Returns whether it built any.
+    pub fn build_missing_indexes(&mut self) -> bool {
+        let txn = self.store.begin_write().unwrap();
+        let built = {
+            let mut t = Tables::new(&txn);
+            halter_state_machine::indexes::build_if_missing(&mut t).unwrap()
+        };
+        txn.commit().unwrap();
+        built
+    }
+
     pub fn digest(&self) -> String {
         digest(&self.store.begin_read().unwrap()).unwrap()
     }
