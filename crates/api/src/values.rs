@@ -2,8 +2,8 @@
 //! the server and the CLI.
 
 use crate::littlehorse::{
-    type_definition::DefinedType, variable_value::Value, TypeDefinition, VariableDef, VariableType,
-    VariableValue,
+    type_definition::DefinedType, variable_value::Value, ReturnType, TypeDefinition, VariableDef,
+    VariableType, VariableValue,
 };
 
 /// The type of a value, or `None` for the null value (an unset `value`), which every type admits.
@@ -46,6 +46,14 @@ pub fn primitive_of(td: &TypeDefinition) -> Result<VariableType, &'static str> {
         // An unset oneof is the proto3 default, primitive type 0.
         None => Ok(VariableType::JsonObj),
     }
+}
+
+/// The type a `ReturnType` declares (a TaskDef's output, an event def's content): `None` for
+/// void, which accepts anything; the name of the unsupported feature it uses otherwise.
+pub fn return_type_of(rt: Option<&ReturnType>) -> Result<Option<VariableType>, &'static str> {
+    rt.and_then(|r| r.return_type.as_ref())
+        .map(primitive_of)
+        .transpose()
 }
 
 /// The declared type of a variable: `type_def` when set (newer clients), else the legacy `type`.

@@ -4,9 +4,20 @@
 use std::collections::BTreeMap;
 
 use halter_api::littlehorse::NodeRun;
-use halter_storage::{codec, Tables};
+use halter_storage::{codec, tables::LazyTable, Tables};
 
-use crate::error::ApplyError;
+use crate::error::{invalid, ApplyError, Rejection};
+
+/// The row `name` of a table keyed by name (a def), for checks that answer with a
+/// [`Rejection`] (a failed lookup rejects, as it always has). Their handlers open the table
+/// first with `?`, so a failure to open it stays fatal for the node.
+pub(crate) fn find_named<M: prost::Message + Default>(
+    table: &LazyTable<'_, &'static str, &'static [u8]>,
+    name: &str,
+) -> Result<Option<M>, Rejection> {
+    let table = table.open().map_err(|e| invalid(e.to_string()))?;
+    codec::get(table, name).map_err(|e| invalid(e.to_string()))
+}
 
 /// Something the node should do after the batch commits. Followers ignore effects; they exist
 /// so the leader does not have to rescan storage after every entry.

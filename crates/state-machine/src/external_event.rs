@@ -112,12 +112,9 @@ pub fn check_content(def: &ExternalEventDef, content: &VariableValue) -> Result<
             "{kind} are not supported yet as event content"
         )));
     }
-    if let Some(td) = def
-        .type_information
-        .as_ref()
-        .and_then(|t| t.return_type.as_ref())
-    {
-        let ty = values::primitive_of(td).map_err(|w| invalid(format!("def type uses {w}")))?;
+    let ty = values::return_type_of(def.type_information.as_ref())
+        .map_err(|w| invalid(format!("def type uses {w}")))?;
+    if let Some(ty) = ty {
         if !values::admits(ty, content) {
             return Err(invalid(format!(
                 "ExternalEventDef '{}' expects content of type {}, got {}",

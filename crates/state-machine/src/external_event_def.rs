@@ -11,16 +11,10 @@ use crate::ctx::Ctx;
 use crate::error::{invalid, HResult, Rejection};
 use crate::time::ts;
 
-/// The ExternalEventDef `name`, for checks that answer with a [`Rejection`] (a failed lookup
-/// rejects, as it always has). Their handlers open the table first with `?`, so a failure to
-/// open it stays fatal for the node.
+/// The ExternalEventDef `name`, for checks that answer with a [`Rejection`] (see
+/// [`crate::ctx::find_named`]).
 pub(crate) fn find(ctx: &Ctx, name: &str) -> Result<Option<ExternalEventDef>, Rejection> {
-    let table = ctx
-        .tables
-        .external_event_defs
-        .open()
-        .map_err(|e| invalid(e.to_string()))?;
-    codec::get(table, name).map_err(|e| invalid(e.to_string()))
+    crate::ctx::find_named(&ctx.tables.external_event_defs, name)
 }
 
 pub fn put(ctx: &mut Ctx, req: &PutExternalEventDefRequest) -> HResult<ExternalEventDef> {
@@ -36,18 +30,12 @@ pub fn put(ctx: &mut Ctx, req: &PutExternalEventDefRequest) -> HResult<ExternalE
             _ => {}
         }
     }
-    if let Some(td) = req
-        .content_type
-        .as_ref()
-        .and_then(|c| c.return_type.as_ref())
-    {
-        values::primitive_of(td).map_err(|what| {
-            invalid(format!(
-                "ExternalEventDef '{}': content_type uses {what}, which Halter does not support yet",
-                req.name
-            ))
-        })?;
-    }
+    values::return_type_of(req.content_type.as_ref()).map_err(|what| {
+        invalid(format!(
+            "ExternalEventDef '{}': content_type uses {what}, which Halter does not support yet",
+            req.name
+        ))
+    })?;
     if let Some(cfg) = &req.correlated_event_config {
         if cfg.ttl_seconds.is_some_and(|t| t <= 0) {
             return Err(invalid("correlated_event_config.ttl_seconds must be positive").into());

@@ -912,7 +912,7 @@ pub fn first_workflow_event(
     let mut best: Option<(i64, WorkflowEvent)> = None;
     for def in &defs {
         if let Some(event) = first_of(def)? {
-            let at = event.created_at.as_ref().map(ms).unwrap_or_default();
+            let at = crate::workflow_event::created_ms(&event);
             // Defs come in name order, so the first seen wins a tie in time.
             if best.as_ref().is_none_or(|(b, _)| at < *b) {
                 best = Some((at, event));

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use halter_api::littlehorse::{
-    LhStatus, NodeRun, ThreadRun, ThreadVarDef, Variable, VariableId, VariableValue, WfRun,
+    LhStatus, Node, NodeRun, ThreadRun, ThreadVarDef, Variable, VariableId, VariableValue, WfRun,
     WfRunId, WfSpec, WfSpecId,
 };
 use halter_storage::codec;
@@ -25,6 +25,14 @@ impl RunState {
             .as_ref()
             .map(|i| i.id.as_str())
             .unwrap_or_default()
+    }
+
+    /// The spec's node a NodeRun of this WfRun runs (`None` only for a NodeRun of another spec).
+    pub fn spec_node(&self, nr: &NodeRun) -> Option<&Node> {
+        self.spec
+            .thread_specs
+            .get(&nr.thread_spec_name)
+            .and_then(|t| t.nodes.get(&nr.node_name))
     }
 
     /// Loads the WfRun `id`, or `None` if it does not exist (or its spec is gone).

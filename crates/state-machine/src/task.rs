@@ -132,18 +132,12 @@ fn normalise_inputs(req: &PutTaskDefRequest) -> Result<Vec<VariableDef>, Rejecti
 pub fn put_def(ctx: &mut Ctx, req: &PutTaskDefRequest) -> HResult<TaskDef> {
     check_name("TaskDef name", &req.name)?;
     let input_vars = normalise_inputs(req)?;
-    if let Some(td) = req
-        .return_type
-        .as_ref()
-        .and_then(|r| r.return_type.as_ref())
-    {
-        values::primitive_of(td).map_err(|w| {
-            invalid(format!(
-                "TaskDef '{}': return type uses {w}, which Halter does not support",
-                req.name
-            ))
-        })?;
-    }
+    values::return_type_of(req.return_type.as_ref()).map_err(|w| {
+        invalid(format!(
+            "TaskDef '{}': return type uses {w}, which Halter does not support",
+            req.name
+        ))
+    })?;
     let def = TaskDef {
         id: Some(TaskDefId {
             name: req.name.clone(),
@@ -528,10 +522,12 @@ pub fn fire_retry(ctx: &mut Ctx, id: &TaskRunId) -> HResult<()> {
 fn fits_return_type(ctx: &Ctx, tr: &TaskRun, v: &VariableValue) -> HResult<bool> {
     let def_name = tr.task_def_id.clone().unwrap_or_default().name;
     let def: Option<TaskDef> = codec::get(ctx.tables.task_defs.open()?, def_name.as_str())?;
-    let Some(td) = def.and_then(|d| d.return_type).and_then(|r| r.return_type) else {
-        return Ok(true);
-    };
-    Ok(values::primitive_of(&td).is_ok_and(|ty| values::admits(ty, v)))
+    let Some(def) = def else { return Ok(true) };
+    Ok(match values::return_type_of(def.return_type.as_ref()) {
+        Ok(None) => true,
+        Ok(Some(ty)) => values::admits(ty, v),
+        Err(_) => false,
+    })
 }
 
 fn finish_attempt(

@@ -15,9 +15,9 @@ use halter_api::littlehorse::{
     sleep_node::SleepLength,
     variable_assignment,
     variable_mutation::{self, RhsValue},
-    AllowedUpdateType, DeleteWfSpecRequest, FailureHandlerDef, LhStatus, MetadataStatus, Node,
-    PutWfSpecRequest, ThreadSpec, VariableAssignment, VariableMutationType, WaitForThreadsStrategy,
-    WfSpec, WfSpecId,
+    AllowedUpdateType, DeleteWfSpecRequest, FailureHandlerDef, LegacyEdgeCondition, LhStatus,
+    MetadataStatus, Node, PutWfSpecRequest, ThreadSpec, VariableAssignment, VariableMutationType,
+    WaitForThreadsStrategy, WfSpec, WfSpecId,
 };
 use halter_api::names::check_name;
 use halter_api::values;
@@ -51,6 +51,20 @@ impl Checker<'_, '_, '_> {
             Some(n) => invalid(format!("thread '{}', node '{n}': {msg}", self.thread)),
             None => invalid(format!("thread '{}': {msg}", self.thread)),
         }
+    }
+
+    /// A legacy `left <comparator> right` condition (an edge's or a WAIT_FOR_CONDITION's).
+    fn legacy_condition(
+        &self,
+        node: &str,
+        what: &str,
+        c: &LegacyEdgeCondition,
+    ) -> Result<(), Rejection> {
+        let (Some(l), Some(r)) = (&c.left, &c.right) else {
+            return Err(self.err(Some(node), format!("{what} needs left and right")));
+        };
+        self.assignment(node, l, 0)?;
+        self.assignment(node, r, 0)
     }
 
     fn assignment(
@@ -177,11 +191,7 @@ impl Checker<'_, '_, '_> {
             match &edge.edge_condition {
                 None => {}
                 Some(EdgeCondition::LegacyCondition(c)) => {
-                    let (Some(l), Some(r)) = (&c.left, &c.right) else {
-                        return Err(self.err(Some(name), "an edge condition needs left and right"));
-                    };
-                    self.assignment(name, l, 0)?;
-                    self.assignment(name, r, 0)?;
+                    self.legacy_condition(name, "an edge condition", c)?
                 }
                 Some(EdgeCondition::Condition(c)) => self.assignment(name, c, 0)?,
             }
@@ -292,15 +302,8 @@ impl Checker<'_, '_, '_> {
                 use halter_api::littlehorse::task_node::TaskToExecute;
                 match &t.task_to_execute {
                     Some(TaskToExecute::TaskDefId(id)) => {
-                        let def: Option<halter_api::littlehorse::TaskDef> = codec::get(
-                            self.ctx
-                                .tables
-                                .task_defs
-                                .open()
-                                .map_err(|e| invalid(e.to_string()))?,
-                            id.name.as_str(),
-                        )
-                        .map_err(|e| invalid(e.to_string()))?;
+                        let def: Option<halter_api::littlehorse::TaskDef> =
+                            crate::ctx::find_named(&self.ctx.tables.task_defs, &id.name)?;
                         let Some(def) = def else {
                             return Err(self.err(
                                 Some(name),
@@ -430,11 +433,7 @@ impl Checker<'_, '_, '_> {
                 use halter_api::littlehorse::wait_for_condition_node::NodeCondition;
                 match &w.node_condition {
                     Some(NodeCondition::LegacyCondition(c)) => {
-                        let (Some(l), Some(r)) = (&c.left, &c.right) else {
-                            return Err(self.err(Some(name), "a condition needs left and right"));
-                        };
-                        self.assignment(name, l, 0)?;
-                        self.assignment(name, r, 0)?;
+                        self.legacy_condition(name, "a condition", c)?
                     }
                     Some(NodeCondition::Condition(c)) => self.assignment(name, c, 0)?,
                     None => {

@@ -5,6 +5,8 @@
 //! the order it was thrown, as LittleHorse numbers them, so a client can name the events it has
 //! already seen in `workflow_events_to_ignore`.
 
+use std::collections::BTreeSet;
+
 use halter_api::littlehorse::{
     DeleteWorkflowEventDefRequest, NodeRunId, PutWorkflowEventDefRequest, VariableValue, WfRunId,
     WorkflowEvent, WorkflowEventDef, WorkflowEventDefId, WorkflowEventId,
@@ -17,14 +19,9 @@ use crate::ctx::{Ctx, Effect};
 use crate::error::{invalid, ApplyError, HResult, Rejection};
 use crate::time::ts;
 
-/// The WorkflowEventDef `name`, for checks that answer with a [`Rejection`] (PutWfSpec's).
+/// The WorkflowEventDef `name`, for PutWfSpec's checks (see [`crate::ctx::find_named`]).
 pub(crate) fn find_def(ctx: &Ctx, name: &str) -> Result<Option<WorkflowEventDef>, Rejection> {
-    let table = ctx
-        .tables
-        .workflow_event_defs
-        .open()
-        .map_err(|e| invalid(e.to_string()))?;
-    codec::get(table, name).map_err(|e| invalid(e.to_string()))
+    crate::ctx::find_named(&ctx.tables.workflow_event_defs, name)
 }
 
 /// Creates the def. Putting the same def again answers the stored one (SDKs register their
@@ -32,18 +29,12 @@ pub(crate) fn find_def(ctx: &Ctx, name: &str) -> Result<Option<WorkflowEventDef>
 /// since WfRuns already throwing it rely on its type.
 pub fn put_def(ctx: &mut Ctx, req: &PutWorkflowEventDefRequest) -> HResult<WorkflowEventDef> {
     check_name("WorkflowEventDef name", &req.name)?;
-    if let Some(td) = req
-        .content_type
-        .as_ref()
-        .and_then(|c| c.return_type.as_ref())
-    {
-        values::primitive_of(td).map_err(|what| {
-            invalid(format!(
-                "WorkflowEventDef '{}': content_type uses {what}, which Halter does not support yet",
-                req.name
-            ))
-        })?;
-    }
+    values::return_type_of(req.content_type.as_ref()).map_err(|what| {
+        invalid(format!(
+            "WorkflowEventDef '{}': content_type uses {what}, which Halter does not support yet",
+            req.name
+        ))
+    })?;
     let content_type = Some(req.content_type.clone().unwrap_or_default());
     let existing: Option<WorkflowEventDef> =
         codec::get(ctx.tables.workflow_event_defs.open()?, req.name.as_str())?;
@@ -101,16 +92,12 @@ pub(crate) fn throw(
     let Some(stored) = stored else {
         return Ok(Err(format!("No WorkflowEventDef named '{def}'")));
     };
-    if let Some(td) = stored
-        .content_type
-        .as_ref()
-        .and_then(|c| c.return_type.as_ref())
-    {
-        let Ok(ty) = values::primitive_of(td) else {
-            return Ok(Err(format!(
-                "WorkflowEventDef '{def}' has a content_type Halter does not support"
-            )));
-        };
+    let Ok(ty) = values::return_type_of(stored.content_type.as_ref()) else {
+        return Ok(Err(format!(
+            "WorkflowEventDef '{def}' has a content_type Halter does not support"
+        )));
+    };
+    if let Some(ty) = ty {
         if !values::admits(ty, &content) {
             return Ok(Err(format!(
                 "WorkflowEventDef '{def}' expects content of type {}, got {}",
@@ -188,7 +175,8 @@ pub(crate) fn delete_all_of(ctx: &mut Ctx, wf: &str) -> HResult<()> {
     Ok(())
 }
 
-fn created_ms(event: &WorkflowEvent) -> i64 {
+/// When the event was thrown, in ms (the index's and `AwaitWorkflowEvent`'s order).
+pub(crate) fn created_ms(event: &WorkflowEvent) -> i64 {
     event
         .created_at
         .as_ref()
@@ -197,18 +185,17 @@ fn created_ms(event: &WorkflowEvent) -> i64 {
 }
 
 /// The index rows the stored WorkflowEvents call for, in key order.
-fn index_rows<T>(events: &T) -> HResult<Vec<(String, i64, String, u32)>>
+fn index_rows<T>(events: &T) -> HResult<BTreeSet<(String, i64, String, u32)>>
 where
     T: ReadableTable<(&'static str, &'static str, u32), &'static [u8]>,
 {
-    let mut rows = Vec::new();
+    let mut rows = BTreeSet::new();
     for row in events.iter()? {
         let (k, v) = row?;
         let (wf, def, n) = k.value();
         let event: WorkflowEvent = codec::decode(v.value())?;
-        rows.push((def.to_string(), created_ms(&event), wf.to_string(), n));
+        rows.insert((def.to_string(), created_ms(&event), wf.to_string(), n));
     }
-    rows.sort();
     Ok(rows)
 }
 
@@ -227,18 +214,17 @@ pub fn rebuild_index(tables: &mut Tables<'_>) -> Result<(), ApplyError> {
 /// agree), for tests.
 pub fn audit(t: &ReadTables) -> HResult<Vec<String>> {
     let want = index_rows(t.workflow_events()?)?;
-    let mut have = Vec::new();
+    let mut have = BTreeSet::new();
     for row in t.workflow_events_by_def()?.iter()? {
         let (k, _) = row?;
         let (def, at, wf, n) = k.value();
-        have.push((def.to_string(), at, wf.to_string(), n));
+        have.insert((def.to_string(), at, wf.to_string(), n));
     }
-    let mut problems = Vec::new();
-    for r in want.iter().filter(|r| !have.contains(r)) {
-        problems.push(format!("missing index row {r:?}"));
-    }
-    for r in have.iter().filter(|r| !want.contains(r)) {
-        problems.push(format!("stray index row {r:?}"));
-    }
-    Ok(problems)
+    let missing = want
+        .difference(&have)
+        .map(|r| format!("missing index row {r:?}"));
+    let stray = have
+        .difference(&want)
+        .map(|r| format!("stray index row {r:?}"));
+    Ok(missing.chain(stray).collect())
 }

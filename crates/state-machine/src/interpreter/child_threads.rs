@@ -303,10 +303,7 @@ pub fn check(ctx: &mut Ctx, run: &mut RunState, t: i32, mut nr: NodeRun) -> HRes
         return Ok(false);
     };
     let spec_node = run
-        .spec
-        .thread_specs
-        .get(&nr.thread_spec_name)
-        .and_then(|s| s.nodes.get(&nr.node_name))
+        .spec_node(&nr)
         .and_then(|n| match &n.node {
             Some(node::Node::WaitForThreads(x)) => Some(x.clone()),
             _ => None,
@@ -428,15 +425,10 @@ pub fn check_exit(ctx: &mut Ctx, run: &mut RunState, t: i32, mut nr: NodeRun) ->
         )?;
         return Ok(true);
     }
-    let result = run
-        .spec
-        .thread_specs
-        .get(&nr.thread_spec_name)
-        .and_then(|s| s.nodes.get(&nr.node_name))
-        .and_then(|n| match &n.node {
-            Some(node::Node::Exit(e)) => e.result.clone(),
-            _ => None,
-        });
+    let result = run.spec_node(&nr).and_then(|n| match &n.node {
+        Some(node::Node::Exit(e)) => e.result.clone(),
+        _ => None,
+    });
     let output = match result {
         Some(exit_node::Result::ReturnContent(a)) => {
             let mut scope = ThreadScope::new(ctx, run, t)?;

@@ -65,10 +65,7 @@ pub fn on_failed_node(ctx: &mut Ctx, run: &mut RunState, t: i32, mut nr: NodeRun
         return Ok(false);
     }
     let handlers = run
-        .spec
-        .thread_specs
-        .get(&nr.thread_spec_name)
-        .and_then(|ts| ts.nodes.get(&nr.node_name))
+        .spec_node(&nr)
         .map(|n| n.failure_handlers.clone())
         .unwrap_or_default();
     let Some(handler) = find(&handlers, &failure.failure_name) else {

@@ -744,16 +744,10 @@ fn holds(a: &VariableAssignment, what: &str, scope: &mut dyn Scope) -> Result<bo
 /// condition cannot be evaluated; returns whether the NodeRun moved on.
 fn check_condition(ctx: &mut Ctx, run: &RunState, t: i32, mut nr: NodeRun) -> HResult<bool> {
     use halter_api::littlehorse::wait_for_condition_node::NodeCondition;
-    let thread_spec = &run.threads[&t].thread_spec_name;
-    let cond = run
-        .spec
-        .thread_specs
-        .get(thread_spec)
-        .and_then(|s| s.nodes.get(&nr.node_name))
-        .and_then(|n| match &n.node {
-            Some(node::Node::WaitForCondition(w)) => w.node_condition.clone(),
-            _ => None,
-        });
+    let cond = run.spec_node(&nr).and_then(|n| match &n.node {
+        Some(node::Node::WaitForCondition(w)) => w.node_condition.clone(),
+        _ => None,
+    });
     let verdict = {
         let mut scope = ThreadScope::new(ctx, run, t)?;
         match &cond {
@@ -786,13 +780,7 @@ pub(crate) fn take_edge(
     nr: &NodeRun,
     mutations: bool,
 ) -> HResult<()> {
-    let Some(node) = run
-        .spec
-        .thread_specs
-        .get(&nr.thread_spec_name)
-        .and_then(|t| t.nodes.get(&nr.node_name))
-        .cloned()
-    else {
+    let Some(node) = run.spec_node(nr).cloned() else {
         return threads::fail_thread(
             ctx,
             run,
