@@ -958,3 +958,68 @@ def test_wait_for_condition_waits_until_a_child_thread_makes_it_true(cluster, co
     put_event(stubs[2], wf_run_id, VariableValue(int=2), event=vote)
     wait_status(stubs[0], wf_run_id, LHStatus.COMPLETED)
     assert condition_node()[0].status == LHStatus.COMPLETED
+
+
+def test_a_user_task_is_found_assigned_and_completed_by_people(cluster, config, stubs):
+    """The SDK's assign_user_task to a group, with a cancel trigger the test never reaches:
+    the task is found by SearchUserTaskRun on one node, assigned through another and
+    completed through a third; its results become the workflow's variable."""
+    ut_name, wf_name = new_id("approve"), new_id("expense")
+    stubs[0].PutUserTaskDef(
+        PutUserTaskDefRequest(
+            name=ut_name,
+            fields=[
+                UserTaskField(name="approved", type=VariableType.BOOL, display_name="Approved",
+                              required=True),
+                UserTaskField(name="note", type=VariableType.STR, display_name="Note"),
+            ],
+        ),
+        timeout=RPC_TIMEOUT_S,
+    )
+
+    def thread(wf: WorkflowThread) -> None:
+        decision = wf.declare_json_obj("decision")
+        task = wf.assign_user_task(ut_name, user_group="finance")
+        wf.cancel_user_task_run_after(task, 3600)
+        wf.mutate(decision, VariableMutationType.ASSIGN, task)
+
+    create_workflow_spec(Workflow(wf_name, thread), config, timeout=RPC_TIMEOUT_S)
+    wf_run_id = new_id("x")
+    stubs[0].RunWf(RunWfRequest(wf_spec_name=wf_name, id=wf_run_id), timeout=RPC_TIMEOUT_S)
+
+    found = stubs[1].SearchUserTaskRun(
+        SearchUserTaskRunRequest(user_group="finance", user_task_def_name=ut_name),
+        timeout=RPC_TIMEOUT_S,
+    ).results
+    assert [i.wf_run_id.id for i in found] == [wf_run_id], found
+    task_id = found[0]
+    run = stubs[2].GetUserTaskRun(task_id, timeout=RPC_TIMEOUT_S)
+    assert run.status == UserTaskRunStatus.UNASSIGNED and run.user_group == "finance", run
+
+    stubs[2].AssignUserTaskRun(
+        AssignUserTaskRunRequest(user_task_run_id=task_id, user_id="anna", user_group="finance"),
+        timeout=RPC_TIMEOUT_S,
+    )
+    err = rpc_error(lambda: stubs[0].AssignUserTaskRun(
+        AssignUserTaskRunRequest(user_task_run_id=task_id, user_id="bob"), timeout=RPC_TIMEOUT_S))
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION, err
+    err = rpc_error(lambda: stubs[0].CompleteUserTaskRun(
+        CompleteUserTaskRunRequest(user_task_run_id=task_id, user_id="anna",
+                                   results={"note": VariableValue(str="no decision")}),
+        timeout=RPC_TIMEOUT_S))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err
+
+    stubs[1].CompleteUserTaskRun(
+        CompleteUserTaskRunRequest(user_task_run_id=task_id, user_id="anna",
+                                   results={"approved": VariableValue(bool=True),
+                                            "note": VariableValue(str="ok")}),
+        timeout=RPC_TIMEOUT_S,
+    )
+    wait_status(stubs[0], wf_run_id, LHStatus.COMPLETED)
+    decision = json.loads(get_var(stubs[2], wf_run_id, "decision").json_obj)
+    assert decision == {"approved": True, "note": "ok"}, decision
+    done = stubs[0].GetUserTaskRun(task_id, timeout=RPC_TIMEOUT_S)
+    assert done.status == UserTaskRunStatus.DONE and done.user_id == "anna", done
+    # The cancel trigger went with the completed task: nothing fires in an hour.
+    kinds = [e.WhichOneof("event") for e in done.events]
+    assert kinds == ["assigned", "assigned", "completed"], kinds

@@ -78,6 +78,13 @@ impl LhService {
             other => Err(unexpected(other)),
         }
     }
+
+    async fn write_user_task_run(&self, kind: Kind) -> Result<Response<UserTaskRun>, Status> {
+        match self.write(kind).await? {
+            Out::UserTaskRun(r) => Ok(Response::new(r)),
+            other => Err(unexpected(other)),
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -450,6 +457,137 @@ impl LittleHorse for LhService {
         req: Request<SearchWorkflowEventDefRequest>,
     ) -> Result<Response<WorkflowEventDefIdList>, Status> {
         self.read(req, query::search_workflow_event_defs).await
+    }
+
+    #[tracing::instrument(skip_all, name = "put_user_task_def")]
+    async fn put_user_task_def(
+        &self,
+        req: Request<PutUserTaskDefRequest>,
+    ) -> Result<Response<UserTaskDef>, Status> {
+        match self.write(Kind::PutUserTaskDef(req.into_inner())).await? {
+            Out::UserTaskDef(d) => Ok(Response::new(d)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_user_task_def(
+        &self,
+        req: Request<UserTaskDefId>,
+    ) -> Result<Response<UserTaskDef>, Status> {
+        self.read(req, query::get_user_task_def).await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_latest_user_task_def(
+        &self,
+        req: Request<GetLatestUserTaskDefRequest>,
+    ) -> Result<Response<UserTaskDef>, Status> {
+        self.read(req, query::get_latest_user_task_def).await
+    }
+
+    #[tracing::instrument(skip_all, name = "delete_user_task_def")]
+    async fn delete_user_task_def(
+        &self,
+        req: Request<DeleteUserTaskDefRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        self.write_empty(Kind::DeleteUserTaskDef(req.into_inner()))
+            .await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn search_user_task_def(
+        &self,
+        req: Request<SearchUserTaskDefRequest>,
+    ) -> Result<Response<UserTaskDefIdList>, Status> {
+        self.read(req, query::search_user_task_defs).await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_user_task_run(
+        &self,
+        req: Request<UserTaskRunId>,
+    ) -> Result<Response<UserTaskRun>, Status> {
+        self.read(req, query::get_user_task_run).await
+    }
+
+    #[tracing::instrument(skip_all, name = "assign_user_task_run")]
+    async fn assign_user_task_run(
+        &self,
+        req: Request<AssignUserTaskRunRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        self.write_empty(Kind::AssignUserTaskRun(req.into_inner()))
+            .await
+    }
+
+    #[tracing::instrument(skip_all, name = "complete_user_task_run")]
+    async fn complete_user_task_run(
+        &self,
+        req: Request<CompleteUserTaskRunRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        self.write_empty(Kind::CompleteUserTaskRun(req.into_inner()))
+            .await
+    }
+
+    #[tracing::instrument(skip_all, name = "cancel_user_task_run")]
+    async fn cancel_user_task_run(
+        &self,
+        req: Request<CancelUserTaskRunRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        self.write_empty(Kind::CancelUserTaskRun(req.into_inner()))
+            .await
+    }
+
+    #[tracing::instrument(skip_all, name = "save_user_task_run_progress")]
+    async fn save_user_task_run_progress(
+        &self,
+        req: Request<SaveUserTaskRunProgressRequest>,
+    ) -> Result<Response<UserTaskRun>, Status> {
+        self.write_user_task_run(Kind::SaveUserTaskRunProgress(req.into_inner()))
+            .await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_user_task_runs(
+        &self,
+        req: Request<ListUserTaskRunRequest>,
+    ) -> Result<Response<UserTaskRunList>, Status> {
+        self.read(req, query::list_user_task_runs).await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn search_user_task_run(
+        &self,
+        req: Request<SearchUserTaskRunRequest>,
+    ) -> Result<Response<UserTaskRunIdList>, Status> {
+        self.read(req, query::search_user_task_runs).await
+    }
+
+    #[tracing::instrument(skip_all, name = "put_user_task_run_comment")]
+    async fn put_user_task_run_comment(
+        &self,
+        req: Request<PutUserTaskRunCommentRequest>,
+    ) -> Result<Response<UserTaskRun>, Status> {
+        self.write_user_task_run(Kind::PutUserTaskRunComment(req.into_inner()))
+            .await
+    }
+
+    #[tracing::instrument(skip_all, name = "edit_user_task_run_comment")]
+    async fn edit_user_task_run_comment(
+        &self,
+        req: Request<EditUserTaskRunCommentRequest>,
+    ) -> Result<Response<UserTaskRun>, Status> {
+        self.write_user_task_run(Kind::EditUserTaskRunComment(req.into_inner()))
+            .await
+    }
+
+    #[tracing::instrument(skip_all, name = "delete_user_task_run_comment")]
+    async fn delete_user_task_run_comment(
+        &self,
+        req: Request<DeleteUserTaskRunCommentRequest>,
+    ) -> Result<Response<UserTaskRun>, Status> {
+        self.write_user_task_run(Kind::DeleteUserTaskRunComment(req.into_inner()))
+            .await
     }
 
     #[tracing::instrument(skip_all)]

@@ -712,6 +712,8 @@ pub fn to_result(r: Result<Response, Rejection>) -> CommandResult {
         Ok(Response::TaskDef(d)) => R::TaskDef(d),
         Ok(Response::ScheduledTask(task)) => R::Claim(ClaimResult { task }),
         Ok(Response::WorkflowEventDef(d)) => R::WorkflowEventDef(d),
+        Ok(Response::UserTaskDef(d)) => R::UserTaskDef(d),
+        Ok(Response::UserTaskRun(r)) => R::UserTaskRun(r),
         Err(rej) => {
             let s = to_status(&rej);
             R::Rejection(RejectionInfo {
@@ -736,6 +738,8 @@ pub fn from_result(r: CommandResult) -> Result<Response, Rejection> {
         Some(R::TaskDef(d)) => Ok(Response::TaskDef(d)),
         Some(R::Claim(c)) => Ok(Response::ScheduledTask(c.task)),
         Some(R::WorkflowEventDef(d)) => Ok(Response::WorkflowEventDef(d)),
+        Some(R::UserTaskDef(d)) => Ok(Response::UserTaskDef(d)),
+        Some(R::UserTaskRun(r)) => Ok(Response::UserTaskRun(r)),
         Some(R::Empty(_)) | None => Ok(Response::Empty),
         Some(R::Rejection(info)) => Err(crate::status::from_code(info.code, info.message)),
     }

@@ -7,7 +7,7 @@
 //! nothing: every handler checks everything before its first write.
 //!
 //! The crate is split by command family: [`external_event_def`], [`external_event`],
-//! [`correlated_event`], [`task`], [`workflow_event`],
+//! [`correlated_event`], [`task`], [`user_task`], [`workflow_event`],
 //! [`wf_spec`], [`wf_run`] (with the [`interpreter`] that moves threads), [`timers`], and the
 //! read side in [`query`].
 
@@ -27,6 +27,7 @@ pub mod task;
 pub mod task_run_index;
 pub mod time;
 pub mod timers;
+pub mod user_task;
 pub mod variable_index;
 pub mod wf_run;
 pub mod wf_spec;
@@ -34,8 +35,8 @@ pub mod workflow_event;
 
 use halter_api::halter::{command::Kind, timer, Command, FireTimers};
 use halter_api::littlehorse::{
-    CorrelatedEvent, ExternalEvent, ExternalEventDef, ScheduledTask, TaskDef, WfRun, WfSpec,
-    WorkflowEventDef,
+    CorrelatedEvent, ExternalEvent, ExternalEventDef, ScheduledTask, TaskDef, UserTaskDef,
+    UserTaskRun, WfRun, WfSpec, WorkflowEventDef,
 };
 use halter_api::LOG_FORMAT_VERSION;
 use halter_storage::{tables::meta, Tables};
@@ -56,6 +57,8 @@ pub enum Response {
     CorrelatedEvent(CorrelatedEvent),
     TaskDef(TaskDef),
     WorkflowEventDef(WorkflowEventDef),
+    UserTaskDef(UserTaskDef),
+    UserTaskRun(UserTaskRun),
     /// A claim's result: the task handed out, or none left.
     ScheduledTask(Option<ScheduledTask>),
     Empty,
@@ -173,6 +176,31 @@ fn dispatch(ctx: &mut Ctx, cmd: &Command) -> HResult<Response> {
             workflow_event::delete_def(ctx, r)?;
             Response::Empty
         }
+        Kind::PutUserTaskDef(r) => Response::UserTaskDef(user_task::put_def(ctx, r)?),
+        Kind::DeleteUserTaskDef(r) => {
+            user_task::delete_def(ctx, r)?;
+            Response::Empty
+        }
+        Kind::AssignUserTaskRun(r) => {
+            user_task::assign(ctx, r)?;
+            Response::Empty
+        }
+        Kind::CompleteUserTaskRun(r) => {
+            user_task::complete(ctx, r)?;
+            Response::Empty
+        }
+        Kind::CancelUserTaskRun(r) => {
+            user_task::cancel(ctx, r)?;
+            Response::Empty
+        }
+        Kind::SaveUserTaskRunProgress(r) => {
+            Response::UserTaskRun(user_task::save_progress(ctx, r)?)
+        }
+        Kind::PutUserTaskRunComment(r) => Response::UserTaskRun(user_task::put_comment(ctx, r)?),
+        Kind::EditUserTaskRunComment(r) => Response::UserTaskRun(user_task::edit_comment(ctx, r)?),
+        Kind::DeleteUserTaskRunComment(r) => {
+            Response::UserTaskRun(user_task::delete_comment(ctx, r)?)
+        }
         Kind::FireTimers(f) => Response::TimersFired(fire_timers(ctx, f)?),
     })
 }
@@ -200,6 +228,7 @@ fn fire_timers(ctx: &mut Ctx, f: &FireTimers) -> HResult<usize> {
             Some(timer::Kind::CorrelatedEventTtl(id)) => correlated_event::expire(ctx, &id)?,
             Some(timer::Kind::TaskTimeout(t)) => task::fire_timeout(ctx, &t)?,
             Some(timer::Kind::TaskRetry(id)) => task::fire_retry(ctx, &id)?,
+            Some(timer::Kind::UserTaskAction(t)) => user_task::fire_action(ctx, &t)?,
             None => {}
         }
     }

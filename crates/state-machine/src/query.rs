@@ -967,3 +967,195 @@ pub fn search_workflow_events(
     }
     Ok(out)
 }
+
+// ---- User tasks ----
+
+fn user_task_def_version(v: i32) -> Result<u32, Rejection> {
+    u32::try_from(v).map_err(|_| invalid("UserTaskDef version must not be negative"))
+}
+
+pub fn get_user_task_def(t: &ReadTables, id: &UserTaskDefId) -> HResult<UserTaskDef> {
+    check_name("UserTaskDef name", &id.name)?;
+    let version = user_task_def_version(id.version)?;
+    Ok(
+        codec::get(t.user_task_defs()?, (id.name.as_str(), version))?.ok_or_else(|| {
+            not_found(format!("UserTaskDef '{}' version {}", id.name, id.version))
+        })?,
+    )
+}
+
+pub fn get_latest_user_task_def(
+    t: &ReadTables,
+    req: &GetLatestUserTaskDefRequest,
+) -> HResult<UserTaskDef> {
+    check_name("UserTaskDef name", &req.name)?;
+    crate::user_task::latest_def(t.user_task_defs()?, &req.name)?
+        .ok_or_else(|| not_found(format!("UserTaskDef '{}'", req.name)).into())
+}
+
+/// SearchUserTaskDef: every version of one name, or of every name with a prefix (or of all
+/// names), by name then version.
+pub fn search_user_task_defs(
+    t: &ReadTables,
+    req: &SearchUserTaskDefRequest,
+) -> HResult<UserTaskDefIdList> {
+    use search_user_task_def_request::UserTaskDefCriteria as C;
+    let limit = page_limit(req.limit)?;
+    let (exact, prefix) = match &req.user_task_def_criteria {
+        Some(C::Name(n)) => {
+            check_name("UserTaskDef name", n)?;
+            (Some(n.as_str()), n.as_str())
+        }
+        Some(C::Prefix(p)) => (None, p.as_str()),
+        None => (None, ""),
+    };
+    let start = match decode_bookmark(&req.bookmark)? {
+        Some(p) => (
+            s(&p, 0)?.to_string(),
+            u32::try_from(n(&p, 1)?).map_err(|_| invalid("malformed bookmark"))?,
+        ),
+        None => (prefix.to_string(), 0),
+    };
+    let mut out = UserTaskDefIdList::default();
+    for row in t.user_task_defs()?.range((start.0.as_str(), start.1)..)? {
+        let (k, _) = row?;
+        let (name, version) = k.value();
+        let matches = match exact {
+            Some(e) => name == e,
+            None => name.starts_with(prefix),
+        };
+        if !matches {
+            break;
+        }
+        if out.results.len() == limit {
+            out.bookmark = Some(encode_bookmark(&[P::S(name.into()), P::I(version.into())]));
+            break;
+        }
+        out.results.push(UserTaskDefId {
+            name: name.to_string(),
+            version: version as i32,
+        });
+    }
+    Ok(out)
+}
+
+pub fn get_user_task_run(t: &ReadTables, id: &UserTaskRunId) -> HResult<UserTaskRun> {
+    let wf = wf_run_id(&id.wf_run_id)?;
+    if id.user_task_guid.is_empty() || id.user_task_guid.len() > halter_api::limits::MAX_GUID_LEN {
+        return Err(invalid("user_task_guid must be 1 to 128 characters").into());
+    }
+    Ok(
+        codec::get(t.user_task_runs()?, (wf, id.user_task_guid.as_str()))?
+            .ok_or_else(|| not_found(format!("UserTaskRun {wf}/{}", id.user_task_guid)))?,
+    )
+}
+
+/// A WfRun's UserTaskRuns in guid order.
+pub fn list_user_task_runs(
+    t: &ReadTables,
+    req: &ListUserTaskRunRequest,
+) -> HResult<UserTaskRunList> {
+    let wf = wf_run_id(&req.wf_run_id)?;
+    let limit = page_limit(req.limit)?;
+    let start = match decode_bookmark(&req.bookmark)? {
+        Some(p) => s(&p, 0)?.to_string(),
+        None => String::new(),
+    };
+    let mut out = UserTaskRunList::default();
+    for row in t
+        .user_task_runs()?
+        .range((wf, start.as_str())..=(wf, "\u{10FFFF}"))?
+    {
+        let (k, v) = row?;
+        let (_, guid) = k.value();
+        if out.results.len() == limit {
+            out.bookmark = Some(encode_bookmark(&[P::S(guid.to_string())]));
+            break;
+        }
+        out.results.push(codec::decode(v.value())?);
+    }
+    Ok(out)
+}
+
+/// SearchUserTaskRun: the UserTaskRuns matching every filter given (at least one of status,
+/// def, user, group, as in LittleHorse), created within [earliest_start, latest_start], oldest
+/// first. The index of the most selective filter given is scanned (user, then group, then def,
+/// then status) and each run found is checked against the others.
+pub fn search_user_task_runs(
+    t: &ReadTables,
+    req: &SearchUserTaskRunRequest,
+) -> HResult<UserTaskRunIdList> {
+    let limit = page_limit(req.limit)?;
+    let status = req
+        .status
+        .map(|s| {
+            UserTaskRunStatus::try_from(s)
+                .map(|s| s.as_str_name().to_string())
+                .map_err(|_| invalid(format!("unknown UserTaskRunStatus {s}")))
+        })
+        .transpose()?;
+    if let Some(d) = &req.user_task_def_name {
+        check_name("UserTaskDef name", d)?;
+    }
+    let filters: Vec<(&str, &str)> = [
+        ("user", req.user_id.as_deref()),
+        ("group", req.user_group.as_deref()),
+        ("def", req.user_task_def_name.as_deref()),
+        ("status", status.as_deref()),
+    ]
+    .into_iter()
+    .filter_map(|(attr, v)| v.map(|v| (attr, v)))
+    .collect();
+    let Some(&(attr, value)) = filters.first() else {
+        return Err(invalid(
+            "Must provide at least one search criteria: status, user_id, user_group, \
+             user_task_def_name",
+        )
+        .into());
+    };
+    let earliest = req.earliest_start.as_ref().map(ms).unwrap_or(i64::MIN);
+    let latest = req.latest_start.as_ref().map(ms).unwrap_or(i64::MAX);
+    let start = match decode_bookmark(&req.bookmark)? {
+        Some(p) => (n(&p, 0)?, s(&p, 1)?.to_string(), s(&p, 2)?.to_string()),
+        None => (earliest, String::new(), String::new()),
+    };
+    let mut out = UserTaskRunIdList::default();
+    for row in t
+        .user_task_runs_by()?
+        .range((attr, value, start.0, start.1.as_str(), start.2.as_str())..)?
+    {
+        let (k, _) = row?;
+        let (a, v, at, wf, guid) = k.value();
+        if a != attr || v != value || at > latest {
+            break;
+        }
+        if filters.len() > 1 {
+            let Some(r) = codec::get::<_, UserTaskRun, _>(t.user_task_runs()?, (wf, guid))? else {
+                continue;
+            };
+            let attrs = crate::user_task::index_attributes(&r);
+            if !filters[1..]
+                .iter()
+                .all(|(fa, fv)| attrs.iter().any(|(ra, rv)| ra == fa && rv == fv))
+            {
+                continue;
+            }
+        }
+        if out.results.len() == limit {
+            out.bookmark = Some(encode_bookmark(&[
+                P::I(at),
+                P::S(wf.to_string()),
+                P::S(guid.to_string()),
+            ]));
+            break;
+        }
+        out.results.push(UserTaskRunId {
+            wf_run_id: Some(WfRunId {
+                id: wf.to_string(),
+                parent_wf_run_id: None,
+            }),
+            user_task_guid: guid.to_string(),
+        });
+    }
+    Ok(out)
+}

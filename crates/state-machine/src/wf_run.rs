@@ -179,6 +179,7 @@ pub fn resume(ctx: &mut Ctx, req: &ResumeWfRunRequest) -> HResult<()> {
 }
 
 /// Deleting is idempotent. It removes the WfRun, its threads, NodeRuns, Variables, TaskRuns,
+/// UserTaskRuns,
 /// every ExternalEvent put for its id, and their timers.
 pub fn delete(ctx: &mut Ctx, req: &DeleteWfRunRequest) -> HResult<()> {
     let id = req.id.as_ref().ok_or_else(|| invalid("missing id"))?;
@@ -249,6 +250,7 @@ pub fn delete_by_id(ctx: &mut Ctx, wf: &str) -> HResult<()> {
     external_event::delete_all_of(ctx, wf)?;
     crate::workflow_event::delete_all_of(ctx, wf)?;
     crate::task::delete_all_of(ctx, wf)?;
+    crate::user_task::delete_all_of(ctx, wf)?;
     timers::cancel(ctx, &timers::wf_run_retention_timer_id(wf))?;
     Ok(())
 }

@@ -16,8 +16,8 @@ use halter_api::littlehorse::{
     variable_assignment,
     variable_mutation::{self, RhsValue},
     AllowedUpdateType, DeleteWfSpecRequest, FailureHandlerDef, LegacyEdgeCondition, LhStatus,
-    MetadataStatus, Node, PutWfSpecRequest, ThreadSpec, VariableAssignment, VariableMutationType,
-    WaitForThreadsStrategy, WfSpec, WfSpecId,
+    MetadataStatus, Node, PutWfSpecRequest, ThreadSpec, UserTaskNode, VariableAssignment,
+    VariableMutationType, WaitForThreadsStrategy, WfSpec, WfSpecId,
 };
 use halter_api::names::check_name;
 use halter_api::values;
@@ -152,6 +152,70 @@ impl Checker<'_, '_, '_> {
                 Err(self.err(Some(node), "map builders are not supported yet"))
             }
         }
+    }
+
+    /// A USER_TASK node: its def exists (at the version named, if one is), its assignments
+    /// are well formed, and its triggers are ones Halter runs.
+    fn user_task(&self, node: &str, u: &UserTaskNode) -> Result<(), Rejection> {
+        let def =
+            crate::user_task::find_def(self.ctx, &u.user_task_def_name, u.user_task_def_version)
+                .map_err(|e| invalid(e.to_string()))?;
+        if def.is_none() {
+            return Err(self.err(
+                Some(node),
+                match u.user_task_def_version {
+                    Some(v) => {
+                        format!("No UserTaskDef '{}' with version {v}", u.user_task_def_name)
+                    }
+                    None => format!("No UserTaskDef named '{}'", u.user_task_def_name),
+                },
+            ));
+        }
+        if u.user_id.is_none() && u.user_group.is_none() {
+            return Err(self.err(Some(node), "Must specify user_group or user_id"));
+        }
+        for a in [
+            &u.user_id,
+            &u.user_group,
+            &u.notes,
+            &u.on_cancellation_exception_name,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            self.assignment(node, a, 0)?;
+        }
+        for t in &u.actions {
+            use halter_api::littlehorse::ut_action_trigger::Action;
+            match &t.action {
+                Some(Action::Cancel(_)) => {}
+                Some(Action::Reassign(r)) => {
+                    if r.user_id.is_none() && r.user_group.is_none() {
+                        return Err(self.err(
+                            Some(node),
+                            "a reassign trigger needs a user_id or a user_group",
+                        ));
+                    }
+                    for a in [&r.user_id, &r.user_group].into_iter().flatten() {
+                        self.assignment(node, a, 0)?;
+                    }
+                }
+                Some(Action::Task(_)) => {
+                    return Err(self.err(
+                        Some(node),
+                        "user task triggers that run a TASK (reminders) are not supported yet",
+                    ))
+                }
+                None => return Err(self.err(Some(node), "a user task trigger without an action")),
+            }
+            match &t.delay_seconds {
+                Some(a) => self.assignment(node, a, 0)?,
+                None => {
+                    return Err(self.err(Some(node), "a user task trigger without delay_seconds"))
+                }
+            }
+        }
+        Ok(())
     }
 
     fn handler(&self, node: &str, h: &FailureHandlerDef) -> Result<(), Rejection> {
@@ -407,8 +471,9 @@ impl Checker<'_, '_, '_> {
                 }
                 false
             }
-            Some(N::UserTask(_)) => {
-                return Err(self.err(Some(name), "USER_TASK nodes are not supported"))
+            Some(N::UserTask(u)) => {
+                self.user_task(name, u)?;
+                false
             }
             Some(N::StartMultipleThreads(_)) => {
                 return Err(self.err(
@@ -689,7 +754,10 @@ pub fn put(ctx: &mut Ctx, req: &PutWfSpecRequest) -> HResult<WfSpec> {
     ctx.tables.external_event_defs.open()?;
     ctx.tables.task_defs.open()?;
     ctx.tables.workflow_event_defs.open()?;
+    ctx.tables.user_task_defs.open()?;
     validate(ctx, req)?;
+    let pinned = pin_user_task_defs(ctx, req)?;
+    let req = pinned.as_ref().unwrap_or(req);
     let body = |r: &PutWfSpecRequest| {
         PutWfSpecRequest {
             allowed_updates: 0,
@@ -759,6 +827,34 @@ pub fn put(ctx: &mut Ctx, req: &PutWfSpecRequest) -> HResult<WfSpec> {
         &spec,
     )?;
     Ok(spec)
+}
+
+/// The request with every USER_TASK node that names no UserTaskDef version pinned to the latest
+/// one (`None` if there is none to pin), as LittleHorse does: a WfRun's user tasks keep the
+/// form they were designed with when a new version of the def is put later.
+fn pin_user_task_defs(ctx: &Ctx, req: &PutWfSpecRequest) -> HResult<Option<PutWfSpecRequest>> {
+    let unpinned = |n: &Node| matches!(&n.node, Some(node::Node::UserTask(u)) if u.user_task_def_version.is_none());
+    if !req
+        .thread_specs
+        .values()
+        .any(|t| t.nodes.values().any(unpinned))
+    {
+        return Ok(None);
+    }
+    let mut pinned = req.clone();
+    for t in pinned.thread_specs.values_mut() {
+        for n in t.nodes.values_mut() {
+            if let Some(node::Node::UserTask(u)) = &mut n.node {
+                if u.user_task_def_version.is_none() {
+                    // `validate` found the def, in this same transaction.
+                    u.user_task_def_version =
+                        crate::user_task::find_def(ctx, &u.user_task_def_name, None)?
+                            .map(|d| d.version);
+                }
+            }
+        }
+    }
+    Ok(Some(pinned))
 }
 
 /// Deleting is idempotent, but a version that running WfRuns still use cannot be deleted.

@@ -515,19 +515,19 @@ fn s4_the_event_content_is_the_node_output_for_mutations_with_json_path() {
 fn s8_unsupported_features_are_refused_by_name() {
     let mut h = Harness::new();
     h.put_def("e");
-    let mut with_user_task = wait_spec("t", "e", None);
-    with_user_task
+    let mut with_many = wait_spec("t", "e", None);
+    with_many
         .thread_specs
         .get_mut("entrypoint")
         .unwrap()
         .nodes
         .insert(
-            "9-user-USER_TASK".into(),
-            node(node::Node::UserTask(Default::default()), vec![]),
+            "9-many-START_MULTIPLE_THREADS".into(),
+            node(node::Node::StartMultipleThreads(Default::default()), vec![]),
         );
     invalid_containing(
-        h.rejected(Kind::PutWfSpec(with_user_task)),
-        "USER_TASK nodes are not supported",
+        h.rejected(Kind::PutWfSpec(with_many)),
+        "START_MULTIPLE_THREADS nodes are not supported",
     );
     let mut with_task = wait_spec("t", "e", None);
     with_task

@@ -95,6 +95,16 @@ pub const WORKFLOW_EVENTS: TableDefinition<(&str, &str, u32), &[u8]> =
 /// SearchWorkflowEvent's index: (WorkflowEventDef name, created ms, WfRun id, number).
 pub const WORKFLOW_EVENTS_BY_DEF: TableDefinition<(&str, i64, &str, u32), ()> =
     TableDefinition::new("workflow_events_by_def");
+/// UserTaskDefs by (name, version).
+pub const USER_TASK_DEFS: TableDefinition<(&str, u32), &[u8]> =
+    TableDefinition::new("user_task_defs");
+/// UserTaskRuns by (WfRun id, guid).
+pub const USER_TASK_RUNS: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("user_task_runs");
+/// SearchUserTaskRun's index: (attribute, value, scheduled ms, WfRun id, guid), one row per
+/// attribute a run has (`def`, `status`, and `user` and `group` when set).
+pub const USER_TASK_RUNS_BY: TableDefinition<(&str, &str, i64, &str, &str), ()> =
+    TableDefinition::new("user_task_runs_by");
 /// Every timer (event timeouts, sleeps, retention): (due ms, timer id) -> `halter.Timer`.
 pub const TIMERS: TableDefinition<(i64, &str), &[u8]> = TableDefinition::new("timers");
 /// Timer id -> due ms, to cancel a timer by id.
@@ -146,6 +156,9 @@ macro_rules! for_each_table {
         $m!(WORKFLOW_EVENT_DEFS);
         $m!(WORKFLOW_EVENTS);
         $m!(WORKFLOW_EVENTS_BY_DEF);
+        $m!(USER_TASK_DEFS);
+        $m!(USER_TASK_RUNS);
+        $m!(USER_TASK_RUNS_BY);
         $m!(TIMERS);
         $m!(TIMER_DUE);
         $m!(META);
@@ -284,6 +297,9 @@ state_tables! {
     workflow_event_defs: WORKFLOW_EVENT_DEFS => &'static str, &'static [u8];
     workflow_events: WORKFLOW_EVENTS => (&'static str, &'static str, u32), &'static [u8];
     workflow_events_by_def: WORKFLOW_EVENTS_BY_DEF => (&'static str, i64, &'static str, u32), ();
+    user_task_defs: USER_TASK_DEFS => (&'static str, u32), &'static [u8];
+    user_task_runs: USER_TASK_RUNS => (&'static str, &'static str), &'static [u8];
+    user_task_runs_by: USER_TASK_RUNS_BY => (&'static str, &'static str, i64, &'static str, &'static str), ();
     timers: TIMERS => (i64, &'static str), &'static [u8];
     timer_due: TIMER_DUE => &'static str, i64;
     meta: META => &'static str, u64;

@@ -138,7 +138,7 @@ impl Scope for ThreadScope<'_, '_, '_> {
 }
 
 /// What a completed NodeRun produced: an EXTERNAL_EVENT's event content, a START_THREAD's child
-/// thread number, a TASK's output; null for the rest.
+/// thread number, a TASK's output, a USER_TASK's results; null for the rest.
 pub fn output_of(ctx: &Ctx, nr: &NodeRun) -> HResult<VariableValue> {
     if let Some(NodeType::StartThread(s)) = &nr.node_type {
         if let Some(n) = s.child_thread_id {
@@ -148,6 +148,11 @@ pub fn output_of(ctx: &Ctx, nr: &NodeRun) -> HResult<VariableValue> {
     if let Some(NodeType::Task(t)) = &nr.node_type {
         if let Some(id) = &t.task_run_id {
             return Ok(crate::task::output(ctx, id)?.unwrap_or_default());
+        }
+    }
+    if let Some(NodeType::UserTask(u)) = &nr.node_type {
+        if let Some(id) = &u.user_task_run_id {
+            return Ok(crate::user_task::output(ctx, id)?.unwrap_or_default());
         }
     }
     if let Some(NodeType::ExternalEvent(e)) = &nr.node_type {
@@ -433,6 +438,12 @@ fn arrive(
         }
         Some(node::Node::WaitForThreads(w)) => {
             return child_threads::enter(ctx, run, thread, &w, nr);
+        }
+        Some(node::Node::UserTask(u)) => {
+            // The NodeRun waits RUNNING for its UserTaskRun (see `user_task`).
+            if let Err((ty, msg)) = crate::user_task::start(ctx, run, thread, &u, &mut nr)? {
+                return fail_node(ctx, &mut nr, ty.as_str_name(), msg);
+            }
         }
         // PutWfSpec refuses every other node type, so a stored spec never has one.
         _ => {
