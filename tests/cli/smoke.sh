@@ -123,6 +123,33 @@ check "workflow-event list" "quoted" "${CTL[@]}" workflow-event list q1
 check "workflow-event search" "q1" "${CTL[@]}" workflow-event search quoted
 check "workflow-event get" "42" "${CTL[@]}" -o json workflow-event get q1 quoted 0
 check "workflow-event await none" "Timeout expired" "${CTL[@]}" --timeout 1 workflow-event await q1 --ignore quoted:0
+cat > "$DIR/ut-spec.json" <<'JSON'
+{"name": "expense", "entrypointThreadName": "entrypoint", "threadSpecs": {"entrypoint": {
+  "nodes": {
+    "0-entry": {"entrypoint": {}, "outgoingEdges": [{"sinkNodeName": "1-approve"}]},
+    "1-approve": {"userTask": {"userTaskDefName": "approve", "userGroup": {"literalValue": {"str": "finance"}}},
+                  "outgoingEdges": [{"sinkNodeName": "2-exit"}]},
+    "2-exit": {"exit": {}}}}}}
+JSON
+check "user-task-def put" '"note"' "${CTL[@]}" -o json user-task-def put approve --field approved:BOOL! --field note:STR
+check "user-task-def new version" '"version": 1' "${CTL[@]}" -o json user-task-def put approve --field approved:BOOL!
+check "user-task-def get" "approved" "${CTL[@]}" -o json user-task-def get approve --version 0
+check "user-task-def search" "approve" "${CTL[@]}" user-task-def search --prefix app
+check "user-task spec put" "expense" "${CTL[@]}" wf-spec put "$DIR/ut-spec.json"
+check "user-task run" "RUNNING" "${CTL[@]}" wf-run run expense --id x1
+check "user-task search" "x1" "${CTL[@]}" -o json user-task search --group finance --status UNASSIGNED
+check "user-task search needs a filter" "INVALID_ARGUMENT" "${CTL[@]}" user-task search
+check "user-task assign" "assigned" "${CTL[@]}" user-task assign x1 0-1 --user anna
+check "user-task claimed" "FAILED_PRECONDITION" "${CTL[@]}" user-task assign x1 0-1 --user bob
+check "user-task comment" "looks fine" "${CTL[@]}" -o json user-task comment x1 0-1 --user anna "looks fine"
+check "user-task missing field" "mandatory" "${CTL[@]}" user-task complete x1 0-1 --user anna
+check "user-task complete" "completed" "${CTL[@]}" user-task complete x1 0-1 --user anna --result approved:bool=true
+check "user-task done" "DONE" "${CTL[@]}" -o json user-task get x1 0-1
+check "user-task run completed" "COMPLETED" "${CTL[@]}" wf-run get x1
+check "user-task list" "anna" "${CTL[@]}" -o json user-task list x1
+check "user-task run 2" "RUNNING" "${CTL[@]}" wf-run run expense --id x2
+check "user-task cancel" "cancelled" "${CTL[@]}" user-task cancel x2 0-1
+check "user-task cancelled run" "ERROR" "${CTL[@]}" wf-run get x2
 check "cluster status" "Leader" "${CTL[@]}" cluster status
 check "def delete" "deleted" "${CTL[@]}" external-event-def delete signed
 echo "$passed passed, $failed failed"

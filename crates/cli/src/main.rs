@@ -6,6 +6,7 @@
 mod correlated;
 mod output;
 mod tasks;
+mod user_tasks;
 mod workflow_events;
 
 use std::collections::BTreeMap;
@@ -92,6 +93,12 @@ enum Cmd {
     /// WorkflowEvents: what a WfRun threw; `await` waits for the next one.
     #[command(subcommand, name = "workflow-event")]
     WorkflowEvent(workflow_events::WorkflowEventCmd),
+    /// UserTaskDefs: the forms people fill in.
+    #[command(subcommand, name = "user-task-def")]
+    UserTaskDef(user_tasks::UserTaskDefCmd),
+    /// UserTaskRuns: work waiting for people (search, assign, complete, cancel, comment).
+    #[command(subcommand, name = "user-task")]
+    UserTask(user_tasks::UserTaskCmd),
     /// Cluster membership and leadership (talks to --peer-addr).
     #[command(subcommand)]
     Cluster(ClusterCmd),
@@ -658,6 +665,8 @@ async fn run(cli: Cli) -> anyhow::Result<Shown> {
         Cmd::TaskDef(c) => tasks::task_def(&mut lh, c).await?,
         Cmd::WorkflowEventDef(c) => workflow_events::def(&mut lh, c).await?,
         Cmd::WorkflowEvent(c) => workflow_events::event(&mut lh, c).await?,
+        Cmd::UserTaskDef(c) => user_tasks::def(&mut lh, c).await?,
+        Cmd::UserTask(c) => user_tasks::run(&mut lh, c).await?,
         Cmd::TaskRun(c) => tasks::task_run(&mut lh, c).await?,
         Cmd::Correlated(c) => correlated::run(&mut lh, c).await?,
         Cmd::Cluster(c) => {
