@@ -883,8 +883,10 @@ pub fn delete_comment(
 
 // ---- Triggers, output, deletion ----
 
-/// An action trigger fell due. Ignored when the UserTaskRun is finished or gone, or its NodeRun
-/// no longer waits (a halted thread's task is not cancelled or reassigned behind its back).
+/// An action trigger fell due. Ignored when the UserTaskRun is finished or gone, its NodeRun no
+/// longer waits, or its WfRun has ended. A trigger acts on the task of a halted thread (an
+/// interrupt, `StopWfRun`) as an event's timeout does: the deadline is the task's, not the
+/// thread's, and skipping it would leave the task open after the thread resumes.
 pub fn fire_action(ctx: &mut Ctx, t: &UserTaskActionTimer) -> HResult<()> {
     let Some(id) = &t.user_task_run_id else {
         return Ok(());
@@ -898,7 +900,9 @@ pub fn fire_action(ctx: &mut Ctx, t: &UserTaskActionTimer) -> HResult<()> {
     let Some((run, nr, node)) = node_of(ctx, &r)? else {
         return Ok(());
     };
-    if status(nr.status) != LhStatus::Running || is_terminal(run.wf_run.status()) {
+    if !matches!(status(nr.status), LhStatus::Running | LhStatus::Halted)
+        || is_terminal(run.wf_run.status())
+    {
         return Ok(());
     }
     let Some(trigger) = usize::try_from(t.action_index)

@@ -703,3 +703,38 @@ fn an_assignment_that_is_not_a_string_is_rendered_and_a_null_one_fails_the_node(
     assert_eq!(nr.failures[0].failure_name, "VAR_ERROR");
     assert_eq!(h.status("w2"), LhStatus::Error);
 }
+
+/// A trigger is the task's deadline, not the thread's: it acts while the WfRun is stopped, and
+/// the thread meets the cancelled node when it resumes (a skipped trigger would leave the task
+/// open for ever; the simulation's liveness check found that with an interrupt).
+#[test]
+fn a_trigger_due_while_the_thread_is_halted_still_cancels() {
+    let mut h = Harness::new();
+    put_ut_def(&mut h, "approval", approval_fields());
+    let cancel_after = trigger(
+        ut_action_trigger::Action::Cancel(Default::default()),
+        60,
+        ut_action_trigger::UtHook::OnArrival,
+    );
+    h.put_spec(approval_spec(
+        "s",
+        Some(lit(values::str("anna"))),
+        None,
+        vec![cancel_after],
+    ));
+    h.run("s", "w1");
+    h.ok(Kind::StopWfRun(StopWfRunRequest {
+        wf_run_id: Some(wf_id("w1")),
+        thread_run_number: 0,
+    }));
+    assert_eq!(h.status("w1"), LhStatus::Halted);
+    h.advance_ms(60_000);
+    assert_eq!(h.fire_due(), 1);
+    assert_eq!(ut_run(&h, "w1").status(), UserTaskRunStatus::Cancelled);
+    assert_eq!(h.status("w1"), LhStatus::Halted);
+    h.ok(Kind::ResumeWfRun(ResumeWfRunRequest {
+        wf_run_id: Some(wf_id("w1")),
+        thread_run_number: 0,
+    }));
+    assert_eq!(h.status("w1"), LhStatus::Error);
+}

@@ -60,7 +60,7 @@ fn main() {
             Ok(Ok(report)) => {
                 passed += 1;
                 println!(
-                    "seed={seed} digest={} ok ({} nodes, {} acked events, {} runs, {} faults, {} purged, {} interrupts, {} handlers, {} tasks done, {} correlated, {} thrown, {} awaited, {:.1}s wall)",
+                    "seed={seed} digest={} ok ({} nodes, {} acked events, {} runs, {} faults, {} purged, {} interrupts, {} handlers, {} tasks done, {} correlated, {} thrown, {} awaited, {} reviews done, {} cancelled, {:.1}s wall)",
                     report.digest,
                     report.nodes,
                     report.acked_events,
@@ -73,6 +73,8 @@ fn main() {
                     report.coverage.correlated_events,
                     report.coverage.workflow_events,
                     report.coverage.awaited,
+                    report.coverage.reviews_done,
+                    report.coverage.reviews_cancelled,
                     wall.as_secs_f64()
                 );
             }

@@ -43,6 +43,12 @@ pub struct Oracle {
     pub reports: usize,
     /// WorkflowEvents `AwaitWorkflowEvent` returned, by WfRun id.
     pub awaited: BTreeMap<String, Vec<halter_api::littlehorse::WorkflowEvent>>,
+    /// Acknowledged CompleteUserTaskRun of a WfRun's review: (user, the `ok` result given).
+    pub reviews_completed: BTreeMap<String, Vec<(String, bool)>>,
+    /// Every CompleteUserTaskRun sent for a WfRun's review, acknowledged or not: (user, ok).
+    pub reviews_sent: BTreeMap<String, BTreeSet<(String, bool)>>,
+    /// WfRuns whose review a CancelUserTaskRun was acknowledged for.
+    pub reviews_cancelled: BTreeSet<String>,
 }
 
 impl Oracle {

@@ -118,9 +118,17 @@ pub const PAID: &str = "paid";
 pub const SEEN: &str = "seen";
 /// The THROW_EVENT node of thread 0.
 pub const THROW_NODE: &str = "3t-throw";
+/// The UserTaskDef of the child's review (one required BOOL field `ok`).
+pub const REVIEW: &str = "sim-review";
+/// The child's USER_TASK NodeRun is thread 1, position 2: its UserTaskRun's guid.
+pub const REVIEW_GUID: &str = "1-2";
+/// The group the review is assigned to, and its cancel trigger's delay.
+pub const REVIEW_GROUP: &str = "sim";
+const REVIEW_CANCEL_SECONDS: i64 = 3;
 
 /// The spec every WfRun runs (with `order` = its id). Thread 0 starts a child that waits for
-/// the correlated event `paid` keyed by `order` (5 s), waits for `rare` (2 s; a TIMEOUT is
+/// the correlated event `paid` keyed by `order` (5 s) and then for the user task `sim-review`
+/// (cancelled by its trigger after 3 s, which fails the child), waits for `rare` (2 s; a TIMEOUT is
 /// caught by a handler that waits for `go` 2 s more), waits for `go` (3 s),
 /// throws the WorkflowEvent `seen` with its `order`, runs the task
 /// `sim-task` (3 s per attempt, one retry), then waits for the child. A `poke` interrupts
@@ -188,10 +196,45 @@ fn sim_spec() -> PutWfSpecRequest {
             vec![],
         )
     };
-    let mut paid = wait_for(PAID, "2-exit", 5);
+    let mut paid = wait_for(PAID, "2-review", 5);
     if let Some(node::Node::ExternalEvent(ee)) = &mut paid.node {
         ee.correlation_key = Some(var_ref("order"));
     }
+    let review = node(
+        node::Node::UserTask(UserTaskNode {
+            user_task_def_name: REVIEW.into(),
+            user_group: Some(VariableAssignment {
+                source: Some(variable_assignment::Source::LiteralValue(values::str(
+                    REVIEW_GROUP,
+                ))),
+                ..Default::default()
+            }),
+            actions: vec![UtActionTrigger {
+                action: Some(ut_action_trigger::Action::Cancel(Default::default())),
+                delay_seconds: Some(VariableAssignment {
+                    source: Some(variable_assignment::Source::LiteralValue(values::int(
+                        REVIEW_CANCEL_SECONDS,
+                    ))),
+                    ..Default::default()
+                }),
+                hook: ut_action_trigger::UtHook::OnArrival as i32,
+            }],
+            ..Default::default()
+        }),
+        Some("3-exit"),
+    );
+    let child = thread(
+        vec![
+            (
+                "0-entry",
+                node(node::Node::Entrypoint(EntrypointNode {}), Some("1-wait")),
+            ),
+            ("1-wait", paid),
+            ("2-review", review),
+            ("3-exit", exit()),
+        ],
+        vec![],
+    );
     let mut main = thread(
         vec![
             ("0-entry", entry),
@@ -238,7 +281,7 @@ fn sim_spec() -> PutWfSpecRequest {
         name: "sim".into(),
         thread_specs: BTreeMap::from([
             ("entrypoint".to_string(), main),
-            ("child".to_string(), waiter(paid)),
+            ("child".to_string(), child),
             ("late".to_string(), waiter(wait("2-exit", 2))),
             ("on-poke".to_string(), on_poke),
         ]),
@@ -311,6 +354,24 @@ async fn setup(c: &ClusterView) -> Result<(), String> {
         .await;
         if !matches!(r, Some(Ok(_))) {
             failed = Some(format!("workflow event def: {r:?}"));
+        }
+        let r = within(
+            4000,
+            lh.put_user_task_def(PutUserTaskDefRequest {
+                name: REVIEW.into(),
+                fields: vec![UserTaskField {
+                    name: "ok".into(),
+                    r#type: VariableType::Bool as i32,
+                    display_name: "ok".into(),
+                    required: true,
+                    description: None,
+                }],
+                description: None,
+            }),
+        )
+        .await;
+        if !matches!(r, Some(Ok(_))) {
+            failed = Some(format!("user task def: {r:?}"));
         }
         if failed.is_none() {
             let r = within(4000, lh.put_wf_spec(sim_spec())).await;

@@ -210,6 +210,69 @@ pub async fn client(id: usize, nodes: Vec<std::net::IpAddr>, oracle: Shared, unt
                 None => "timeout".into(),
             };
             oracle.trace(format!("c{id} await {wf} {out}@{node}"));
+        } else if roll < 84 {
+            // A person works on a run's review: assigns it to themself, completes (half of the
+            // time) or cancels it.
+            let wf = wf_name(rng.gen_range(0..WF_POOL));
+            let task = UserTaskRunId {
+                wf_run_id: Some(WfRunId {
+                    id: wf.clone(),
+                    parent_wf_run_id: None,
+                }),
+                user_task_guid: crate::scenario::REVIEW_GUID.into(),
+            };
+            let user = format!("c{id}");
+            let (what, out) = match rng.gen_range(0..4) {
+                0 => {
+                    let req = AssignUserTaskRunRequest {
+                        user_task_run_id: Some(task),
+                        override_claim: rng.gen_bool(0.5),
+                        user_group: Some(crate::scenario::REVIEW_GROUP.into()),
+                        user_id: Some(user.clone()),
+                    };
+                    ("assign", within(4000, lh.assign_user_task_run(req)).await)
+                }
+                1 | 2 => {
+                    let ok = rng.gen_bool(0.5);
+                    oracle
+                        .lock()
+                        .reviews_sent
+                        .entry(wf.clone())
+                        .or_default()
+                        .insert((user.clone(), ok));
+                    let req = CompleteUserTaskRunRequest {
+                        user_task_run_id: Some(task),
+                        results: [("ok".to_string(), values::boolean(ok))].into(),
+                        user_id: user.clone(),
+                    };
+                    let out = within(4000, lh.complete_user_task_run(req)).await;
+                    if matches!(out, Some(Ok(_))) {
+                        oracle
+                            .lock()
+                            .reviews_completed
+                            .entry(wf.clone())
+                            .or_default()
+                            .push((user.clone(), ok));
+                    }
+                    ("complete", out)
+                }
+                _ => {
+                    let req = CancelUserTaskRunRequest {
+                        user_task_run_id: Some(task),
+                    };
+                    let out = within(4000, lh.cancel_user_task_run(req)).await;
+                    if matches!(out, Some(Ok(_))) {
+                        oracle.lock().reviews_cancelled.insert(wf.clone());
+                    }
+                    ("cancel", out)
+                }
+            };
+            let out = match out {
+                Some(Ok(_)) => "ok".to_string(),
+                Some(Err(s)) => format!("{:?}", s.code()),
+                None => "timeout".into(),
+            };
+            oracle.trace(format!("c{id} review-{what} {wf} {out}@{node}"));
         } else {
             let wf = wf_name(rng.gen_range(0..WF_POOL));
             let started = Instant::now();

@@ -13,9 +13,18 @@ pub fn check(o: &Oracle, obs: &Observed) -> Result<(), String> {
             Some(Some(run)) => match run.status() {
                 LhStatus::Completed | LhStatus::Error => {}
                 other => {
+                    let waiting: Vec<String> = obs
+                        .node_runs
+                        .get(wf)
+                        .into_iter()
+                        .flatten()
+                        .filter(|n| n.status() == LhStatus::Running)
+                        .map(|n| n.node_name.clone())
+                        .collect();
                     return Err(format!(
-                        "WfRun {wf} is still {other:?} after the liveness window"
-                    ))
+                        "WfRun {wf} is still {other:?} after the liveness window (NodeRuns \
+                         running: {waiting:?})"
+                    ));
                 }
             },
             _ => return Err(format!("WfRun {wf} was acknowledged but is missing")),

@@ -12,6 +12,7 @@ mod search_finds_runs;
 mod tasks_once;
 mod terms_never_go_back;
 mod timeout_xor_complete;
+mod user_tasks_once;
 mod workflow_events_once;
 
 use std::collections::BTreeMap;
@@ -35,6 +36,8 @@ pub struct Observed {
     pub task_runs: BTreeMap<String, Vec<TaskRun>>,
     /// WfRun id -> the WorkflowEvents it threw (node 0).
     pub workflow_events: BTreeMap<String, Vec<WorkflowEvent>>,
+    /// WfRun id -> its UserTaskRuns (node 0).
+    pub user_task_runs: BTreeMap<String, Vec<UserTaskRun>>,
 }
 
 async fn retry<T, F, Fut>(mut f: F) -> Result<T, String>
@@ -61,6 +64,7 @@ async fn observe(c: &ClusterView) -> Result<Observed, String> {
         events: BTreeMap::new(),
         task_runs: BTreeMap::new(),
         workflow_events: BTreeMap::new(),
+        user_task_runs: BTreeMap::new(),
     };
     let ids: Vec<String> = (0..WF_POOL)
         .map(wf_name)
@@ -116,6 +120,22 @@ async fn observe(c: &ClusterView) -> Result<Observed, String> {
             .await
             .map_err(|e| format!("listing TaskRuns of {id}: {e}"))?;
             obs.task_runs.insert(id.clone(), trs.into_inner().results);
+            let uts = retry(|| {
+                let mut lh = lh.clone();
+                let wf = wf.clone();
+                async move {
+                    lh.list_user_task_runs(ListUserTaskRunRequest {
+                        wf_run_id: Some(wf),
+                        bookmark: None,
+                        limit: Some(1000),
+                    })
+                    .await
+                }
+            })
+            .await
+            .map_err(|e| format!("listing UserTaskRuns of {id}: {e}"))?;
+            obs.user_task_runs
+                .insert(id.clone(), uts.into_inner().results);
         }
         let wevs = retry(|| {
             let mut lh = lh.clone();
@@ -168,6 +188,9 @@ pub struct Coverage {
     /// WorkflowEvents thrown, and returned to `AwaitWorkflowEvent` calls.
     pub workflow_events: usize,
     pub awaited: usize,
+    /// Reviews (UserTaskRuns) completed and cancelled.
+    pub reviews_done: usize,
+    pub reviews_cancelled: usize,
 }
 
 /// Checks everything; returns the cluster's final state digest and the coverage.
@@ -186,6 +209,7 @@ pub async fn check_all(c: &ClusterView, oracle: &Shared) -> Result<(String, Cove
     tasks_once::check(&o, &obs)?;
     no_task_work_after_the_end::check(&obs)?;
     workflow_events_once::check(&o, &obs)?;
+    user_tasks_once::check(&o, &obs)?;
     let mut cov = Coverage {
         tasks_succeeded: obs
             .task_runs
@@ -202,6 +226,18 @@ pub async fn check_all(c: &ClusterView, oracle: &Shared) -> Result<(String, Cove
             .count(),
         workflow_events: obs.workflow_events.values().map(Vec::len).sum(),
         awaited: o.awaited.values().map(Vec::len).sum(),
+        reviews_done: obs
+            .user_task_runs
+            .values()
+            .flatten()
+            .filter(|r| r.status() == UserTaskRunStatus::Done)
+            .count(),
+        reviews_cancelled: obs
+            .user_task_runs
+            .values()
+            .flatten()
+            .filter(|r| r.status() == UserTaskRunStatus::Cancelled)
+            .count(),
         ..Default::default()
     };
     for t in obs.runs.values().flatten().flat_map(|r| &r.thread_runs) {
