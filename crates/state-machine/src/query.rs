@@ -741,28 +741,40 @@ pub fn get_task_run(t: &ReadTables, id: &TaskRunId) -> HResult<TaskRun> {
         .ok_or_else(|| not_found(format!("TaskRun {wf}/{}", id.task_guid)))?)
 }
 
-/// A WfRun's TaskRuns in guid order.
-pub fn list_task_runs(t: &ReadTables, req: &ListTaskRunsRequest) -> HResult<TaskRunList> {
-    let wf = wf_run_id(&req.wf_run_id)?;
-    let limit = page_limit(req.limit)?;
-    let start = match decode_bookmark(&req.bookmark)? {
+/// One page of a WfRun's rows in a table keyed (WfRun id, guid), in guid order, and the
+/// bookmark of the next page.
+fn page_by_guid<T, M>(
+    table: &T,
+    wf: &str,
+    bookmark: &Option<Vec<u8>>,
+    limit: Option<i32>,
+) -> HResult<(Vec<M>, Option<Vec<u8>>)>
+where
+    T: redb::ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    M: Message + Default,
+{
+    let limit = page_limit(limit)?;
+    let start = match decode_bookmark(bookmark)? {
         Some(p) => s(&p, 0)?.to_string(),
         None => String::new(),
     };
-    let mut out = TaskRunList::default();
-    for row in t
-        .task_runs()?
-        .range((wf, start.as_str())..=(wf, "\u{10FFFF}"))?
-    {
+    let mut out = Vec::new();
+    for row in table.range((wf, start.as_str())..=(wf, "\u{10FFFF}"))? {
         let (k, v) = row?;
         let (_, guid) = k.value();
-        if out.results.len() == limit {
-            out.bookmark = Some(encode_bookmark(&[P::S(guid.to_string())]));
-            break;
+        if out.len() == limit {
+            return Ok((out, Some(encode_bookmark(&[P::S(guid.to_string())]))));
         }
-        out.results.push(codec::decode(v.value())?);
+        out.push(codec::decode(v.value())?);
     }
-    Ok(out)
+    Ok((out, None))
+}
+
+/// A WfRun's TaskRuns in guid order.
+pub fn list_task_runs(t: &ReadTables, req: &ListTaskRunsRequest) -> HResult<TaskRunList> {
+    let wf = wf_run_id(&req.wf_run_id)?;
+    let (results, bookmark) = page_by_guid(t.task_runs()?, wf, &req.bookmark, req.limit)?;
+    Ok(TaskRunList { results, bookmark })
 }
 
 /// Whether an attempt of the TaskDef waits for a worker (what a held poll checks before it
@@ -1056,25 +1068,8 @@ pub fn list_user_task_runs(
     req: &ListUserTaskRunRequest,
 ) -> HResult<UserTaskRunList> {
     let wf = wf_run_id(&req.wf_run_id)?;
-    let limit = page_limit(req.limit)?;
-    let start = match decode_bookmark(&req.bookmark)? {
-        Some(p) => s(&p, 0)?.to_string(),
-        None => String::new(),
-    };
-    let mut out = UserTaskRunList::default();
-    for row in t
-        .user_task_runs()?
-        .range((wf, start.as_str())..=(wf, "\u{10FFFF}"))?
-    {
-        let (k, v) = row?;
-        let (_, guid) = k.value();
-        if out.results.len() == limit {
-            out.bookmark = Some(encode_bookmark(&[P::S(guid.to_string())]));
-            break;
-        }
-        out.results.push(codec::decode(v.value())?);
-    }
-    Ok(out)
+    let (results, bookmark) = page_by_guid(t.user_task_runs()?, wf, &req.bookmark, req.limit)?;
+    Ok(UserTaskRunList { results, bookmark })
 }
 
 /// SearchUserTaskRun: the UserTaskRuns matching every filter given (at least one of status,
