@@ -482,8 +482,8 @@ fn triggers_cancel_on_arrival_and_reassign_only_an_untouched_assignment() {
     ));
     h.run("s", "w1");
     h.run("s", "w2");
-    // w2's task is reassigned by hand before its trigger: the trigger armed for anna's epoch
-    // is stale, and the new assignment arms its own.
+    // w2's task is reassigned by hand before its trigger: the new assignment re-arms the same
+    // trigger (same timer id) for bob's epoch, so anna's deadline no longer applies.
     h.advance_ms(30_000);
     h.ok(assign("w2", Some("bob"), None, true));
     h.advance_ms(30_000);
