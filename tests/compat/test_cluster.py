@@ -1023,3 +1023,54 @@ def test_a_user_task_is_found_assigned_and_completed_by_people(cluster, config, 
     # The cancel trigger went with the completed task: nothing fires in an hour.
     kinds = [e.WhichOneof("event") for e in done.events]
     assert kinds == ["assigned", "assigned", "completed"], kinds
+
+
+def test_spawn_thread_for_each_starts_one_child_per_item_and_waits_for_all(cluster, config,
+                                                                          stubs):
+    """The SDK's spawn_thread_for_each over a JSON_ARR and wait_for_threads of the result: one
+    child per signer, each with its signer as INPUT, each waiting for its own event; the run
+    completes after the last signature and every signer is recorded once."""
+    signed, wf_name = new_id("signed"), new_id("contract")
+    create_external_event_def(signed, config, timeout=RPC_TIMEOUT_S)
+
+    def thread(wf: WorkflowThread) -> None:
+        signers = wf.declare_json_arr("signers").required()
+        signed_by = wf.declare_json_arr("signed_by", [])
+
+        def sign(t: WorkflowThread) -> None:
+            who = t.declare_str("INPUT")
+            t.wait_for_event(signed, timeout=60)
+            t.mutate(signed_by, VariableMutationType.EXTEND, who)
+
+        children = wf.spawn_thread_for_each(signers, sign, "sign")
+        wf.wait_for_threads(children)
+
+    create_workflow_spec(Workflow(wf_name, thread), config, timeout=RPC_TIMEOUT_S)
+    wf_run_id = new_id("c")
+    names = ["ada", "bea", "cyd"]
+    stubs[0].RunWf(
+        RunWfRequest(wf_spec_name=wf_name, id=wf_run_id,
+                     variables={"signers": VariableValue(json_arr=json.dumps(names))}),
+        timeout=RPC_TIMEOUT_S,
+    )
+    run = get_run(stubs[1], wf_run_id)
+    children = [t for t in run.thread_runs if t.type == ThreadType.CHILD]
+    assert [t.number for t in children] == [1, 2, 3], run
+    inputs = [
+        stubs[2].GetVariable(VariableId(wf_run_id=WfRunId(id=wf_run_id), thread_run_number=n,
+                                        name="INPUT"), timeout=RPC_TIMEOUT_S).value.str
+        for n in (1, 2, 3)
+    ]
+    assert inputs == names, inputs
+    nodes = stubs[0].ListNodeRuns(ListNodeRunsRequest(wf_run_id=WfRunId(id=wf_run_id)),
+                                  timeout=RPC_TIMEOUT_S).results
+    many = [n for n in nodes if n.WhichOneof("node_type") == "start_multiple_threads"]
+    assert len(many) == 1 and list(many[0].start_multiple_threads.child_thread_ids) == [1, 2, 3]
+
+    for i, stub in enumerate(stubs):
+        put_event(stub, wf_run_id, VariableValue(str=f"signature {i}"), event=signed)
+        if i < 2:
+            assert get_run(stubs[0], wf_run_id).status == LHStatus.RUNNING
+    wait_status(stubs[0], wf_run_id, LHStatus.COMPLETED)
+    got = json.loads(get_var(stubs[1], wf_run_id, "signed_by").json_arr)
+    assert sorted(got) == names, got

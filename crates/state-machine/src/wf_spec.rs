@@ -154,6 +154,38 @@ impl Checker<'_, '_, '_> {
         }
     }
 
+    /// A START_THREAD's or START_MULTIPLE_THREADS's thread spec and the variables it gives each
+    /// child: the thread must exist and declare every one of them.
+    fn child_threads(
+        &self,
+        node: &str,
+        kind: &str,
+        thread_spec_name: &str,
+        variables: &std::collections::BTreeMap<String, VariableAssignment>,
+    ) -> Result<(), Rejection> {
+        let Some(child) = self.all.get(thread_spec_name) else {
+            return Err(self.err(
+                Some(node),
+                format!("{kind} of '{thread_spec_name}', which is not one of the thread_specs"),
+            ));
+        };
+        for (var, a) in variables {
+            let declared = child
+                .variable_defs
+                .iter()
+                .filter_map(|v| v.var_def.as_ref())
+                .any(|d| &d.name == var);
+            if !declared {
+                return Err(self.err(
+                    Some(node),
+                    format!("variable '{var}' is not declared by thread '{thread_spec_name}'"),
+                ));
+            }
+            self.assignment(node, a, 0)?;
+        }
+        Ok(())
+    }
+
     /// A USER_TASK node: its def exists (at the version named, if one is), its assignments
     /// are well formed, and its triggers are ones Halter runs.
     fn user_task(&self, node: &str, u: &UserTaskNode) -> Result<(), Rejection> {
@@ -415,31 +447,23 @@ impl Checker<'_, '_, '_> {
                 false
             }
             Some(N::StartThread(st)) => {
-                let Some(child) = self.all.get(&st.thread_spec_name) else {
-                    return Err(self.err(
-                        Some(name),
-                        format!(
-                            "START_THREAD of '{}', which is not one of the thread_specs",
-                            st.thread_spec_name
-                        ),
-                    ));
-                };
-                for (var, a) in &st.variables {
-                    let declared = child
-                        .variable_defs
-                        .iter()
-                        .filter_map(|v| v.var_def.as_ref())
-                        .any(|d| &d.name == var);
-                    if !declared {
-                        return Err(self.err(
-                            Some(name),
-                            format!(
-                                "variable '{var}' is not declared by thread '{}'",
-                                st.thread_spec_name
-                            ),
-                        ));
+                self.child_threads(name, "START_THREAD", &st.thread_spec_name, &st.variables)?;
+                false
+            }
+            Some(N::StartMultipleThreads(sm)) => {
+                self.child_threads(
+                    name,
+                    "START_MULTIPLE_THREADS",
+                    &sm.thread_spec_name,
+                    &sm.variables,
+                )?;
+                match &sm.iterable {
+                    Some(a) => self.assignment(name, a, 0)?,
+                    None => {
+                        return Err(
+                            self.err(Some(name), "START_MULTIPLE_THREADS without an iterable")
+                        )
                     }
-                    self.assignment(name, a, 0)?;
                 }
                 false
             }
@@ -474,12 +498,6 @@ impl Checker<'_, '_, '_> {
             Some(N::UserTask(u)) => {
                 self.user_task(name, u)?;
                 false
-            }
-            Some(N::StartMultipleThreads(_)) => {
-                return Err(self.err(
-                    Some(name),
-                    "START_MULTIPLE_THREADS nodes are not supported yet",
-                ))
             }
             Some(N::ThrowEvent(te)) => {
                 let Some(def) = te.event_def_id.as_ref().map(|d| d.name.as_str()) else {

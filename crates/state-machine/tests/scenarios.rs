@@ -522,12 +522,12 @@ fn s8_unsupported_features_are_refused_by_name() {
         .unwrap()
         .nodes
         .insert(
-            "9-many-START_MULTIPLE_THREADS".into(),
-            node(node::Node::StartMultipleThreads(Default::default()), vec![]),
+            "9-child-RUN_CHILD_WF".into(),
+            node(node::Node::RunChildWf(Default::default()), vec![]),
         );
     invalid_containing(
         h.rejected(Kind::PutWfSpec(with_many)),
-        "START_MULTIPLE_THREADS nodes are not supported",
+        "RUN_CHILD_WF nodes are not supported",
     );
     let mut with_task = wait_spec("t", "e", None);
     with_task

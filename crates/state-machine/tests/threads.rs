@@ -941,3 +941,208 @@ fn s5_a_failing_edge_mutation_fails_its_node_changes_no_variable_and_can_be_hand
     assert!(h.node_run("handled", 0, 1).failures[0].was_properly_handled);
     assert_eq!(h.variable("handled", "after"), VariableValue::default());
 }
+
+// §8 START_MULTIPLE_THREADS (`spawnThreadForEach`)
+
+/// entry -> one child per element of `items` (thread "each": INPUT of `input_type`, "step"
+/// given by the node as 10) -> WAIT_FOR_THREADS of the output list -> exit. Each child waits for
+/// an "a" event, then adds INPUT + step to the parent's "total".
+fn for_each_spec(input_type: VariableType) -> PutWfSpecRequest {
+    let mut child_edge = edge("2-exit-EXIT");
+    child_edge.variable_mutations = vec![
+        VariableMutation {
+            lhs_name: "total".into(),
+            operation: VariableMutationType::Add as i32,
+            rhs_value: Some(RhsValue::RhsAssignment(var("INPUT"))),
+            ..Default::default()
+        },
+        VariableMutation {
+            lhs_name: "total".into(),
+            operation: VariableMutationType::Add as i32,
+            rhs_value: Some(RhsValue::RhsAssignment(var("step"))),
+            ..Default::default()
+        },
+    ];
+    let child = thread(
+        vec![
+            ("0-entrypoint-ENTRYPOINT", entry(WAIT)),
+            (WAIT, wait("a", None, vec![child_edge])),
+            ("2-exit-EXIT", exit()),
+        ],
+        vec![
+            var_def("INPUT", input_type, false),
+            var_def("step", VariableType::Int, true),
+        ],
+    );
+    let mut spawned = edge("2-threads-WAIT_FOR_THREADS");
+    spawned.variable_mutations = vec![assign_output("children")];
+    let many = node(
+        node::Node::StartMultipleThreads(StartMultipleThreadsNode {
+            thread_spec_name: "each".into(),
+            variables: BTreeMap::from([("step".to_string(), lit(values::int(10)))]),
+            iterable: Some(var("items")),
+        }),
+        vec![spawned],
+    );
+    let wait_all = node(
+        node::Node::WaitForThreads(WaitForThreadsNode {
+            threads_to_wait_for: Some(wait_for_threads_node::ThreadsToWaitForOneOf::ThreadList(
+                var("children"),
+            )),
+            per_thread_failure_handlers: vec![],
+            strategy: WaitForThreadsStrategy::WaitForAll as i32,
+        }),
+        vec![edge("3-exit-EXIT")],
+    );
+    let mut req = spec(
+        "each",
+        vec![
+            (
+                "0-entrypoint-ENTRYPOINT",
+                entry("1-each-START_MULTIPLE_THREADS"),
+            ),
+            ("1-each-START_MULTIPLE_THREADS", many),
+            ("2-threads-WAIT_FOR_THREADS", wait_all),
+            ("3-exit-EXIT", exit()),
+        ],
+        vec![
+            var_def("items", VariableType::JsonArr, false),
+            var_def("children", VariableType::JsonArr, false),
+            var_def("total", VariableType::Int, false),
+        ],
+    );
+    req.thread_specs.insert("each".into(), child);
+    req
+}
+
+fn run_for_each(h: &mut Harness, input_type: VariableType, items: VariableValue) {
+    h.put_def("a");
+    h.put_spec(for_each_spec(input_type));
+    h.run_with(
+        "each",
+        "r",
+        BTreeMap::from([
+            ("items".to_string(), items),
+            ("total".to_string(), values::int(0)),
+        ]),
+    );
+}
+
+#[test]
+fn s8_start_multiple_threads_starts_one_child_per_element_with_it_as_input() {
+    let mut h = Harness::new();
+    run_for_each(&mut h, VariableType::Int, values::json_arr("[1, 2, 3]"));
+    assert_eq!(h.variable("r", "children"), values::json_arr("[1,2,3]"));
+    assert_eq!(h.thread_run("r", 0).child_thread_ids, vec![1, 2, 3]);
+    for (n, input) in [(1, 1), (2, 2), (3, 3)] {
+        let child = h.thread_run("r", n);
+        assert_eq!(child.r#type(), ThreadType::Child);
+        assert_eq!(child.parent_thread_id, Some(0));
+        assert_eq!(h.thread_variable("r", n, "INPUT"), values::int(input));
+        assert_eq!(h.thread_variable("r", n, "step"), values::int(10));
+    }
+    match h.node_run("r", 0, 1).node_type {
+        Some(NodeType::StartMultipleThreads(s)) => {
+            assert_eq!(s.thread_spec_name, "each");
+            assert_eq!(s.child_thread_ids, vec![1, 2, 3]);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    // Each event is claimed by one waiting child; the wait completes after the third.
+    h.post("r", "a", values::null());
+    h.post("r", "a", values::null());
+    assert_eq!(h.status("r"), LhStatus::Running);
+    assert_eq!(h.variable("r", "total"), values::int(1 + 2 + 20));
+    h.post("r", "a", values::null());
+    assert_eq!(h.status("r"), LhStatus::Completed);
+    assert_eq!(h.variable("r", "total"), values::int(6 + 30));
+}
+
+#[test]
+fn s8_start_multiple_threads_over_an_empty_list_starts_none_and_wait_for_all_completes() {
+    let mut h = Harness::new();
+    run_for_each(&mut h, VariableType::Int, values::json_arr("[]"));
+    assert_eq!(h.variable("r", "children"), values::json_arr("[]"));
+    assert!(h.thread_run("r", 0).child_thread_ids.is_empty());
+    assert_eq!(h.status("r"), LhStatus::Completed);
+}
+
+#[test]
+fn s8_start_multiple_threads_with_a_bad_element_starts_no_child_and_fails_var_sub_error() {
+    let mut h = Harness::new();
+    // The second element is not an INT, the INPUT's type: no child starts, not even the first.
+    run_for_each(
+        &mut h,
+        VariableType::Int,
+        values::json_arr(r#"[1, "x", 3]"#),
+    );
+    let nr = h.node_run("r", 0, 1);
+    assert_eq!(nr.failures[0].failure_name, "VAR_SUB_ERROR");
+    assert!(
+        nr.failures[0].message.contains("'INPUT'"),
+        "{}",
+        nr.failures[0].message
+    );
+    assert!(h.thread_run("r", 0).child_thread_ids.is_empty());
+    assert_eq!(h.wf_run("r").greatest_threadrun_number, 0);
+    assert_eq!(h.status("r"), LhStatus::Error);
+
+    // An iterable that is not a JSON_ARR fails the same way.
+    let mut h = Harness::new();
+    h.put_def("a");
+    let mut req = for_each_spec(VariableType::Int);
+    req.thread_specs
+        .get_mut("entrypoint")
+        .unwrap()
+        .variable_defs[0] = var_def("items", VariableType::Str, false);
+    h.put_spec(req);
+    h.run_with(
+        "each",
+        "r",
+        BTreeMap::from([("items".to_string(), values::str("[1]"))]),
+    );
+    let nr = h.node_run("r", 0, 1);
+    assert_eq!(nr.failures[0].failure_name, "VAR_SUB_ERROR");
+    assert!(nr.failures[0].message.contains("JSON_ARR"));
+    assert_eq!(h.wf_run("r").greatest_threadrun_number, 0);
+}
+
+#[test]
+fn s8_start_multiple_threads_rules_are_checked_when_the_spec_is_put() {
+    let mut h = Harness::new();
+    h.put_def("a");
+    fn many(req: &mut PutWfSpecRequest) -> &mut StartMultipleThreadsNode {
+        match &mut req
+            .thread_specs
+            .get_mut("entrypoint")
+            .unwrap()
+            .nodes
+            .get_mut("1-each-START_MULTIPLE_THREADS")
+            .unwrap()
+            .node
+        {
+            Some(node::Node::StartMultipleThreads(s)) => s,
+            _ => unreachable!(),
+        }
+    }
+    let mut req = for_each_spec(VariableType::Int);
+    many(&mut req).thread_spec_name = "nope".into();
+    invalid_containing(
+        h.rejected(Kind::PutWfSpec(req)),
+        &["1-each-START_MULTIPLE_THREADS", "'nope'"],
+    );
+    let mut req = for_each_spec(VariableType::Int);
+    many(&mut req)
+        .variables
+        .insert("undeclared".into(), lit(values::int(1)));
+    invalid_containing(
+        h.rejected(Kind::PutWfSpec(req)),
+        &["'undeclared' is not declared by thread 'each'"],
+    );
+    let mut req = for_each_spec(VariableType::Int);
+    many(&mut req).iterable = None;
+    invalid_containing(h.rejected(Kind::PutWfSpec(req)), &["without an iterable"]);
+    let mut req = for_each_spec(VariableType::Int);
+    many(&mut req).iterable = Some(var("not-a-variable"));
+    invalid_containing(h.rejected(Kind::PutWfSpec(req)), &["not-a-variable"]);
+}

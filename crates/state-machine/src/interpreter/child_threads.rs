@@ -1,4 +1,5 @@
-//! START_THREAD and WAIT_FOR_THREADS (semantics §8): child threads and waiting for them.
+//! START_THREAD, START_MULTIPLE_THREADS and WAIT_FOR_THREADS (semantics §8): child threads and
+//! waiting for them.
 //!
 //! A WAIT_FOR_THREADS NodeRun records each awaited thread's progress. It is re-examined by
 //! `advance` whenever its thread is RUNNING, so a child's end in the same command is seen at
@@ -16,8 +17,8 @@ use halter_api::littlehorse::{
     wait_for_threads_node::ThreadsToWaitForOneOf as Which,
     wait_for_threads_run::{WaitForThread, WaitingThreadStatus},
     Failure, FailureHandlerDef, HaltedByParentNodeHaltReason, LhErrorType, LhStatus, NodeRun,
-    StartThreadNode, StartThreadRun, ThreadType, VariableValue, WaitForThreadsNode,
-    WaitForThreadsRun, WaitForThreadsStrategy,
+    StartMultipleThreadsNode, StartMultipleThreadsRun, StartThreadNode, StartThreadRun, ThreadType,
+    VariableValue, WaitForThreadsNode, WaitForThreadsRun, WaitForThreadsStrategy,
 };
 use halter_api::values;
 
@@ -78,6 +79,96 @@ pub fn start(
         }
         Err(e) => fail_node(ctx, &mut nr, LhErrorType::VarError.as_str_name(), e),
     }
+}
+
+/// Enters a START_MULTIPLE_THREADS node (the SDKs' `spawnThreadForEach`): one child per element
+/// of the JSON_ARR `iterable`, each with the node's `variables` (evaluated once, in the parent's
+/// scope) and, if its thread declares `INPUT`, the element as INPUT. Completes with the children's
+/// numbers as a JSON_ARR, which a WAIT_FOR_THREADS `thread_list` takes.
+///
+/// **[Halter]** Every child's variables are checked before the first child is created, so a bad
+/// element fails the node with VAR_SUB_ERROR and starts none; LittleHorse keeps the children
+/// it started before the bad element.
+pub fn start_multiple(
+    ctx: &mut Ctx,
+    run: &mut RunState,
+    t: i32,
+    node: &StartMultipleThreadsNode,
+    mut nr: NodeRun,
+) -> HResult<()> {
+    let evaluated: Result<(Vec<VariableValue>, BTreeMap<String, VariableValue>), String> = {
+        let mut scope = ThreadScope::new(ctx, run, t)?;
+        let elements = match &node.iterable {
+            Some(a) => expr::eval(a, &mut scope).and_then(|v| match &v.value {
+                Some(Value::JsonArr(s)) => serde_json::from_str::<Vec<serde_json::Value>>(s)
+                    .map(|items| items.iter().map(expr::from_json).collect())
+                    .map_err(|e| format!("iterable is not a JSON array: {e}")),
+                _ => Err(format!(
+                    "iterable must be a JSON_ARR, got {}",
+                    values::type_name(values::type_of(&v))
+                )),
+            }),
+            None => Err("START_MULTIPLE_THREADS without an iterable".to_string()),
+        };
+        elements.and_then(|elements| {
+            let mut given = BTreeMap::new();
+            for (name, a) in &node.variables {
+                let v = expr::eval(a, &mut scope)
+                    .map_err(|e| format!("variable '{name}' of the child threads: {e}"))?;
+                given.insert(name.clone(), v);
+            }
+            Ok((elements, given))
+        })
+    };
+    let spec_name = &node.thread_spec_name;
+    let prepared = evaluated.and_then(|(elements, given)| {
+        let declares_input = run.spec.thread_specs.get(spec_name).is_some_and(|ts| {
+            ts.variable_defs
+                .iter()
+                .filter_map(|v| v.var_def.as_ref())
+                .any(|d| d.name == "INPUT")
+        });
+        elements
+            .into_iter()
+            .map(|element| {
+                let mut inputs = given.clone();
+                if declares_input {
+                    inputs.insert("INPUT".to_string(), element);
+                }
+                threads::variables_for(run, spec_name, &inputs)
+            })
+            .collect::<Result<Vec<_>, String>>()
+    });
+    let prepared = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            return fail_node(
+                ctx,
+                &mut nr,
+                LhErrorType::VarSubError.as_str_name(),
+                format!("Failed constructing input variables for thread: {e}"),
+            )
+        }
+    };
+    let mut children = Vec::with_capacity(prepared.len());
+    for vars in prepared {
+        let n = threads::spawn_with(
+            ctx,
+            run,
+            spec_name,
+            t,
+            ThreadType::Child,
+            vars,
+            Origin::default(),
+        )?;
+        children.push(n);
+    }
+    nr.node_type = Some(NodeType::StartMultipleThreads(StartMultipleThreadsRun {
+        thread_spec_name: spec_name.clone(),
+        child_thread_ids: children,
+    }));
+    complete_node(ctx, &mut nr);
+    put_node(ctx, &nr)
 }
 
 fn as_thread_number(v: &VariableValue) -> Result<i32, String> {

@@ -138,12 +138,17 @@ impl Scope for ThreadScope<'_, '_, '_> {
 }
 
 /// What a completed NodeRun produced: an EXTERNAL_EVENT's event content, a START_THREAD's child
-/// thread number, a TASK's output, a USER_TASK's results; null for the rest.
+/// thread number, a START_MULTIPLE_THREADS's JSON_ARR of child numbers, a TASK's output, a
+/// USER_TASK's results; null for the rest.
 pub fn output_of(ctx: &Ctx, nr: &NodeRun) -> HResult<VariableValue> {
     if let Some(NodeType::StartThread(s)) = &nr.node_type {
         if let Some(n) = s.child_thread_id {
             return Ok(values::int(n as i64));
         }
+    }
+    if let Some(NodeType::StartMultipleThreads(s)) = &nr.node_type {
+        let list: Vec<String> = s.child_thread_ids.iter().map(i32::to_string).collect();
+        return Ok(values::json_arr(format!("[{}]", list.join(","))));
     }
     if let Some(NodeType::Task(t)) = &nr.node_type {
         if let Some(id) = &t.task_run_id {
@@ -392,6 +397,9 @@ fn arrive(
         }
         Some(node::Node::StartThread(st)) => {
             return child_threads::start(ctx, run, thread, &st, nr);
+        }
+        Some(node::Node::StartMultipleThreads(sm)) => {
+            return child_threads::start_multiple(ctx, run, thread, &sm, nr);
         }
         // Waits RUNNING; `advance` looks at the condition right after (see `check_condition`).
         Some(node::Node::WaitForCondition(_)) => {

@@ -43,41 +43,66 @@ pub fn spawn(
     given: &BTreeMap<String, VariableValue>,
     origin: Origin,
 ) -> HResult<Result<i32, String>> {
+    match variables_for(run, thread_spec_name, given) {
+        Ok(vars) => spawn_with(ctx, run, thread_spec_name, parent, ty, vars, origin).map(Ok),
+        Err(e) => Ok(Err(e)),
+    }
+}
+
+/// The variables a new thread of `thread_spec_name` would start with given `given`, or why it
+/// cannot start. Checking before creating lets a node that starts several threads start all or
+/// none.
+pub fn variables_for(
+    run: &RunState,
+    thread_spec_name: &str,
+    given: &BTreeMap<String, VariableValue>,
+) -> Result<Vec<NewVariable>, String> {
     let Some(spec) = run.spec.thread_specs.get(thread_spec_name) else {
-        return Ok(Err(format!("no thread spec '{thread_spec_name}'")));
+        return Err(format!("no thread spec '{thread_spec_name}'"));
     };
     let mut vars = Vec::new();
     for tv in &spec.variable_defs {
         let Some(def) = &tv.var_def else { continue };
-        let ty = match values::declared_type(def) {
-            Ok(t) => t,
-            Err(w) => return Ok(Err(format!("variable '{}': {w}", def.name))),
-        };
+        let ty = values::declared_type(def).map_err(|w| format!("variable '{}': {w}", def.name))?;
         let value = match given.get(&def.name) {
             Some(v) if values::admits(ty, v) => v.clone(),
             Some(v) => {
-                return Ok(Err(format!(
+                return Err(format!(
                     "variable '{}' of thread '{thread_spec_name}' must be {}, got {}",
                     def.name,
                     ty.as_str_name(),
                     values::type_name(values::type_of(v))
-                )))
+                ))
             }
             None if tv.required => {
-                return Ok(Err(format!(
+                return Err(format!(
                     "required variable '{}' of thread '{thread_spec_name}' is missing",
                     def.name
-                )))
+                ))
             }
             None => def.default_value.clone().unwrap_or_default(),
         };
         vars.push(NewVariable::of(tv, value));
     }
     if let Some(unknown) = given.keys().find(|k| !vars.iter().any(|v| v.name == **k)) {
-        return Ok(Err(format!(
+        return Err(format!(
             "variable '{unknown}' is not declared by thread '{thread_spec_name}'"
-        )));
+        ));
     }
+    Ok(vars)
+}
+
+/// Creates a thread whose variables [`variables_for`] accepted, enters its ENTRYPOINT and
+/// returns its number.
+pub fn spawn_with(
+    ctx: &mut Ctx,
+    run: &mut RunState,
+    thread_spec_name: &str,
+    parent: i32,
+    ty: ThreadType,
+    vars: Vec<NewVariable>,
+    origin: Origin,
+) -> HResult<i32> {
     let number = run.wf_run.greatest_threadrun_number + 1;
     run.wf_run.greatest_threadrun_number = number;
     let wf = WfRunId {
@@ -93,7 +118,7 @@ pub fn spawn(
         t.failure_being_handled = origin.failure_being_handled;
         t.interrupt_trigger_id = origin.interrupt_trigger_id;
     }
-    Ok(Ok(number))
+    Ok(number)
 }
 
 /// The live threads under `t` that halting or resuming `t` reaches: its live children, and,
