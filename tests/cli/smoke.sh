@@ -150,6 +150,9 @@ check "user-task list" "anna" "${CTL[@]}" -o json user-task list x1
 check "user-task run 2" "RUNNING" "${CTL[@]}" wf-run run expense --id x2
 check "user-task cancel" "cancelled" "${CTL[@]}" user-task cancel x2 0-1
 check "user-task cancelled run" "ERROR" "${CTL[@]}" wf-run get x2
+check "rescue" "RUNNING" "${CTL[@]}" wf-run rescue x2
+check "rescued user task" "newUserGroup" "${CTL[@]}" -o json user-task get x2 0-2
+check "rescue a running run" "FAILED_PRECONDITION" "${CTL[@]}" wf-run rescue x2
 check "cluster status" "Leader" "${CTL[@]}" cluster status
 check "def delete" "deleted" "${CTL[@]}" external-event-def delete signed
 echo "$passed passed, $failed failed"

@@ -1074,3 +1074,40 @@ def test_spawn_thread_for_each_starts_one_child_per_item_and_waits_for_all(clust
     wait_status(stubs[0], wf_run_id, LHStatus.COMPLETED)
     got = json.loads(get_var(stubs[1], wf_run_id, "signed_by").json_arr)
     assert sorted(got) == names, got
+
+
+def test_rescue_thread_run_gives_a_timed_out_run_another_wait(cluster, config, stubs):
+    """A run whose event came too late fails; RescueThreadRun through a follower waits for it
+    again, the event completes it, and a completed run is not rescued."""
+    late, wf_name = new_id("late"), new_id("rescued")
+    create_external_event_def(late, config, timeout=RPC_TIMEOUT_S)
+
+    def thread(wf: WorkflowThread) -> None:
+        got = wf.declare_str("got")
+        ev = wf.wait_for_event(late, timeout=1)
+        wf.mutate(got, VariableMutationType.ASSIGN, ev)
+
+    create_workflow_spec(Workflow(wf_name, thread), config, timeout=RPC_TIMEOUT_S)
+    wf_run_id = new_id("r")
+    stubs[0].RunWf(RunWfRequest(wf_spec_name=wf_name, id=wf_run_id), timeout=RPC_TIMEOUT_S)
+    failed = wait_status(stubs[0], wf_run_id, LHStatus.ERROR)
+    assert failed.thread_runs[0].status == LHStatus.ERROR, failed
+
+    _, follower = pick_follower(cluster)
+    rescued = stubs[follower - 1].RescueThreadRun(
+        RescueThreadRunRequest(wf_run_id=WfRunId(id=wf_run_id), thread_run_number=0),
+        timeout=RPC_TIMEOUT_S,
+    )
+    assert rescued.status == LHStatus.RUNNING, rescued
+    nodes = stubs[1].ListNodeRuns(ListNodeRunsRequest(wf_run_id=WfRunId(id=wf_run_id)),
+                                  timeout=RPC_TIMEOUT_S).results
+    waits = [n for n in nodes if n.WhichOneof("node_type") == "external_event"]
+    assert [n.status for n in waits] == [LHStatus.ERROR, LHStatus.RUNNING], waits
+    put_event(stubs[2], wf_run_id, VariableValue(str="in time"), event=late)
+    wait_status(stubs[0], wf_run_id, LHStatus.COMPLETED)
+    assert get_var(stubs[1], wf_run_id, "got") == VariableValue(str="in time")
+
+    err = rpc_error(lambda: stubs[0].RescueThreadRun(
+        RescueThreadRunRequest(wf_run_id=WfRunId(id=wf_run_id), thread_run_number=0),
+        timeout=RPC_TIMEOUT_S))
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION, err

@@ -260,6 +260,15 @@ enum RunCmd {
         #[arg(long, default_value = "0")]
         thread: i32,
     },
+    /// Runs a failed (ERROR) thread's failed node again, or moves past it with --skip.
+    Rescue {
+        id: String,
+        #[arg(long, default_value = "0")]
+        thread: i32,
+        /// Take the failed node's outgoing edges instead of running it again.
+        #[arg(long)]
+        skip: bool,
+    },
     Delete {
         id: String,
     },
@@ -592,6 +601,16 @@ async fn run(cli: Cli) -> anyhow::Result<Shown> {
                 .await?;
                 Shown::One(serde_json::json!({"resumed": id}))
             }
+            RunCmd::Rescue { id, thread, skip } => one(
+                "littlehorse.WfRun",
+                &lh.rescue_thread_run(RescueThreadRunRequest {
+                    wf_run_id: Some(wf(&id)),
+                    thread_run_number: thread,
+                    skip_current_node: skip,
+                })
+                .await?
+                .into_inner(),
+            )?,
             RunCmd::Delete { id } => {
                 lh.delete_wf_run(DeleteWfRunRequest { id: Some(wf(&id)) })
                     .await?;

@@ -215,6 +215,17 @@ impl LittleHorse for LhService {
     }
 
     #[tracing::instrument(skip_all)]
+    async fn rescue_thread_run(
+        &self,
+        req: Request<RescueThreadRunRequest>,
+    ) -> Result<Response<WfRun>, Status> {
+        match self.write(Kind::RescueThreadRun(req.into_inner())).await? {
+            Out::WfRun(r) => Ok(Response::new(r)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    #[tracing::instrument(skip_all)]
     async fn get_wf_run(&self, req: Request<WfRunId>) -> Result<Response<WfRun>, Status> {
         self.read(req, query::get_wf_run).await
     }

@@ -150,6 +150,7 @@ fn dispatch(ctx: &mut Ctx, cmd: &Command) -> HResult<Response> {
             wf_run::resume(ctx, r)?;
             Response::Empty
         }
+        Kind::RescueThreadRun(r) => Response::WfRun(wf_run::rescue(ctx, r)?),
         Kind::DeleteWfRun(r) => {
             wf_run::delete(ctx, r)?;
             Response::Empty

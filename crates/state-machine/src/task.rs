@@ -740,6 +740,30 @@ pub fn dequeue_all_of(ctx: &mut Ctx, wf: &str) -> HResult<()> {
     Ok(())
 }
 
+/// The reverse of [`dequeue_all_of`], for a rescued WfRun: every attempt still scheduled is
+/// queued again (at its schedule time, so one already queued keeps its row) and every pending
+/// retry is scheduled now. A claim passes over those whose NodeRun no longer waits.
+pub fn requeue_all_of(ctx: &mut Ctx, wf: &str) -> HResult<()> {
+    for tr in runs_of(ctx, wf)? {
+        let Some(last) = tr.attempts.last() else {
+            continue;
+        };
+        if last.status == TaskStatus::TaskScheduled as i32 {
+            let at = last.schedule_time.as_ref().map_or(ctx.now_ms, ms);
+            queue(ctx, &tr, at)?;
+        } else if last.status == TaskStatus::TaskPending as i32 {
+            let id = tr.id.clone().unwrap_or_default();
+            timers::arm(
+                ctx,
+                &retry_timer_id(wf, &id.task_guid),
+                ctx.now_ms,
+                timer::Kind::TaskRetry(id.clone()),
+            )?;
+        }
+    }
+    Ok(())
+}
+
 /// Removes a WfRun's TaskRuns, their queue rows and timers.
 pub fn delete_all_of(ctx: &mut Ctx, wf: &str) -> HResult<()> {
     for tr in runs_of(ctx, wf)? {

@@ -1,11 +1,11 @@
-//! RunWf, StopWfRun, ResumeWfRun, DeleteWfRun (semantics §8).
+//! RunWf, StopWfRun, ResumeWfRun, RescueThreadRun, DeleteWfRun (semantics §8).
 
 use std::collections::BTreeSet;
 
 use halter_api::limits::MAX_VALUE_BYTES;
 use halter_api::littlehorse::{
-    DeleteWfRunRequest, LhStatus, ResumeWfRunRequest, RunWfRequest, StopWfRunRequest, ThreadType,
-    Variable, WfRun, WfRunId, WfSpec,
+    DeleteWfRunRequest, LhStatus, RescueThreadRunRequest, ResumeWfRunRequest, RunWfRequest,
+    StopWfRunRequest, ThreadType, Variable, WfRun, WfRunId, WfSpec,
 };
 use halter_api::names::check_name;
 use halter_api::values;
@@ -176,6 +176,23 @@ pub fn stop(ctx: &mut Ctx, req: &StopWfRunRequest) -> HResult<()> {
 pub fn resume(ctx: &mut Ctx, req: &ResumeWfRunRequest) -> HResult<()> {
     let mut run = load_for(ctx, req.wf_run_id.as_ref(), req.thread_run_number)?;
     interpreter::resume(ctx, &mut run, req.thread_run_number)
+}
+
+/// RescueThreadRun: a thread in ERROR runs its failed node again, or moves past it (see
+/// [`interpreter::rescue`]). Answers the WfRun as the rescue left it.
+pub fn rescue(ctx: &mut Ctx, req: &RescueThreadRunRequest) -> HResult<WfRun> {
+    let id = req
+        .wf_run_id
+        .as_ref()
+        .ok_or_else(|| invalid("missing wf_run_id"))?;
+    check_name("WfRun id", &id.id)?;
+    let mut run = RunState::load(ctx, &id.id)?
+        .ok_or_else(|| Rejection::NotFound(format!("Couldn't find WfRun '{}'", id.id)))?;
+    let t = req.thread_run_number;
+    interpreter::rescue::check(ctx, &run, t)?;
+    interpreter::rescue::rescue(ctx, &mut run, t, req.skip_current_node)?;
+    interpreter::advance(ctx, &mut run)?;
+    Ok(run.wf_run.clone())
 }
 
 /// Deleting is idempotent. It removes the WfRun, its threads, NodeRuns, Variables, TaskRuns,

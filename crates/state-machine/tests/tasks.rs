@@ -824,3 +824,158 @@ fn search_task_runs_follows_status_changes_and_deletes() {
     req.status = Some(99);
     assert!(h.read(|t| query::search_task_runs(t, &req)).is_err());
 }
+
+fn rescue(wf: &str, thread: i32, skip: bool) -> Kind {
+    Kind::RescueThreadRun(RescueThreadRunRequest {
+        wf_run_id: Some(wf_id(wf)),
+        thread_run_number: thread,
+        skip_current_node: skip,
+    })
+}
+
+#[test]
+fn rescue_runs_a_failed_task_node_again_and_the_wf_run_completes() {
+    let mut h = Harness::new();
+    start(&mut h, charge(0, 30), vec![]);
+    let t = claim(&mut h, "w1").unwrap();
+    h.ok(Kind::ReportTask(report(&t, TaskStatus::TaskFailed, None)));
+    assert_eq!(h.status("r"), LhStatus::Error);
+    assert!(claim(&mut h, "w1").is_none(), "no retries left");
+
+    let answered = match h.ok(rescue("r", 0, false)) {
+        Response::WfRun(w) => w,
+        other => panic!("unexpected {other:?}"),
+    };
+    assert_eq!(answered.status(), LhStatus::Running);
+    assert_eq!(h.status("r"), LhStatus::Running);
+    assert!(h.wf_run("r").end_time.is_none());
+    let th = h.thread_run("r", 0);
+    assert_eq!(th.status(), LhStatus::Running);
+    assert_eq!(
+        th.current_node_position, 2,
+        "a new NodeRun for the same node"
+    );
+    let again = h.node_run("r", 0, 2);
+    assert_eq!(again.node_name, TASK);
+    assert_eq!(again.status(), LhStatus::Running);
+    assert_eq!(
+        h.node_run("r", 0, 1).status(),
+        LhStatus::Error,
+        "history kept"
+    );
+
+    // A new TaskRun, with the same input, is handed out and its success completes the run.
+    let t2 = claim(&mut h, "w2").unwrap();
+    assert_ne!(t2.task_run_id, t.task_run_id);
+    assert_eq!(t2.variables, t.variables);
+    h.ok(Kind::ReportTask(report(
+        &t2,
+        TaskStatus::TaskSuccess,
+        output(values::str("receipt-2")),
+    )));
+    assert_eq!(h.status("r"), LhStatus::Completed);
+    assert_eq!(h.variable("r", "receipt"), values::str("receipt-2"));
+
+    // A completed WfRun has nothing to rescue.
+    match h.rejected(rescue("r", 0, false)) {
+        Rejection::FailedPrecondition(m) => assert!(m.contains("COMPLETED"), "{m}"),
+        other => panic!("expected FAILED_PRECONDITION, got {other:?}"),
+    }
+}
+
+#[test]
+fn rescue_with_skip_takes_the_failed_nodes_edges_with_their_mutations() {
+    let mut h = Harness::new();
+    start(&mut h, charge(0, 30), vec![]);
+    let t = claim(&mut h, "w1").unwrap();
+    h.ok(Kind::ReportTask(report(&t, TaskStatus::TaskFailed, None)));
+    assert_eq!(h.status("r"), LhStatus::Error);
+    h.ok(rescue("r", 0, true));
+    // The edge assigns the node's output, null for a failed task.
+    assert_eq!(h.status("r"), LhStatus::Completed);
+    assert_eq!(h.variable("r", "receipt"), values::null());
+    assert!(claim(&mut h, "w1").is_none(), "the task is not run again");
+}
+
+#[test]
+fn rescue_requests_that_cannot_apply_are_refused_and_change_nothing() {
+    let mut h = Harness::new();
+    match h.rejected(rescue("nope", 0, false)) {
+        Rejection::NotFound(m) => assert!(m.contains("nope"), "{m}"),
+        other => panic!("expected NOT_FOUND, got {other:?}"),
+    }
+    start(&mut h, charge(0, 30), vec![]);
+    match h.rejected(rescue("r", 0, false)) {
+        Rejection::FailedPrecondition(m) => assert!(m.contains("RUNNING, not ERROR"), "{m}"),
+        other => panic!("expected FAILED_PRECONDITION, got {other:?}"),
+    }
+    let t = claim(&mut h, "w1").unwrap();
+    h.ok(Kind::ReportTask(report(&t, TaskStatus::TaskFailed, None)));
+    match h.rejected(rescue("r", 7, false)) {
+        Rejection::InvalidArgument(m) => assert!(m.contains("non-existent thread"), "{m}"),
+        other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
+    }
+    assert!(matches!(
+        h.rejected(Kind::RescueThreadRun(RescueThreadRunRequest::default())),
+        Rejection::InvalidArgument(_)
+    ));
+    assert_eq!(h.status("r"), LhStatus::Error);
+}
+
+#[test]
+fn rescue_gives_back_the_queued_task_of_a_child_the_failure_stopped() {
+    // The entrypoint starts a child that runs the task, then waits 5 s for "a" and times out:
+    // the WfRun fails, the child halts under it and its queued attempt leaves the queue.
+    let mut h = Harness::new();
+    put_task_def(&mut h, "charge", Some(VariableType::Str));
+    h.put_def("a");
+    let mut req = spec(
+        "pay",
+        vec![
+            ("0-entrypoint-ENTRYPOINT", entry("1-charger-START_THREAD")),
+            (
+                "1-charger-START_THREAD",
+                start_thread("charger", "2-wait-EXTERNAL_EVENT", "n"),
+            ),
+            (
+                "2-wait-EXTERNAL_EVENT",
+                wait("a", Some(5), vec![edge("3-exit-EXIT")]),
+            ),
+            ("3-exit-EXIT", exit()),
+        ],
+        vec![
+            var_def("amount", VariableType::Int, false),
+            var_def("receipt", VariableType::Str, false),
+            var_def("n", VariableType::Int, false),
+        ],
+    );
+    let mut out = edge("2-exit-EXIT");
+    out.variable_mutations = vec![assign_output("receipt")];
+    req.thread_specs.insert(
+        "charger".into(),
+        task_thread(node(node::Node::Task(charge(0, 30)), vec![out])),
+    );
+    h.put_spec(req);
+    h.run_with("pay", "r", [("amount".to_string(), values::int(30))].into());
+    h.advance_ms(5_000);
+    h.fire_due();
+    assert_eq!(h.status("r"), LhStatus::Error);
+    assert_eq!(h.thread_run("r", 1).status(), LhStatus::Halted);
+    assert!(
+        claim(&mut h, "w1").is_none(),
+        "the ended WfRun's task is not handed out"
+    );
+
+    // Skipping the timed-out wait reaches the EXIT, which waits for the resumed child.
+    h.ok(rescue("r", 0, true));
+    assert_eq!(h.thread_run("r", 1).status(), LhStatus::Running);
+    assert_eq!(h.status("r"), LhStatus::Running);
+    let t = claim(&mut h, "w1").expect("the child's task is queued again");
+    h.ok(Kind::ReportTask(report(
+        &t,
+        TaskStatus::TaskSuccess,
+        output(values::str("paid")),
+    )));
+    assert_eq!(h.status("r"), LhStatus::Completed);
+    assert_eq!(h.variable("r", "receipt"), values::str("paid"));
+}

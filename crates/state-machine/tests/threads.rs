@@ -1146,3 +1146,121 @@ fn s8_start_multiple_threads_rules_are_checked_when_the_spec_is_put() {
     many(&mut req).iterable = Some(var("not-a-variable"));
     invalid_containing(h.rejected(Kind::PutWfSpec(req)), &["not-a-variable"]);
 }
+
+// RescueThreadRun across threads
+
+fn rescue(thread: i32, skip: bool) -> Kind {
+    Kind::RescueThreadRun(RescueThreadRunRequest {
+        wf_run_id: Some(wf_id("r")),
+        thread_run_number: thread,
+        skip_current_node: skip,
+    })
+}
+
+#[test]
+fn rescuing_a_failed_child_rescues_its_waiting_parent_and_resumes_its_siblings() {
+    // Child 1 times out after 10 s; WAIT_FOR_ALL fails with CHILD_FAILURE, the entrypoint and
+    // the WfRun fail, child 2 is halted under its failed parent.
+    let mut h = fanned(WaitForThreadsStrategy::WaitForAll);
+    h.advance_ms(10_000);
+    h.fire_due();
+    assert_eq!(h.status("r"), LhStatus::Error);
+    assert_eq!(h.thread_run("r", 1).status(), LhStatus::Error);
+    assert_eq!(h.thread_run("r", 2).status(), LhStatus::Halted);
+    h.ok(rescue(1, false));
+    assert_eq!(h.status("r"), LhStatus::Running);
+    let child = h.thread_run("r", 1);
+    assert_eq!(child.status(), LhStatus::Running);
+    assert_eq!(
+        h.node_run("r", 1, 2).status(),
+        LhStatus::Running,
+        "waits for 'a' again"
+    );
+    let parent = h.thread_run("r", 0);
+    assert_eq!(parent.status(), LhStatus::Running);
+    assert_eq!(
+        parent.current_node_position, 4,
+        "a new WAIT_FOR_THREADS NodeRun"
+    );
+    assert_eq!(h.thread_run("r", 2).status(), LhStatus::Running);
+    assert!(h.thread_run("r", 2).halt_reasons.is_empty());
+    h.post("r", "a", values::null());
+    h.post("r", "b", values::null());
+    assert_eq!(h.status("r"), LhStatus::Completed);
+}
+
+#[test]
+fn a_failure_a_parent_handled_or_an_exception_is_not_rescued() {
+    // A child's failure handled by a per-thread handler: the parent went on without it.
+    let mut h = Harness::new();
+    fan_out(
+        &mut h,
+        fan_out_spec(
+            WaitForThreadsStrategy::WaitForAll,
+            vec![handler("recover", specific("TIMEOUT"))],
+            vec![("recover", done_thread())],
+        ),
+    );
+    h.advance_ms(10_000);
+    h.fire_due();
+    assert_eq!(h.thread_run("r", 1).status(), LhStatus::Error);
+    match h.rejected(rescue(1, false)) {
+        Rejection::FailedPrecondition(m) => assert!(m.contains("already handled"), "{m}"),
+        other => panic!("expected FAILED_PRECONDITION, got {other:?}"),
+    }
+
+    // A business EXCEPTION is the workflow's own decision.
+    let mut h = Harness::new();
+    h.put_spec(spec(
+        "boom",
+        vec![
+            ("0-entrypoint-ENTRYPOINT", entry("1-exit-EXIT")),
+            ("1-exit-EXIT", exit_failing("out-of-stock", None)),
+        ],
+        vec![],
+    ));
+    h.run("boom", "r");
+    assert_eq!(h.status("r"), LhStatus::Exception);
+    match h.rejected(rescue(0, false)) {
+        Rejection::FailedPrecondition(m) => assert!(m.contains("EXCEPTION, not ERROR"), "{m}"),
+        other => panic!("expected FAILED_PRECONDITION, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_rescued_node_that_fails_again_fails_the_thread_again() {
+    let mut h = Harness::new();
+    h.put_def("e");
+    let mut req = handled_wait_spec("w", 5, vec![], vec![]);
+    req.retention_policy = Some(WorkflowRetentionPolicy {
+        wf_gc_policy: Some(workflow_retention_policy::WfGcPolicy::SecondsAfterWfTermination(60)),
+    });
+    h.put_spec(req);
+    h.run("w", "r");
+    h.advance_ms(5_000);
+    h.fire_due();
+    assert_eq!(h.status("r"), LhStatus::Error);
+    assert_eq!(h.pending_timers(), 1, "the failed WfRun's retention");
+    h.ok(rescue(0, false));
+    assert_eq!(h.status("r"), LhStatus::Running);
+    assert_eq!(
+        h.pending_timers(),
+        1,
+        "the new wait's timeout; the retention is gone"
+    );
+    h.advance_ms(5_000);
+    h.fire_due();
+    assert_eq!(h.status("r"), LhStatus::Error, "the new wait timed out too");
+    assert_eq!(h.node_run("r", 0, 2).failures[0].failure_name, "TIMEOUT");
+    // The first retention was due at 65 s, the second at 70 s: at 66 s the WfRun is still there.
+    h.advance_ms(56_000);
+    h.fire_due();
+    assert_eq!(h.status("r"), LhStatus::Error);
+    h.ok(rescue(0, true));
+    assert_eq!(h.status("r"), LhStatus::Completed);
+    assert_eq!(
+        h.variable("r", "after"),
+        values::str("mutated"),
+        "skip runs the edge's mutations"
+    );
+}

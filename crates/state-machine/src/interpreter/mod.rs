@@ -7,11 +7,12 @@
 //! A failed NodeRun does not end its thread directly: it is left failed, and `advance` decides
 //! what the failure means (a handler, or the thread's end) in [`failures`]. Threads, their halt
 //! reasons and what a thread's end means for its parent are in [`threads`]; child threads in
-//! [`child_threads`]; interrupts in [`interrupts`].
+//! [`child_threads`]; interrupts in [`interrupts`]; RescueThreadRun in [`rescue`].
 
 mod child_threads;
 pub mod failures;
 pub mod interrupts;
+pub mod rescue;
 pub mod threads;
 
 use halter_api::halter::{timer, NodeRunTimer};

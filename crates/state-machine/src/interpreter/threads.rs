@@ -124,7 +124,7 @@ pub fn spawn_with(
 /// The live threads under `t` that halting or resuming `t` reaches: its live children, and,
 /// through a child that has ended, that child's live descendants (a handler started under a
 /// failed child by WAIT_FOR_THREADS).
-fn children(run: &RunState, t: i32) -> Vec<i32> {
+pub(super) fn children(run: &RunState, t: i32) -> Vec<i32> {
     let mut out = Vec::new();
     let mut ended = vec![t];
     while let Some(p) = ended.pop() {
@@ -209,7 +209,7 @@ fn awaited_handlers(run: &RunState, t: i32) -> Vec<i32> {
         .unwrap_or_default()
 }
 
-fn parent_halted(t: i32) -> Reason {
+pub(super) fn parent_halted(t: i32) -> Reason {
     Reason::ParentHalted(ParentHalted {
         parent_thread_id: t,
     })
