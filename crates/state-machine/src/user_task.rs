@@ -969,6 +969,87 @@ pub fn output(ctx: &Ctx, id: &UserTaskRunId) -> HResult<Option<VariableValue>> {
     )))
 }
 
+/// A rescued WfRun's open UserTaskRuns get their triggers back: a trigger that fell due while
+/// the WfRun had ended was ignored and its timer is gone. Each is armed again at its original
+/// due time, or now if that has passed: an ON_ARRIVAL one for the arrival's epoch (1), an
+/// ON_TASK_ASSIGNED one, if the task is assigned, for the current epoch from the last
+/// assignment. Arming replaces a timer still pending under the same id, and one whose action
+/// already happened does nothing when it fires (the task is settled, or its epoch moved).
+pub fn rearm_all_of(ctx: &mut Ctx, wf: &str) -> HResult<()> {
+    let mut open = Vec::new();
+    for row in ctx
+        .tables
+        .user_task_runs
+        .open()?
+        .range((wf, "")..=(wf, "\u{10FFFF}"))?
+    {
+        let (_, v) = row?;
+        let r = codec::decode::<UserTaskRun>(v.value())?;
+        if !is_finished(&r) {
+            open.push(r);
+        }
+    }
+    for r in open {
+        let Some((run, nr, node)) = node_of(ctx, &r)? else {
+            continue;
+        };
+        let thread = nr
+            .id
+            .as_ref()
+            .map(|i| i.thread_run_number)
+            .unwrap_or_default();
+        let arrived = r
+            .scheduled_time
+            .as_ref()
+            .map_or(ctx.now_ms, crate::time::ms);
+        let assigned = r
+            .events
+            .iter()
+            .rev()
+            .find(|e| matches!(e.event, Some(user_task_event::Event::Assigned(_))))
+            .and_then(|e| e.time.as_ref())
+            .map_or(arrived, crate::time::ms);
+        let id = r.id.clone().unwrap_or_default();
+        let mut due = Vec::new();
+        {
+            let mut scope = ThreadScope::new(ctx, &run, thread)?;
+            for (i, t) in node.actions.iter().enumerate() {
+                let (from, epoch) = match t.hook() {
+                    ut_action_trigger::UtHook::OnArrival => (arrived, 1),
+                    ut_action_trigger::UtHook::OnTaskAssigned
+                        if r.status() == UserTaskRunStatus::Assigned =>
+                    {
+                        (assigned, r.epoch)
+                    }
+                    _ => continue,
+                };
+                if t.action.is_none() {
+                    continue;
+                }
+                if let Ok(delay) = eval_delay(t, &mut scope) {
+                    let at = crate::time::after_seconds(from, delay).max(ctx.now_ms);
+                    due.push((i, at, epoch));
+                }
+            }
+        }
+        let (wf, guid) = run_key(&id);
+        let (wf, guid) = (wf.to_string(), guid.to_string());
+        for (i, at, epoch) in due {
+            timers::arm(
+                ctx,
+                &action_timer_id(&wf, &guid, i),
+                at,
+                timer::Kind::UserTaskAction(UserTaskActionTimer {
+                    user_task_run_id: Some(id.clone()),
+                    action_index: i as i32,
+                    epoch,
+                }),
+            )?;
+        }
+    }
+    Ok(())
+}
+
 /// Removes a WfRun's UserTaskRuns, their index rows and triggers.
 pub fn delete_all_of(ctx: &mut Ctx, wf: &str) -> HResult<()> {
     let mut runs = Vec::new();

@@ -192,6 +192,8 @@ pub fn rescue(ctx: &mut Ctx, req: &RescueThreadRunRequest) -> HResult<WfRun> {
     interpreter::rescue::check(ctx, &run, t)?;
     interpreter::rescue::rescue(ctx, &mut run, t, req.skip_current_node)?;
     interpreter::advance(ctx, &mut run)?;
+    // After `advance` saved the WfRun: the triggers are armed against the rescued state.
+    crate::user_task::rearm_all_of(ctx, &id.id)?;
     Ok(run.wf_run.clone())
 }
 

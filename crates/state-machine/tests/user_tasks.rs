@@ -738,3 +738,84 @@ fn a_trigger_due_while_the_thread_is_halted_still_cancels() {
     }));
     assert_eq!(h.status("w1"), LhStatus::Error);
 }
+
+#[test]
+fn a_rescued_wf_run_gets_back_the_trigger_its_end_made_it_miss() {
+    // The entrypoint starts a reviewer (a group task cancelled after 10 s), then times out
+    // waiting 5 s for "a": the WfRun fails at 5 s and the reviewer halts under it.
+    let mut h = Harness::new();
+    put_ut_def(&mut h, "approval", approval_fields());
+    h.put_def("a");
+    let cancel_after = trigger(
+        ut_action_trigger::Action::Cancel(Default::default()),
+        10,
+        ut_action_trigger::UtHook::OnArrival,
+    );
+    let mut req = spec(
+        "s",
+        vec![
+            ("0-entry", entry("1-reviewer")),
+            ("1-reviewer", start_thread("reviewer", "2-wait", "n")),
+            ("2-wait", wait("a", Some(5), vec![edge("3-exit")])),
+            ("3-exit", exit()),
+        ],
+        vec![var_def("n", VariableType::Int, false)],
+    );
+    req.thread_specs.insert(
+        "reviewer".into(),
+        thread(
+            vec![
+                ("0-entry", entry("1-approve")),
+                (
+                    "1-approve",
+                    user_task(
+                        "approval",
+                        None,
+                        Some(lit(values::str("ops"))),
+                        vec![cancel_after],
+                        vec![edge("2-exit")],
+                    ),
+                ),
+                ("2-exit", exit()),
+            ],
+            vec![],
+        ),
+    );
+    h.put_spec(req);
+    h.run("s", "w1");
+    h.advance_ms(5_000);
+    h.fire_due();
+    assert_eq!(h.status("w1"), LhStatus::Error);
+    let review = UserTaskRunId {
+        wf_run_id: Some(wf_id("w1")),
+        user_task_guid: "1-1".into(),
+    };
+    let review_status =
+        |h: &Harness| h.read(|t| query::get_user_task_run(t, &review).unwrap().status());
+    // At 10 s the trigger falls due while the WfRun has ended: ignored, and its timer gone.
+    h.advance_ms(7_000);
+    h.fire_due();
+    assert_eq!(review_status(&h), UserTaskRunStatus::Unassigned);
+    assert_eq!(h.pending_timers(), 0);
+
+    // Rescued at 12 s past the timed-out wait: the EXIT waits for the reviewer, whose cancel
+    // is due again at once, and the run ends instead of waiting for a person for ever.
+    h.ok(Kind::RescueThreadRun(RescueThreadRunRequest {
+        wf_run_id: Some(wf_id("w1")),
+        thread_run_number: 0,
+        skip_current_node: true,
+    }));
+    assert_eq!(h.status("w1"), LhStatus::Running);
+    assert_eq!(h.thread_run("w1", 1).status(), LhStatus::Running);
+    assert_eq!(h.fire_due(), 1);
+    assert_eq!(review_status(&h), UserTaskRunStatus::Cancelled);
+    assert_eq!(
+        h.status("w1"),
+        LhStatus::Error,
+        "the cancelled review fails the child"
+    );
+    assert_eq!(
+        h.node_run("w1", 0, 3).failures[0].failure_name,
+        "CHILD_FAILURE"
+    );
+}
