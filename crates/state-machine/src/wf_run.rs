@@ -189,7 +189,7 @@ pub fn rescue(ctx: &mut Ctx, req: &RescueThreadRunRequest) -> HResult<WfRun> {
     let mut run = RunState::load(ctx, &id.id)?
         .ok_or_else(|| Rejection::NotFound(format!("Couldn't find WfRun '{}'", id.id)))?;
     let t = req.thread_run_number;
-    interpreter::rescue::check(ctx, &run, t)?;
+    interpreter::rescue::check(ctx, &run, t, req.skip_current_node)?;
     interpreter::rescue::rescue(ctx, &mut run, t, req.skip_current_node)?;
     interpreter::advance(ctx, &mut run)?;
     // After `advance` saved the WfRun: the triggers are armed against the rescued state.

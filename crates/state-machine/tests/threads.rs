@@ -1225,6 +1225,44 @@ fn a_failure_a_parent_handled_or_an_exception_is_not_rescued() {
         Rejection::FailedPrecondition(m) => assert!(m.contains("EXCEPTION, not ERROR"), "{m}"),
         other => panic!("expected FAILED_PRECONDITION, got {other:?}"),
     }
+
+    // An EXIT that failed for its child has nowhere to skip to, and run again it fails again
+    // at once while the child is still in ERROR.
+    let mut h = Harness::new();
+    h.put_def("a");
+    let mut req = spec(
+        "quick",
+        vec![
+            ("0-entrypoint-ENTRYPOINT", entry("1-a-START_THREAD")),
+            (
+                "1-a-START_THREAD",
+                start_thread("wait-a", "2-exit-EXIT", "a-thread"),
+            ),
+            ("2-exit-EXIT", exit()),
+        ],
+        vec![var_def("a-thread", VariableType::Int, false)],
+    );
+    req.thread_specs
+        .insert("wait-a".into(), waiting_thread("a", Some(10), vec![]));
+    h.put_spec(req);
+    h.run("quick", "r");
+    h.advance_ms(10_000);
+    h.fire_due();
+    assert_eq!(h.status("r"), LhStatus::Error);
+    match h.rejected(rescue(0, true)) {
+        Rejection::FailedPrecondition(m) => assert!(m.contains("no outgoing edge"), "{m}"),
+        other => panic!("expected FAILED_PRECONDITION, got {other:?}"),
+    }
+    h.ok(rescue(0, false));
+    assert_eq!(h.status("r"), LhStatus::Error);
+    assert_eq!(
+        h.node_run("r", 0, 3).failures[0].failure_name,
+        "CHILD_FAILURE"
+    );
+    h.ok(rescue(1, false));
+    assert_eq!(h.status("r"), LhStatus::Running);
+    h.post("r", "a", values::null());
+    assert_eq!(h.status("r"), LhStatus::Completed);
 }
 
 #[test]

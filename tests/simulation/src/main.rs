@@ -60,7 +60,7 @@ fn main() {
             Ok(Ok(report)) => {
                 passed += 1;
                 println!(
-                    "seed={seed} digest={} ok ({} nodes, {} acked events, {} runs, {} faults, {} purged, {} interrupts, {} handlers, {} tasks done, {} correlated, {} thrown, {} awaited, {} reviews done, {} cancelled, {:.1}s wall)",
+                    "seed={seed} digest={} ok ({} nodes, {} acked events, {} runs, {} faults, {} purged, {} interrupts, {} handlers, {} tasks done, {} correlated, {} thrown, {} awaited, {} reviews done, {} cancelled, {} rescued, {:.1}s wall)",
                     report.digest,
                     report.nodes,
                     report.acked_events,
@@ -75,6 +75,7 @@ fn main() {
                     report.coverage.awaited,
                     report.coverage.reviews_done,
                     report.coverage.reviews_cancelled,
+                    report.coverage.rescued,
                     wall.as_secs_f64()
                 );
             }

@@ -49,6 +49,11 @@ pub struct Oracle {
     pub reviews_sent: BTreeMap<String, BTreeSet<(String, bool)>>,
     /// WfRuns whose review a CancelUserTaskRun was acknowledged for.
     pub reviews_cancelled: BTreeSet<String>,
+    /// When each RescueThreadRun of a WfRun's entrypoint was sent, acknowledged or not: from
+    /// then on the run may be seen running again after it had ended.
+    pub rescues_sent: BTreeMap<String, Vec<Instant>>,
+    /// Acknowledged RescueThreadRun calls, by WfRun id.
+    pub rescues_acked: BTreeMap<String, usize>,
 }
 
 impl Oracle {

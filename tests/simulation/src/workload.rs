@@ -273,6 +273,34 @@ pub async fn client(id: usize, nodes: Vec<std::net::IpAddr>, oracle: Shared, unt
                 None => "timeout".into(),
             };
             oracle.trace(format!("c{id} review-{what} {wf} {out}@{node}"));
+        } else if roll < 88 {
+            // Someone rescues a failed run's entrypoint: runs the failed node again, or moves
+            // past it. Refused (FAILED_PRECONDITION) unless the thread is in ERROR.
+            let wf = wf_name(rng.gen_range(0..WF_POOL));
+            let skip = rng.gen_bool(0.5);
+            oracle
+                .lock()
+                .rescues_sent
+                .entry(wf.clone())
+                .or_default()
+                .push(Instant::now());
+            let req = RescueThreadRunRequest {
+                wf_run_id: Some(WfRunId {
+                    id: wf.clone(),
+                    parent_wf_run_id: None,
+                }),
+                thread_run_number: 0,
+                skip_current_node: skip,
+            };
+            let out = match within(4000, lh.rescue_thread_run(req)).await {
+                Some(Ok(r)) => {
+                    *oracle.lock().rescues_acked.entry(wf.clone()).or_default() += 1;
+                    format!("ok {:?}", r.into_inner().status())
+                }
+                Some(Err(s)) => format!("{:?}", s.code()),
+                None => "timeout".into(),
+            };
+            oracle.trace(format!("c{id} rescue {wf} skip={skip} {out}@{node}"));
         } else {
             let wf = wf_name(rng.gen_range(0..WF_POOL));
             let started = Instant::now();

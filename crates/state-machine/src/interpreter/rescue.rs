@@ -35,8 +35,8 @@ fn ended_reason(run: &RunState, r: &Reason) -> bool {
         .is_none_or(|h| is_terminal(status(h.status)))
 }
 
-/// Why thread `t` of `run` cannot be rescued, if it cannot.
-pub fn check(ctx: &Ctx, run: &RunState, t: i32) -> HResult<()> {
+/// Why thread `t` of `run` cannot be rescued (past its failed node, if `skip`), if it cannot.
+pub fn check(ctx: &Ctx, run: &RunState, t: i32, skip: bool) -> HResult<()> {
     let refuse = |m: String| Err(Rejection::FailedPrecondition(m).into());
     let Some(th) = run.threads.get(&t) else {
         return Err(Rejection::InvalidArgument(format!(
@@ -73,8 +73,18 @@ pub fn check(ctx: &Ctx, run: &RunState, t: i32) -> HResult<()> {
         ));
     }
     let nr = get_node(ctx, run.id(), t, th.current_node_position)?;
-    if nr.as_ref().is_none_or(|nr| nr.failures.is_empty()) {
+    let Some(nr) = nr.filter(|nr| !nr.failures.is_empty()) else {
         return refuse(format!("ThreadRun {t} has no failed NodeRun to rescue"));
+    };
+    if skip
+        && run
+            .spec_node(&nr)
+            .is_none_or(|n| n.outgoing_edges.is_empty())
+    {
+        return refuse(format!(
+            "node '{}' has no outgoing edge to skip to",
+            nr.node_name
+        ));
     }
     let mut child = t;
     while let Some(parent) = run
@@ -148,7 +158,7 @@ pub fn rescue(ctx: &mut Ctx, run: &mut RunState, t: i32, skip: bool) -> HResult<
         .failures
         .last()
         .is_some_and(|f| f.failure_name == LhErrorType::ChildFailure.as_str_name());
-    if waits_for_children && child_failure && check(ctx, run, p).is_ok() {
+    if waits_for_children && child_failure && check(ctx, run, p, false).is_ok() {
         rescue(ctx, run, p, false)?;
     }
     Ok(())

@@ -8,6 +8,7 @@ mod monotonic_reads;
 mod no_task_work_after_the_end;
 mod reads_see_acknowledged_runs;
 mod replica_digests;
+mod rescues_consume_failures;
 mod search_finds_runs;
 mod tasks_once;
 mod terms_never_go_back;
@@ -191,6 +192,8 @@ pub struct Coverage {
     /// Reviews (UserTaskRuns) completed and cancelled.
     pub reviews_done: usize,
     pub reviews_cancelled: usize,
+    /// RescueThreadRun calls acknowledged.
+    pub rescued: usize,
 }
 
 /// Checks everything; returns the cluster's final state digest and the coverage.
@@ -210,6 +213,7 @@ pub async fn check_all(c: &ClusterView, oracle: &Shared) -> Result<(String, Cove
     no_task_work_after_the_end::check(&obs)?;
     workflow_events_once::check(&o, &obs)?;
     user_tasks_once::check(&o, &obs)?;
+    rescues_consume_failures::check(&o, &obs)?;
     let mut cov = Coverage {
         tasks_succeeded: obs
             .task_runs
@@ -238,6 +242,7 @@ pub async fn check_all(c: &ClusterView, oracle: &Shared) -> Result<(String, Cove
             .flatten()
             .filter(|r| r.status() == UserTaskRunStatus::Cancelled)
             .count(),
+        rescued: o.rescues_acked.values().sum(),
         ..Default::default()
     };
     for t in obs.runs.values().flatten().flat_map(|r| &r.thread_runs) {
