@@ -969,14 +969,9 @@ pub fn output(ctx: &Ctx, id: &UserTaskRunId) -> HResult<Option<VariableValue>> {
     )))
 }
 
-/// A rescued WfRun's open UserTaskRuns get their triggers back: a trigger that fell due while
-/// the WfRun had ended was ignored and its timer is gone. Each is armed again at its original
-/// due time, or now if that has passed: an ON_ARRIVAL one for the arrival's epoch (1), an
-/// ON_TASK_ASSIGNED one, if the task is assigned, for the current epoch from the last
-/// assignment. Arming replaces a timer still pending under the same id, and one whose action
-/// already happened does nothing when it fires (the task is settled, or its epoch moved).
-pub fn rearm_all_of(ctx: &mut Ctx, wf: &str) -> HResult<()> {
-    let mut open = Vec::new();
+/// The UserTaskRuns of WfRun `wf`, by guid.
+fn runs_of(ctx: &Ctx, wf: &str) -> HResult<Vec<UserTaskRun>> {
+    let mut runs = Vec::new();
     for row in ctx
         .tables
         .user_task_runs
@@ -984,12 +979,19 @@ pub fn rearm_all_of(ctx: &mut Ctx, wf: &str) -> HResult<()> {
         .range((wf, "")..=(wf, "\u{10FFFF}"))?
     {
         let (_, v) = row?;
-        let r = codec::decode::<UserTaskRun>(v.value())?;
-        if !is_finished(&r) {
-            open.push(r);
-        }
+        runs.push(codec::decode::<UserTaskRun>(v.value())?);
     }
-    for r in open {
+    Ok(runs)
+}
+
+/// A rescued WfRun's open UserTaskRuns get their triggers back: a trigger that fell due while
+/// the WfRun had ended was ignored and its timer is gone. Each is armed again at its original
+/// due time, or now if that has passed: an ON_ARRIVAL one for the arrival's epoch (1), an
+/// ON_TASK_ASSIGNED one, if the task is assigned, for the current epoch from the last
+/// assignment. Arming replaces a timer still pending under the same id, and one whose action
+/// already happened does nothing when it fires (the task is settled, or its epoch moved).
+pub fn rearm_all_of(ctx: &mut Ctx, wf: &str) -> HResult<()> {
+    for r in runs_of(ctx, wf)?.into_iter().filter(|r| !is_finished(r)) {
         let Some((run, nr, node)) = node_of(ctx, &r)? else {
             continue;
         };
@@ -1052,17 +1054,7 @@ pub fn rearm_all_of(ctx: &mut Ctx, wf: &str) -> HResult<()> {
 
 /// Removes a WfRun's UserTaskRuns, their index rows and triggers.
 pub fn delete_all_of(ctx: &mut Ctx, wf: &str) -> HResult<()> {
-    let mut runs = Vec::new();
-    for row in ctx
-        .tables
-        .user_task_runs
-        .open()?
-        .range((wf, "")..=(wf, "\u{10FFFF}"))?
-    {
-        let (_, v) = row?;
-        runs.push(codec::decode::<UserTaskRun>(v.value())?);
-    }
-    for r in runs {
+    for r in runs_of(ctx, wf)? {
         let guid = r.id.clone().unwrap_or_default().user_task_guid;
         cancel_action_timers(ctx, wf, &guid)?;
         index_rows(ctx, &r, false)?;
