@@ -192,7 +192,10 @@ pub fn rescue(ctx: &mut Ctx, req: &RescueThreadRunRequest) -> HResult<WfRun> {
     interpreter::rescue::check(ctx, &run, t, req.skip_current_node)?;
     interpreter::rescue::rescue(ctx, &mut run, t, req.skip_current_node)?;
     interpreter::advance(ctx, &mut run)?;
-    // After `advance` saved the WfRun: the triggers are armed against the rescued state.
+    // Once per command, after `advance` saved the rescued state: the WfRun's end (or a claim
+    // that found a stopped thread's attempt) took queued attempts out of the queue, and its
+    // open user tasks' triggers may have been ignored meanwhile.
+    crate::task::requeue_all_of(ctx, &id.id)?;
     crate::user_task::rearm_all_of(ctx, &id.id)?;
     Ok(run.wf_run.clone())
 }

@@ -122,19 +122,12 @@ pub fn start_multiple(
     };
     let spec_name = &node.thread_spec_name;
     let prepared = evaluated.and_then(|(elements, given)| {
-        let declares_input = run.spec.thread_specs.get(spec_name).is_some_and(|ts| {
-            ts.variable_defs
-                .iter()
-                .filter_map(|v| v.var_def.as_ref())
-                .any(|d| d.name == "INPUT")
-        });
         elements
             .into_iter()
             .map(|element| {
+                // INPUT as a handler gets it: only if the thread declares it.
                 let mut inputs = given.clone();
-                if declares_input {
-                    inputs.insert("INPUT".to_string(), element);
-                }
+                inputs.extend(failures::handler_input(run, spec_name, element));
                 threads::variables_for(run, spec_name, &inputs)
             })
             .collect::<Result<Vec<_>, String>>()

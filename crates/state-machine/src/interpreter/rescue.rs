@@ -124,17 +124,14 @@ pub fn rescue(ctx: &mut Ctx, run: &mut RunState, t: i32, skip: bool) -> HResult<
         run.wf_run.end_time = None;
         timers::cancel(ctx, &timers::wf_run_retention_timer_id(&wf))?;
     }
-    // The WfRun's end, or a claim that found a stopped thread's attempt, took queued attempts
-    // out of the queue; the threads this rescue resumes want them again.
-    crate::task::requeue_all_of(ctx, &wf)?;
     if skip {
         take_edge(ctx, run, t, &nr, true)?;
     } else {
         let next = th.current_node_position + 1;
         arrive(ctx, run, t, &nr.node_name, next)?;
     }
+    let parent_halted = threads::parent_halted(t);
     for c in threads::children(run, t) {
-        let parent_halted = threads::parent_halted(t);
         threads::unhalt_thread(ctx, run, c, &|r| *r == parent_halted)?;
     }
     // A parent that failed only because this child did waits for it again.
