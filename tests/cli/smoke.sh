@@ -153,6 +153,13 @@ check "user-task cancelled run" "ERROR" "${CTL[@]}" wf-run get x2
 check "rescue" "RUNNING" "${CTL[@]}" wf-run rescue x2
 check "rescued user task" "newUserGroup" "${CTL[@]}" -o json user-task get x2 0-2
 check "rescue a running run" "FAILED_PRECONDITION" "${CTL[@]}" wf-run rescue x2
+check "schedule" "0 9 * * MON-FRI" "${CTL[@]}" scheduled-wf-run create approval '0 9 * * MON-FRI' --id weekday --var who:str=ops
+check "schedule get" '"cronExpression": "0 9 * * MON-FRI"' "${CTL[@]}" -o json scheduled-wf-run get weekday
+check "schedule search" "weekday" "${CTL[@]}" scheduled-wf-run search approval
+check "schedule bad cron" "INVALID_ARGUMENT" "${CTL[@]}" scheduled-wf-run create approval '0 9 * *'
+check "schedule taken" "ALREADY_EXISTS" "${CTL[@]}" scheduled-wf-run create approval '@daily' --id weekday
+check "schedule delete" "deleted" "${CTL[@]}" scheduled-wf-run delete weekday
+check "schedule gone" "NOT_FOUND" "${CTL[@]}" scheduled-wf-run get weekday
 check "cluster status" "Leader" "${CTL[@]}" cluster status
 check "def delete" "deleted" "${CTL[@]}" external-event-def delete signed
 echo "$passed passed, $failed failed"

@@ -1111,3 +1111,60 @@ def test_rescue_thread_run_gives_a_timed_out_run_another_wait(cluster, config, s
         RescueThreadRunRequest(wf_run_id=WfRunId(id=wf_run_id), thread_run_number=0),
         timeout=RPC_TIMEOUT_S))
     assert err.code() == grpc.StatusCode.FAILED_PRECONDITION, err
+
+
+def test_schedule_wf_starts_a_run_at_the_next_minute(cluster, config, stubs):
+    """ScheduleWf through a follower with `* * * * *`: at the next whole minute (UTC) the
+    leader starts the WfRun `{id}-{due ms}` with the stored variables; Get and Search find the
+    schedule on every node; after DeleteScheduledWfRun it is gone and its run stays."""
+    wf_name, sched = new_id("nightly"), new_id("every-minute")
+
+    def thread(wf: WorkflowThread) -> None:
+        wf.declare_str("who")
+
+    create_workflow_spec(Workflow(wf_name, thread), config, timeout=RPC_TIMEOUT_S)
+    _, follower = pick_follower(cluster)
+    made = stubs[follower - 1].ScheduleWf(
+        ScheduleWfRequest(id=sched, wf_spec_name=wf_name, cron_expression="* * * * *",
+                          variables={"who": VariableValue(str="ops")}),
+        timeout=RPC_TIMEOUT_S,
+    )
+    assert made.id.id == sched and made.wf_spec_id.name == wf_name, made
+    for stub in stubs:
+        got = stub.GetScheduledWfRun(ScheduledWfRunId(id=sched), timeout=RPC_TIMEOUT_S)
+        assert got.cron_expression == "* * * * *" and got.variables["who"].str == "ops", got
+        found = stub.SearchScheduledWfRun(SearchScheduledWfRunRequest(wf_spec_name=wf_name),
+                                          timeout=RPC_TIMEOUT_S)
+        assert [i.id for i in found.results] == [sched], found
+
+    # The first time is the first whole minute after the entry's time, which created_at is.
+    due_ms = (made.created_at.ToMilliseconds() // 60_000 + 1) * 60_000
+    run_id = f"{sched}-{due_ms}"
+    # The next minute is at most 60 s away; the run completes as it starts.
+    def run_if_started() -> WfRun | None:
+        try:
+            return get_run(stubs[2], run_id)
+        except grpc.RpcError as e:
+            if e.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise
+
+    run = poll(f"scheduled run {run_id}", run_if_started,
+               lambda r: r is not None and r.status == LHStatus.COMPLETED, timeout=60 + SETTLE_S)
+    assert run.wf_spec_id.name == wf_name, run
+    assert run.start_time.ToMilliseconds() >= due_ms, run
+    assert get_var(stubs[0], run_id, "who") == VariableValue(str="ops")
+    runs = stubs[1].SearchWfRun(SearchWfRunRequest(wf_spec_name=wf_name), timeout=RPC_TIMEOUT_S)
+    assert [r.id for r in runs.results] == [run_id], runs
+
+    stubs[0].DeleteScheduledWfRun(DeleteScheduledWfRunRequest(id=ScheduledWfRunId(id=sched)),
+                                  timeout=RPC_TIMEOUT_S)
+    err = rpc_error(lambda: stubs[1].GetScheduledWfRun(ScheduledWfRunId(id=sched),
+                                                       timeout=RPC_TIMEOUT_S))
+    assert err.code() == grpc.StatusCode.NOT_FOUND, err
+    assert get_run(stubs[1], run_id).status == LHStatus.COMPLETED
+
+    bad = rpc_error(lambda: stubs[0].ScheduleWf(
+        ScheduleWfRequest(wf_spec_name=wf_name, cron_expression="every minute"),
+        timeout=RPC_TIMEOUT_S))
+    assert bad.code() == grpc.StatusCode.INVALID_ARGUMENT and "cron" in bad.details(), bad

@@ -8,6 +8,7 @@
 //! This crate holds types, conversions and validation only; it does no I/O.
 
 pub mod build;
+pub mod cron;
 pub mod json;
 pub mod limits;
 pub mod names;

@@ -5,6 +5,7 @@
 
 mod correlated;
 mod output;
+mod schedules;
 mod tasks;
 mod user_tasks;
 mod workflow_events;
@@ -72,6 +73,9 @@ enum Cmd {
     /// WfRuns.
     #[command(subcommand, name = "wf-run")]
     Run(RunCmd),
+    /// ScheduledWfRuns: WfRuns started on a cron schedule.
+    #[command(subcommand, name = "scheduled-wf-run")]
+    Schedule(schedules::ScheduleCmd),
     /// NodeRuns of a WfRun.
     #[command(subcommand, name = "node-run")]
     NodeRun(ListCmd),
@@ -688,6 +692,7 @@ async fn run(cli: Cli) -> anyhow::Result<Shown> {
         Cmd::UserTask(c) => user_tasks::run(&mut lh, c).await?,
         Cmd::TaskRun(c) => tasks::task_run(&mut lh, c).await?,
         Cmd::Correlated(c) => correlated::run(&mut lh, c).await?,
+        Cmd::Schedule(c) => schedules::run(&mut lh, c).await?,
         Cmd::Cluster(c) => {
             let mut admin = ClusterClient::new(channel(&cli.peer_addr, timeout)?);
             let status = match c {

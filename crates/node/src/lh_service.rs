@@ -214,6 +214,46 @@ impl LittleHorse for LhService {
         }
     }
 
+    #[tracing::instrument(skip_all, name = "schedule_wf")]
+    async fn schedule_wf(
+        &self,
+        req: Request<ScheduleWfRequest>,
+    ) -> Result<Response<ScheduledWfRun>, Status> {
+        let mut req = req.into_inner();
+        if req.id.as_deref().is_none_or(str::is_empty) {
+            req.id = Some(new_id());
+        }
+        match self.write(Kind::ScheduleWf(req)).await? {
+            Out::ScheduledWfRun(s) => Ok(Response::new(s)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_scheduled_wf_run(
+        &self,
+        req: Request<ScheduledWfRunId>,
+    ) -> Result<Response<ScheduledWfRun>, Status> {
+        self.read(req, query::get_scheduled_wf_run).await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn search_scheduled_wf_run(
+        &self,
+        req: Request<SearchScheduledWfRunRequest>,
+    ) -> Result<Response<ScheduledWfRunIdList>, Status> {
+        self.read(req, query::search_scheduled_wf_runs).await
+    }
+
+    #[tracing::instrument(skip_all, name = "delete_scheduled_wf_run")]
+    async fn delete_scheduled_wf_run(
+        &self,
+        req: Request<DeleteScheduledWfRunRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        self.write_empty(Kind::DeleteScheduledWfRun(req.into_inner()))
+            .await
+    }
+
     #[tracing::instrument(skip_all)]
     async fn rescue_thread_run(
         &self,

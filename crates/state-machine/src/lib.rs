@@ -8,8 +8,8 @@
 //!
 //! The crate is split by command family: [`external_event_def`], [`external_event`],
 //! [`correlated_event`], [`task`], [`user_task`], [`workflow_event`],
-//! [`wf_spec`], [`wf_run`] (with the [`interpreter`] that moves threads), [`timers`], and the
-//! read side in [`query`].
+//! [`wf_spec`], [`wf_run`] (with the [`interpreter`] that moves threads), [`scheduled_wf_run`],
+//! [`timers`], and the read side in [`query`].
 
 pub mod correlated_event;
 pub mod ctx;
@@ -23,6 +23,7 @@ pub mod json_path;
 pub mod mutation;
 pub mod query;
 pub mod run_state;
+pub mod scheduled_wf_run;
 pub mod task;
 pub mod task_run_index;
 pub mod time;
@@ -35,8 +36,8 @@ pub mod workflow_event;
 
 use halter_api::halter::{command::Kind, timer, Command, FireTimers};
 use halter_api::littlehorse::{
-    CorrelatedEvent, ExternalEvent, ExternalEventDef, ScheduledTask, TaskDef, UserTaskDef,
-    UserTaskRun, WfRun, WfSpec, WorkflowEventDef,
+    CorrelatedEvent, ExternalEvent, ExternalEventDef, ScheduledTask, ScheduledWfRun, TaskDef,
+    UserTaskDef, UserTaskRun, WfRun, WfSpec, WorkflowEventDef,
 };
 use halter_api::LOG_FORMAT_VERSION;
 use halter_storage::{tables::meta, Tables};
@@ -54,6 +55,7 @@ pub enum Response {
     ExternalEvent(ExternalEvent),
     WfSpec(WfSpec),
     WfRun(WfRun),
+    ScheduledWfRun(ScheduledWfRun),
     CorrelatedEvent(CorrelatedEvent),
     TaskDef(TaskDef),
     WorkflowEventDef(WorkflowEventDef),
@@ -151,6 +153,11 @@ fn dispatch(ctx: &mut Ctx, cmd: &Command) -> HResult<Response> {
             Response::Empty
         }
         Kind::RescueThreadRun(r) => Response::WfRun(wf_run::rescue(ctx, r)?),
+        Kind::ScheduleWf(r) => Response::ScheduledWfRun(scheduled_wf_run::schedule(ctx, r)?),
+        Kind::DeleteScheduledWfRun(r) => {
+            scheduled_wf_run::delete(ctx, r)?;
+            Response::Empty
+        }
         Kind::DeleteWfRun(r) => {
             wf_run::delete(ctx, r)?;
             Response::Empty
@@ -230,6 +237,7 @@ fn fire_timers(ctx: &mut Ctx, f: &FireTimers) -> HResult<usize> {
             Some(timer::Kind::TaskTimeout(t)) => task::fire_timeout(ctx, &t)?,
             Some(timer::Kind::TaskRetry(id)) => task::fire_retry(ctx, &id)?,
             Some(timer::Kind::UserTaskAction(t)) => user_task::fire_action(ctx, &t)?,
+            Some(timer::Kind::ScheduledWfRun(id)) => scheduled_wf_run::fire(ctx, &id, key.due_ms)?,
             None => {}
         }
     }

@@ -1154,3 +1154,39 @@ pub fn search_user_task_runs(
     }
     Ok(out)
 }
+
+pub fn get_scheduled_wf_run(t: &ReadTables, id: &ScheduledWfRunId) -> HResult<ScheduledWfRun> {
+    check_name("ScheduledWfRun id", &id.id)?;
+    let stored: Option<halter_api::halter::StoredSchedule> =
+        codec::get(t.scheduled_wf_runs()?, id.id.as_str())?;
+    Ok(stored
+        .and_then(|s| s.scheduled)
+        .ok_or_else(|| not_found(format!("ScheduledWfRun '{}'", id.id)))?)
+}
+
+/// The schedules of a WfSpec, by the version each resolved when it was made, in id order.
+/// LittleHorse's request has no paging; schedules are few (one per recurring job), so this
+/// scans them all.
+pub fn search_scheduled_wf_runs(
+    t: &ReadTables,
+    req: &SearchScheduledWfRunRequest,
+) -> HResult<ScheduledWfRunIdList> {
+    check_name("WfSpec name", &req.wf_spec_name)?;
+    if req.revision.is_some() && req.major_version.is_none() {
+        return Err(invalid("revision given without major_version").into());
+    }
+    let mut results = Vec::new();
+    for row in redb::ReadableTable::iter(t.scheduled_wf_runs()?)? {
+        let (_, v) = row?;
+        let stored: halter_api::halter::StoredSchedule = codec::decode(v.value())?;
+        let Some(s) = stored.scheduled else { continue };
+        let Some(spec) = &s.wf_spec_id else { continue };
+        if spec.name == req.wf_spec_name
+            && req.major_version.is_none_or(|m| m == spec.major_version)
+            && req.revision.is_none_or(|r| r == spec.revision)
+        {
+            results.extend(s.id);
+        }
+    }
+    Ok(ScheduledWfRunIdList { results })
+}

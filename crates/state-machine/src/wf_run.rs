@@ -1,11 +1,11 @@
 //! RunWf, StopWfRun, ResumeWfRun, RescueThreadRun, DeleteWfRun (semantics §8).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use halter_api::limits::MAX_VALUE_BYTES;
 use halter_api::littlehorse::{
     DeleteWfRunRequest, LhStatus, RescueThreadRunRequest, ResumeWfRunRequest, RunWfRequest,
-    StopWfRunRequest, ThreadType, Variable, WfRun, WfRunId, WfSpec,
+    StopWfRunRequest, ThreadType, Variable, VariableValue, WfRun, WfRunId, WfSpec,
 };
 use halter_api::names::check_name;
 use halter_api::values;
@@ -28,7 +28,7 @@ pub fn is_terminal(s: LhStatus) -> bool {
     )
 }
 
-fn find_spec(ctx: &Ctx, req: &RunWfRequest) -> HResult<WfSpec> {
+pub(crate) fn find_spec(ctx: &Ctx, req: &RunWfRequest) -> HResult<WfSpec> {
     check_name("WfSpec name", &req.wf_spec_name)?;
     let not_found = || Rejection::NotFound(format!("WfSpec '{}' not found", req.wf_spec_name));
     let spec = match (req.major_version, req.revision) {
@@ -65,56 +65,7 @@ pub fn run(ctx: &mut Ctx, req: &RunWfRequest) -> HResult<WfRun> {
     if codec::get::<_, WfRun, _>(ctx.tables.wf_runs.open()?, id)?.is_some() {
         return Err(Rejection::AlreadyExists(format!("WfRun '{id}' already exists")).into());
     }
-    let entry = spec
-        .thread_specs
-        .get(&spec.entrypoint_thread_name)
-        .cloned()
-        .unwrap_or_default();
-    let mut declared = BTreeSet::new();
-    let mut initial = Vec::new();
-    for tv in &entry.variable_defs {
-        let Some(def) = &tv.var_def else { continue };
-        declared.insert(def.name.as_str());
-        let ty = values::declared_type(def)
-            .map_err(|w| invalid(format!("variable '{}': {w}", def.name)))?;
-        let value = match req.variables.get(&def.name) {
-            Some(v) => {
-                if v.encoded_len() > MAX_VALUE_BYTES {
-                    return Err(Rejection::ResourceExhausted(format!(
-                        "variable '{}' is larger than {MAX_VALUE_BYTES} bytes",
-                        def.name
-                    ))
-                    .into());
-                }
-                if !values::admits(ty, v) {
-                    return Err(invalid(format!(
-                        "variable '{}' must be {}, got {}",
-                        def.name,
-                        ty.as_str_name(),
-                        values::type_name(values::type_of(v))
-                    ))
-                    .into());
-                }
-                v.clone()
-            }
-            None if tv.required => {
-                return Err(invalid(format!("required variable '{}' is missing", def.name)).into())
-            }
-            None => def.default_value.clone().unwrap_or_default(),
-        };
-        initial.push(NewVariable::of(tv, value));
-    }
-    if let Some(unknown) = req
-        .variables
-        .keys()
-        .find(|k| !declared.contains(k.as_str()))
-    {
-        return Err(invalid(format!(
-            "variable '{unknown}' is not declared by thread '{}'",
-            spec.entrypoint_thread_name
-        ))
-        .into());
-    }
+    let initial = initial_variables(&spec, &req.variables)?;
 
     let wf_run_id = WfRunId {
         id: id.to_string(),
@@ -143,6 +94,62 @@ pub fn run(ctx: &mut Ctx, req: &RunWfRequest) -> HResult<WfRun> {
     interpreter::start_thread(ctx, &mut run, 0, &entry_name, None, ThreadType::Entrypoint)?;
     interpreter::advance(ctx, &mut run)?;
     Ok(run.wf_run.clone())
+}
+
+/// The entrypoint thread's variables for a run of `spec` given `variables`: each declared one
+/// with its given value (checked against its type and the size limit) or its default. A
+/// missing required variable or an undeclared one is refused.
+pub(crate) fn initial_variables(
+    spec: &WfSpec,
+    variables: &BTreeMap<String, VariableValue>,
+) -> Result<Vec<NewVariable>, Rejection> {
+    let entry = spec
+        .thread_specs
+        .get(&spec.entrypoint_thread_name)
+        .cloned()
+        .unwrap_or_default();
+    let mut declared = BTreeSet::new();
+    let mut initial = Vec::new();
+    for tv in &entry.variable_defs {
+        let Some(def) = &tv.var_def else { continue };
+        declared.insert(def.name.as_str());
+        let ty = values::declared_type(def)
+            .map_err(|w| invalid(format!("variable '{}': {w}", def.name)))?;
+        let value = match variables.get(&def.name) {
+            Some(v) => {
+                if v.encoded_len() > MAX_VALUE_BYTES {
+                    return Err(Rejection::ResourceExhausted(format!(
+                        "variable '{}' is larger than {MAX_VALUE_BYTES} bytes",
+                        def.name
+                    )));
+                }
+                if !values::admits(ty, v) {
+                    return Err(invalid(format!(
+                        "variable '{}' must be {}, got {}",
+                        def.name,
+                        ty.as_str_name(),
+                        values::type_name(values::type_of(v))
+                    )));
+                }
+                v.clone()
+            }
+            None if tv.required => {
+                return Err(invalid(format!(
+                    "required variable '{}' is missing",
+                    def.name
+                )))
+            }
+            None => def.default_value.clone().unwrap_or_default(),
+        };
+        initial.push(NewVariable::of(tv, value));
+    }
+    if let Some(unknown) = variables.keys().find(|k| !declared.contains(k.as_str())) {
+        return Err(invalid(format!(
+            "variable '{unknown}' is not declared by thread '{}'",
+            spec.entrypoint_thread_name
+        )));
+    }
+    Ok(initial)
 }
 
 fn load_for(ctx: &Ctx, id: Option<&WfRunId>, thread: i32) -> HResult<RunState> {

@@ -105,6 +105,9 @@ pub const USER_TASK_RUNS: TableDefinition<(&str, &str), &[u8]> =
 /// attribute a run has (`def`, `status`, and `user` and `group` when set).
 pub const USER_TASK_RUNS_BY: TableDefinition<(&str, &str, i64, &str, &str), ()> =
     TableDefinition::new("user_task_runs_by");
+/// ScheduledWfRun id -> `halter.StoredSchedule`.
+pub const SCHEDULED_WF_RUNS: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("scheduled_wf_runs");
 /// Every timer (event timeouts, sleeps, retention): (due ms, timer id) -> `halter.Timer`.
 pub const TIMERS: TableDefinition<(i64, &str), &[u8]> = TableDefinition::new("timers");
 /// Timer id -> due ms, to cancel a timer by id.
@@ -159,6 +162,7 @@ macro_rules! for_each_table {
         $m!(USER_TASK_DEFS);
         $m!(USER_TASK_RUNS);
         $m!(USER_TASK_RUNS_BY);
+        $m!(SCHEDULED_WF_RUNS);
         $m!(TIMERS);
         $m!(TIMER_DUE);
         $m!(META);
@@ -300,6 +304,7 @@ state_tables! {
     user_task_defs: USER_TASK_DEFS => (&'static str, u32), &'static [u8];
     user_task_runs: USER_TASK_RUNS => (&'static str, &'static str), &'static [u8];
     user_task_runs_by: USER_TASK_RUNS_BY => (&'static str, &'static str, i64, &'static str, &'static str), ();
+    scheduled_wf_runs: SCHEDULED_WF_RUNS => &'static str, &'static [u8];
     timers: TIMERS => (i64, &'static str), &'static [u8];
     timer_due: TIMER_DUE => &'static str, i64;
     meta: META => &'static str, u64;
