@@ -54,6 +54,29 @@ pub struct Oracle {
     pub rescues_sent: BTreeMap<String, Vec<Instant>>,
     /// Acknowledged RescueThreadRun calls, by WfRun id.
     pub rescues_acked: BTreeMap<String, usize>,
+    /// ScheduleWf calls, by schedule id, in the order sent.
+    pub schedule_creates: BTreeMap<String, Vec<ScheduleCall>>,
+    /// DeleteScheduledWfRun calls, by schedule id, in the order sent.
+    pub schedule_deletes: BTreeMap<String, Vec<ScheduleCall>>,
+}
+
+/// One ScheduleWf or DeleteScheduledWfRun, in wall-clock ms (the clock entries are stamped
+/// with, simulated and shared by every host).
+#[derive(Clone, Debug)]
+pub struct ScheduleCall {
+    pub sent_ms: i64,
+    /// When a definite answer came (OK, or an error that means it was refused or already
+    /// done); `None` after a timeout, when it may still be applied later.
+    pub answered_ms: Option<i64>,
+    /// Whether it took effect (OK, or ALREADY_EXISTS for a create).
+    pub acked: bool,
+}
+
+/// The simulated wall clock in ms since the epoch.
+pub fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl Oracle {

@@ -134,6 +134,34 @@ const REVIEW_CANCEL_SECONDS: i64 = 3;
 /// `sim-task` (3 s per attempt, one retry), then waits for the child. A `poke` interrupts
 /// thread 0 with a handler that waits for `go` (2 s; its timeout fails thread 0). Every path
 /// ends within seconds, in COMPLETED or ERROR.
+/// What the clients' schedules start: entrypoint -> exit, done as it starts.
+pub const TICK: &str = "sim-tick";
+
+fn tick_spec() -> PutWfSpecRequest {
+    PutWfSpecRequest {
+        name: TICK.into(),
+        thread_specs: [(
+            "entrypoint".to_string(),
+            thread(
+                vec![
+                    (
+                        "0-entry",
+                        node(node::Node::Entrypoint(EntrypointNode {}), Some("1-exit")),
+                    ),
+                    (
+                        "1-exit",
+                        node(node::Node::Exit(ExitNode { result: None }), None),
+                    ),
+                ],
+                vec![],
+            ),
+        )]
+        .into(),
+        entrypoint_thread_name: "entrypoint".into(),
+        ..Default::default()
+    }
+}
+
 fn sim_spec() -> PutWfSpecRequest {
     let entry = node(node::Node::Entrypoint(EntrypointNode {}), Some("1-child"));
     let mut start = node(
@@ -377,6 +405,10 @@ async fn setup(c: &ClusterView) -> Result<(), String> {
             let r = within(4000, lh.put_wf_spec(sim_spec())).await;
             if !matches!(r, Some(Ok(_))) {
                 failed = Some(format!("spec: {r:?}"));
+            }
+            let r = within(4000, lh.put_wf_spec(tick_spec())).await;
+            if !matches!(r, Some(Ok(_))) {
+                failed = Some(format!("tick spec: {r:?}"));
             }
         }
         let Some(why) = failed else {

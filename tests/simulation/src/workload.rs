@@ -11,10 +11,16 @@ use madsim::rand::Rng;
 use tonic::Code;
 
 use crate::cluster::{channel, within, CLIENT_PORT};
-use crate::oracle::{Shared, StatusRead};
+use crate::oracle::{wall_ms, ScheduleCall, Shared, StatusRead};
 
 pub const WF_POOL: usize = 10;
 pub const PRE_POOL: usize = 4;
+/// Schedules clients create and delete, each starting a `sim-tick` run every minute.
+pub const SCHEDULE_POOL: usize = 3;
+
+pub fn schedule_name(i: usize) -> String {
+    format!("sched-{i}")
+}
 
 pub fn wf_name(i: usize) -> String {
     format!("wf-{i}")
@@ -301,6 +307,51 @@ pub async fn client(id: usize, nodes: Vec<std::net::IpAddr>, oracle: Shared, unt
                 None => "timeout".into(),
             };
             oracle.trace(format!("c{id} rescue {wf} skip={skip} {out}@{node}"));
+        } else if roll < 92 {
+            // Someone schedules a tick every minute (3 in 4) or deletes the schedule.
+            let sched = schedule_name(rng.gen_range(0..SCHEDULE_POOL));
+            let create = rng.gen_range(0..4) < 3;
+            let sent_ms = wall_ms();
+            let (out, code) = if create {
+                let req = ScheduleWfRequest {
+                    id: Some(sched.clone()),
+                    wf_spec_name: crate::scenario::TICK.into(),
+                    cron_expression: "* * * * *".into(),
+                    ..Default::default()
+                };
+                match within(4000, lh.schedule_wf(req)).await {
+                    Some(Ok(_)) => ("ok".to_string(), Some(Code::Ok)),
+                    Some(Err(s)) => (format!("{:?}", s.code()), Some(s.code())),
+                    None => ("timeout".into(), None),
+                }
+            } else {
+                let req = DeleteScheduledWfRunRequest {
+                    id: Some(ScheduledWfRunId { id: sched.clone() }),
+                };
+                match within(4000, lh.delete_scheduled_wf_run(req)).await {
+                    Some(Ok(_)) => ("ok".to_string(), Some(Code::Ok)),
+                    Some(Err(s)) => (format!("{:?}", s.code()), Some(s.code())),
+                    None => ("timeout".into(), None),
+                }
+            };
+            // Only an answer from the leader's apply is definite; UNAVAILABLE and the like may
+            // still be applied (a forwarded proposal whose answer was lost).
+            let definite = matches!(code, Some(Code::Ok | Code::AlreadyExists));
+            let call = ScheduleCall {
+                sent_ms,
+                answered_ms: definite.then(wall_ms),
+                acked: definite,
+            };
+            let mut o = oracle.lock();
+            let calls = if create {
+                &mut o.schedule_creates
+            } else {
+                &mut o.schedule_deletes
+            };
+            calls.entry(sched.clone()).or_default().push(call);
+            drop(o);
+            let what = if create { "schedule" } else { "unschedule" };
+            oracle.trace(format!("c{id} {what} {sched} {out}@{node}"));
         } else {
             let wf = wf_name(rng.gen_range(0..WF_POOL));
             let started = Instant::now();

@@ -9,6 +9,7 @@ mod no_task_work_after_the_end;
 mod reads_see_acknowledged_runs;
 mod replica_digests;
 mod rescues_consume_failures;
+mod schedules_fire_once_per_time;
 mod search_finds_runs;
 mod tasks_once;
 mod terms_never_go_back;
@@ -194,6 +195,8 @@ pub struct Coverage {
     pub reviews_cancelled: usize,
     /// RescueThreadRun calls acknowledged.
     pub rescued: usize,
+    /// WfRuns started by schedules.
+    pub scheduled_runs: usize,
 }
 
 /// Checks everything; returns the cluster's final state digest and the coverage.
@@ -201,6 +204,7 @@ pub async fn check_all(c: &ClusterView, oracle: &Shared) -> Result<(String, Cove
     let digest = replica_digests::check(c).await?;
     let obs = observe(c).await?;
     search_finds_runs::check(c, &obs).await?;
+    let ticks = schedules_fire_once_per_time::observe(c).await?;
     let o = oracle.lock();
     acknowledged_events::check(&o, &obs)?;
     claimed_once::check(&obs)?;
@@ -214,6 +218,7 @@ pub async fn check_all(c: &ClusterView, oracle: &Shared) -> Result<(String, Cove
     workflow_events_once::check(&o, &obs)?;
     user_tasks_once::check(&o, &obs)?;
     rescues_consume_failures::check(&o, &obs)?;
+    schedules_fire_once_per_time::check(&o, &ticks)?;
     let mut cov = Coverage {
         tasks_succeeded: obs
             .task_runs
@@ -243,6 +248,7 @@ pub async fn check_all(c: &ClusterView, oracle: &Shared) -> Result<(String, Cove
             .filter(|r| r.status() == UserTaskRunStatus::Cancelled)
             .count(),
         rescued: o.rescues_acked.values().sum(),
+        scheduled_runs: ticks.runs.len(),
         ..Default::default()
     };
     for t in obs.runs.values().flatten().flat_map(|r| &r.thread_runs) {
