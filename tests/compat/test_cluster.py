@@ -1168,3 +1168,74 @@ def test_schedule_wf_starts_a_run_at_the_next_minute(cluster, config, stubs):
         ScheduleWfRequest(wf_spec_name=wf_name, cron_expression="every minute"),
         timeout=RPC_TIMEOUT_S))
     assert bad.code() == grpc.StatusCode.INVALID_ARGUMENT and "cron" in bad.details(), bad
+
+
+REMINDED: list[str] = []
+
+
+async def send_reminder(who: str) -> str:
+    REMINDED.append(who)
+    return f"reminded {who}"
+
+
+def test_schedule_reminder_task_runs_on_a_worker_and_leaves_the_user_task(cluster, config,
+                                                                          stubs):
+    """The SDK's schedule_reminder_task: one second after the user task arrives, a TaskRun of
+    the reminder TaskDef (source user_task_trigger) reaches a real LHTaskWorker; the user task
+    stays assigned, records the TaskRun, and completing it still completes the WfRun."""
+    ut_name, wf_name, task_name = new_id("sign"), new_id("reminded"), new_id("remind")
+    stubs[0].PutUserTaskDef(
+        PutUserTaskDefRequest(name=ut_name, fields=[
+            UserTaskField(name="ok", type=VariableType.BOOL, display_name="OK", required=True)]),
+        timeout=RPC_TIMEOUT_S,
+    )
+    create_task_def(send_reminder, task_name, config, timeout=RPC_TIMEOUT_S)
+
+    def thread(wf: WorkflowThread) -> None:
+        task = wf.assign_user_task(ut_name, user_id="anna")
+        wf.schedule_reminder_task(task, 1, task_name, "anna")
+
+    create_workflow_spec(Workflow(wf_name, thread), config, timeout=RPC_TIMEOUT_S)
+    worker_config = LHConfig()
+    worker = LHTaskWorker(send_reminder, task_name, worker_config)
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=lambda: loop.run_until_complete(worker.start()), daemon=True).start()
+    try:
+        wf_run_id = new_id("r")
+        stubs[1].RunWf(RunWfRequest(wf_spec_name=wf_name, id=wf_run_id), timeout=RPC_TIMEOUT_S)
+
+        def reminders() -> list:
+            runs = stubs[2].ListTaskRuns(ListTaskRunsRequest(wf_run_id=WfRunId(id=wf_run_id)),
+                                         timeout=RPC_TIMEOUT_S).results
+            return [r for r in runs if r.source.WhichOneof("task_run_source") == "user_task_trigger"]
+
+        done = poll("the reminder TaskRun succeeded", reminders,
+                    lambda rs: len(rs) == 1 and rs[0].status == TaskStatus.TASK_SUCCESS)
+        assert done[0].attempts[0].output == VariableValue(str="reminded anna"), done
+        assert done[0].source.user_task_trigger.user_id == "anna", done
+        assert "anna" in REMINDED
+
+        # The USER_TASK node is the thread's second (position 1); its guid is "0-1".
+        assert done[0].source.user_task_trigger.node_run_id.position == 1, done
+        task_id = UserTaskRunId(wf_run_id=WfRunId(id=wf_run_id), user_task_guid="0-1")
+        ut = stubs[0].GetUserTaskRun(task_id, timeout=RPC_TIMEOUT_S)
+        assert ut.status == UserTaskRunStatus.ASSIGNED and ut.user_id == "anna", ut
+        executed = [e.task_executed.task_run for e in ut.events
+                    if e.WhichOneof("event") == "task_executed"]
+        assert executed == [done[0].id], ut.events
+        assert get_run(stubs[0], wf_run_id).status == LHStatus.RUNNING
+
+        stubs[0].CompleteUserTaskRun(
+            CompleteUserTaskRunRequest(user_task_run_id=task_id, user_id="anna",
+                                       results={"ok": VariableValue(bool=True)}),
+            timeout=RPC_TIMEOUT_S)
+        wait_status(stubs[1], wf_run_id, LHStatus.COMPLETED)
+    finally:
+        async def close_channels() -> None:
+            for ch in list(worker_config._opened_channels.values()):
+                closed = ch.close()
+                if closed is not None:
+                    await closed
+
+        asyncio.run_coroutine_threadsafe(close_channels(), loop).result(timeout=RPC_TIMEOUT_S)
+        loop.call_soon_threadsafe(worker.stop)

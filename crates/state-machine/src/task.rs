@@ -14,8 +14,8 @@ use halter_api::littlehorse::{
     type_definition::DefinedType, variable_value::Value, DeleteTaskDefRequest, Failure,
     LhErrorType, LhStatus, LhTaskError, NodeRun, NodeRunId, PutTaskDefRequest, ReportTaskRun,
     ScheduledTask, TaskAttempt, TaskDef, TaskDefId, TaskNode, TaskNodeReference, TaskNodeRun,
-    TaskRun, TaskRunId, TaskRunSource, TaskStatus, TypeDefinition, VarNameAndVal, VariableDef,
-    VariableValue, WfRunId,
+    TaskRun, TaskRunId, TaskRunSource, TaskStatus, TypeDefinition, UserTaskTriggerReference,
+    VarNameAndVal, VariableDef, VariableValue, WfRunId,
 };
 use halter_api::names::{check_local_name, check_name};
 use halter_api::values;
@@ -189,6 +189,32 @@ pub fn schedule(
     node: &TaskNode,
     nr: &mut NodeRun,
 ) -> HResult<Result<(), (LhErrorType, String)>> {
+    let node_run_id = nr.id.clone().unwrap_or_default();
+    let guid = task_guid(thread, node_run_id.position);
+    let source = task_run_source::TaskRunSource::TaskNode(TaskNodeReference {
+        node_run_id: Some(node_run_id),
+    });
+    let id = match start_run(ctx, run, thread, node, guid, source)? {
+        Ok(id) => id,
+        Err(e) => return Ok(Err(e)),
+    };
+    nr.node_type = Some(NodeType::Task(TaskNodeRun {
+        task_run_id: Some(id),
+    }));
+    Ok(Ok(()))
+}
+
+/// Evaluates `node`'s task and inputs in `thread`'s scope and queues the first attempt of a
+/// TaskRun `guid` from `source`. `Ok(Err(..))` when the task or its inputs cannot be worked
+/// out: nothing was written.
+pub(crate) fn start_run(
+    ctx: &mut Ctx,
+    run: &RunState,
+    thread: i32,
+    node: &TaskNode,
+    guid: String,
+    source: task_run_source::TaskRunSource,
+) -> HResult<Result<TaskRunId, (LhErrorType, String)>> {
     let mut scope = ThreadScope::new(ctx, run, thread)?;
     let def_name = match &node.task_to_execute {
         Some(TaskToExecute::TaskDefId(id)) => id.name.clone(),
@@ -266,9 +292,7 @@ pub fn schedule(
             masked: var.type_def.as_ref().is_some_and(|t| t.masked),
         });
     }
-    let node_run_id = nr.id.clone().unwrap_or_default();
     let wf = run.id().to_string();
-    let guid = task_guid(thread, node_run_id.position);
     let id = TaskRunId {
         wf_run_id: Some(WfRunId {
             id: wf.clone(),
@@ -287,11 +311,7 @@ pub fn schedule(
         attempts: vec![],
         input_variables: inputs,
         source: Some(TaskRunSource {
-            task_run_source: Some(task_run_source::TaskRunSource::TaskNode(
-                TaskNodeReference {
-                    node_run_id: Some(node_run_id),
-                },
-            )),
+            task_run_source: Some(source),
             wf_spec_id: run.wf_run.wf_spec_id.clone(),
         }),
         scheduled_at: Some(ts(ctx.now_ms)),
@@ -303,10 +323,7 @@ pub fn schedule(
     };
     enqueue_attempt(ctx, &mut tr)?;
     save_run(ctx, &tr)?;
-    nr.node_type = Some(NodeType::Task(TaskNodeRun {
-        task_run_id: Some(id),
-    }));
-    Ok(Ok(()))
+    Ok(Ok(id))
 }
 
 /// Appends a scheduled attempt and puts it in the queue.
@@ -605,6 +622,22 @@ fn task_node_of(tr: &TaskRun) -> Option<(String, i32, i32)> {
     }
 }
 
+/// The USER_TASK NodeRun whose trigger made a reminder TaskRun: (WfRun id, thread, position).
+fn trigger_node_of(tr: &TaskRun) -> Option<(String, i32, i32)> {
+    match tr.source.as_ref()?.task_run_source.as_ref()? {
+        task_run_source::TaskRunSource::UserTaskTrigger(UserTaskTriggerReference {
+            node_run_id:
+                Some(NodeRunId {
+                    wf_run_id: Some(wf),
+                    thread_run_number,
+                    position,
+                }),
+            ..
+        }) => Some((wf.id.clone(), *thread_run_number, *position)),
+        _ => None,
+    }
+}
+
 /// Whether the TaskRun's outcome can still matter: its NodeRun is RUNNING or HALTED, its WfRun
 /// has not ended, and its thread can run again (`threads::never_runs_again`). A TaskRun no
 /// longer wanted is not handed out again and not retried: a worker must not execute a task
@@ -612,8 +645,11 @@ fn task_node_of(tr: &TaskRun) -> Option<(String, i32, i32)> {
 /// running still finishes and is recorded, as in LittleHorse; an attempt not yet handed out
 /// keeps its status (SCHEDULED or PENDING: LittleHorse has no cancelled status) and leaves the
 /// queue.
+///
+/// A reminder (a user task trigger's TaskRun) is wanted while its USER_TASK NodeRun still
+/// waits: nobody should be reminded of work already done or cancelled.
 fn still_wanted(ctx: &Ctx, tr: &TaskRun) -> HResult<bool> {
-    let Some((wf, thread, position)) = task_node_of(tr) else {
+    let Some((wf, thread, position)) = task_node_of(tr).or_else(|| trigger_node_of(tr)) else {
         return Ok(true);
     };
     let Some(run) = RunState::load(ctx, &wf)? else {

@@ -17,13 +17,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use halter_api::halter::{timer, UserTaskActionTimer};
 use halter_api::littlehorse::{
     node, node_run::NodeType, save_user_task_run_progress_request::SaveUserTaskRunAssignmentPolicy,
-    user_task_event, ut_action_trigger, variable_value::Value, AssignUserTaskRunRequest,
-    CancelUserTaskRunRequest, CompleteUserTaskRunRequest, DeleteUserTaskDefRequest,
-    DeleteUserTaskRunCommentRequest, EditUserTaskRunCommentRequest, LhErrorType, LhStatus, NodeRun,
-    NodeRunId, PutUserTaskDefRequest, PutUserTaskRunCommentRequest, SaveUserTaskRunProgressRequest,
-    UserTaskDef, UserTaskDefId, UserTaskEvent, UserTaskField, UserTaskNode, UserTaskNodeRun,
-    UserTaskRun, UserTaskRunId, UserTaskRunStatus, UtActionTrigger, VariableAssignment,
-    VariableType, VariableValue, WfRunId,
+    task_run_source, user_task_event, ut_action_trigger, variable_value::Value,
+    AssignUserTaskRunRequest, CancelUserTaskRunRequest, CompleteUserTaskRunRequest,
+    DeleteUserTaskDefRequest, DeleteUserTaskRunCommentRequest, EditUserTaskRunCommentRequest,
+    LhErrorType, LhStatus, NodeRun, NodeRunId, PutUserTaskDefRequest, PutUserTaskRunCommentRequest,
+    SaveUserTaskRunProgressRequest, UserTaskDef, UserTaskDefId, UserTaskEvent, UserTaskField,
+    UserTaskNode, UserTaskNodeRun, UserTaskRun, UserTaskRunId, UserTaskRunStatus,
+    UserTaskTriggerReference, UtActionTrigger, VariableAssignment, VariableType, VariableValue,
+    WfRunId,
 };
 use halter_api::names::{check_local_name, check_name};
 use halter_api::values;
@@ -947,8 +948,51 @@ pub fn fire_action(ctx: &mut Ctx, t: &UserTaskActionTimer) -> HResult<()> {
                 }
             }
         }
-        // PutWfSpec refuses TASK triggers.
-        _ => Ok(()),
+        // A reminder: a TaskRun for task workers, in the thread's scope, whose outcome changes
+        // nothing in the WfRun. Its guid is the UserTaskRun's guid and the number of the event
+        // that records it, so each firing has its own.
+        Some(ut_action_trigger::Action::Task(a)) => {
+            let Some(task) = &a.task else { return Ok(()) };
+            // A reminder armed by an assignment is for that assignment. A new assignment re-arms
+            // the same timer, so this only guards a timer armed before the epoch moved.
+            if trigger.hook() == ut_action_trigger::UtHook::OnTaskAssigned && t.epoch != r.epoch {
+                return Ok(());
+            }
+            let number = r.events.len() as i32;
+            let ut_guid = id.user_task_guid.clone();
+            let source =
+                task_run_source::TaskRunSource::UserTaskTrigger(UserTaskTriggerReference {
+                    node_run_id: nr.id.clone(),
+                    user_task_event_number: number,
+                    user_id: r.user_id.clone(),
+                    user_group: r.user_group.clone(),
+                });
+            let guid = format!("{ut_guid}-{number}");
+            match crate::task::start_run(ctx, &run, thread, task, guid, source)? {
+                Ok(task_run) => {
+                    let mut updated = r.clone();
+                    updated.events.push(event(
+                        ctx,
+                        user_task_event::Event::TaskExecuted(user_task_event::UteTaskExecuted {
+                            task_run: Some(task_run),
+                        }),
+                    ));
+                    save_run(ctx, Some(&r), &updated)
+                }
+                Err((kind, e)) => {
+                    let mut nr = nr;
+                    interpreter::fail_node(
+                        ctx,
+                        &mut nr,
+                        kind.as_str_name(),
+                        format!("Failed scheduling the reminder task: {e}"),
+                    )?;
+                    let mut run = run;
+                    interpreter::advance(ctx, &mut run)
+                }
+            }
+        }
+        None => Ok(()),
     }
 }
 

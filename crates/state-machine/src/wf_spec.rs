@@ -232,11 +232,17 @@ impl Checker<'_, '_, '_> {
                         self.assignment(node, a, 0)?;
                     }
                 }
-                Some(Action::Task(_)) => {
-                    return Err(self.err(
-                        Some(node),
-                        "user task triggers that run a TASK (reminders) are not supported yet",
-                    ))
+                Some(Action::Task(t)) => {
+                    let Some(task) = &t.task else {
+                        return Err(self.err(Some(node), "a TASK trigger without a task"));
+                    };
+                    self.task(node, task)?;
+                    if !t.mutations.is_empty() {
+                        return Err(self.err(
+                            Some(node),
+                            "mutations on a TASK trigger are not supported yet",
+                        ));
+                    }
                 }
                 None => return Err(self.err(Some(node), "a user task trigger without an action")),
             }
@@ -245,6 +251,61 @@ impl Checker<'_, '_, '_> {
                 None => {
                     return Err(self.err(Some(node), "a user task trigger without delay_seconds"))
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// A TASK node's task, or a user task trigger's reminder task: the TaskDef exists and takes
+    /// as many inputs as given, and retries, timeout and backoff are in range.
+    fn task(&self, name: &str, t: &halter_api::littlehorse::TaskNode) -> Result<(), Rejection> {
+        use halter_api::littlehorse::task_node::TaskToExecute;
+        match &t.task_to_execute {
+            Some(TaskToExecute::TaskDefId(id)) => {
+                let def: Option<halter_api::littlehorse::TaskDef> =
+                    crate::ctx::find_named(&self.ctx.tables.task_defs, &id.name)?;
+                let Some(def) = def else {
+                    return Err(self.err(
+                        Some(name),
+                        format!("refers to nonexistent TaskDef '{}'", id.name),
+                    ));
+                };
+                if def.input_vars.len() != t.variables.len() {
+                    return Err(self.err(
+                        Some(name),
+                        format!(
+                            "TaskDef '{}' takes {} input variables, the node gives {}",
+                            id.name,
+                            def.input_vars.len(),
+                            t.variables.len()
+                        ),
+                    ));
+                }
+            }
+            Some(TaskToExecute::DynamicTask(a)) => self.assignment(name, a, 0)?,
+            None => return Err(self.err(Some(name), "a TASK node without a task")),
+        }
+        for a in &t.variables {
+            self.assignment(name, a, 0)?;
+        }
+        if !(0..=crate::task::MAX_RETRIES).contains(&t.retries) {
+            return Err(self.err(
+                Some(name),
+                format!("retries must be 0 to {}", crate::task::MAX_RETRIES),
+            ));
+        }
+        if t.timeout_seconds < 0 {
+            return Err(self.err(Some(name), "timeout_seconds must not be negative"));
+        }
+        if let Some(b) = &t.exponential_backoff {
+            if b.base_interval_ms <= 0
+                || !(b.multiplier.is_finite() && b.multiplier >= 1.0)
+                || b.max_delay_ms < i64::from(b.base_interval_ms)
+            {
+                return Err(self.err(
+                    Some(name),
+                    "exponential_backoff needs base_interval_ms > 0, multiplier >= 1 and max_delay_ms >= base_interval_ms",
+                ));
             }
         }
         Ok(())
@@ -395,55 +456,7 @@ impl Checker<'_, '_, '_> {
                 false
             }
             Some(N::Task(t)) => {
-                use halter_api::littlehorse::task_node::TaskToExecute;
-                match &t.task_to_execute {
-                    Some(TaskToExecute::TaskDefId(id)) => {
-                        let def: Option<halter_api::littlehorse::TaskDef> =
-                            crate::ctx::find_named(&self.ctx.tables.task_defs, &id.name)?;
-                        let Some(def) = def else {
-                            return Err(self.err(
-                                Some(name),
-                                format!("refers to nonexistent TaskDef '{}'", id.name),
-                            ));
-                        };
-                        if def.input_vars.len() != t.variables.len() {
-                            return Err(self.err(
-                                Some(name),
-                                format!(
-                                    "TaskDef '{}' takes {} input variables, the node gives {}",
-                                    id.name,
-                                    def.input_vars.len(),
-                                    t.variables.len()
-                                ),
-                            ));
-                        }
-                    }
-                    Some(TaskToExecute::DynamicTask(a)) => self.assignment(name, a, 0)?,
-                    None => return Err(self.err(Some(name), "a TASK node without a task")),
-                }
-                for a in &t.variables {
-                    self.assignment(name, a, 0)?;
-                }
-                if !(0..=crate::task::MAX_RETRIES).contains(&t.retries) {
-                    return Err(self.err(
-                        Some(name),
-                        format!("retries must be 0 to {}", crate::task::MAX_RETRIES),
-                    ));
-                }
-                if t.timeout_seconds < 0 {
-                    return Err(self.err(Some(name), "timeout_seconds must not be negative"));
-                }
-                if let Some(b) = &t.exponential_backoff {
-                    if b.base_interval_ms <= 0
-                        || !(b.multiplier.is_finite() && b.multiplier >= 1.0)
-                        || b.max_delay_ms < i64::from(b.base_interval_ms)
-                    {
-                        return Err(self.err(
-                            Some(name),
-                            "exponential_backoff needs base_interval_ms > 0, multiplier >= 1 and max_delay_ms >= base_interval_ms",
-                        ));
-                    }
-                }
+                self.task(name, t)?;
                 false
             }
             Some(N::StartThread(st)) => {

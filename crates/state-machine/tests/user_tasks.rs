@@ -135,6 +135,163 @@ fn trigger(
     }
 }
 
+/// A reminder trigger: the TaskDef `def` with the user task's assignee as its one input.
+fn reminder(def: &str, delay: i64, hook: ut_action_trigger::UtHook) -> UtActionTrigger {
+    trigger(
+        ut_action_trigger::Action::Task(ut_action_trigger::UtaTask {
+            task: Some(TaskNode {
+                task_to_execute: Some(task_node::TaskToExecute::TaskDefId(TaskDefId {
+                    name: def.into(),
+                })),
+                variables: vec![lit(values::str("anna"))],
+                ..Default::default()
+            }),
+            mutations: vec![],
+        }),
+        delay,
+        hook,
+    )
+}
+
+fn put_remind_def(h: &mut Harness) {
+    h.ok(Kind::PutTaskDef(PutTaskDefRequest {
+        name: "remind".into(),
+        input_vars: vec![VariableDef {
+            name: "who".into(),
+            type_def: Some(TypeDefinition {
+                defined_type: Some(type_definition::DefinedType::PrimitiveType(
+                    VariableType::Str as i32,
+                )),
+                masked: false,
+            }),
+            ..Default::default()
+        }],
+        return_type: None,
+        description: None,
+    }));
+}
+
+fn claim_reminder(h: &mut Harness) -> Option<ScheduledTask> {
+    match h.ok(Kind::ClaimTask(halter_api::halter::ClaimTask {
+        task_def_name: "remind".into(),
+        worker_id: "w".into(),
+        worker_version: None,
+    })) {
+        Response::ScheduledTask(t) => t,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// Reminders (TASK triggers): at its delay a TaskRun of the TaskDef is queued for workers with
+/// the trigger's inputs and a `user_task_trigger` source, and the UserTaskRun records it; the
+/// task's success or failure changes nothing in the WfRun. A reminder armed on assignment is
+/// dropped when the task is assigned again before it is due.
+#[test]
+fn reminder_tasks_run_for_workers_and_leave_the_user_task_alone() {
+    let mut h = Harness::new();
+    put_ut_def(&mut h, "approval", approval_fields());
+    put_remind_def(&mut h);
+    h.put_spec(approval_spec(
+        "s",
+        Some(lit(values::str("anna"))),
+        None,
+        vec![
+            reminder("remind", 60, ut_action_trigger::UtHook::OnArrival),
+            reminder("remind", 120, ut_action_trigger::UtHook::OnTaskAssigned),
+        ],
+    ));
+    h.run("s", "w1");
+    h.advance_ms(59_000);
+    h.fire_due();
+    assert!(
+        claim_reminder(&mut h).is_none(),
+        "a reminder before its delay"
+    );
+    h.advance_ms(1_000);
+    h.fire_due();
+    let task = claim_reminder(&mut h).expect("the reminder is queued at 60 s");
+    assert_eq!(
+        task.variables,
+        vec![VarNameAndVal {
+            var_name: "who".into(),
+            value: Some(values::str("anna")),
+            masked: false,
+        }]
+    );
+    let source = task.source.as_ref().and_then(|s| s.task_run_source.clone());
+    let Some(task_run_source::TaskRunSource::UserTaskTrigger(by)) = source else {
+        panic!("source {:?}", task.source);
+    };
+    assert_eq!(by.user_id.as_deref(), Some("anna"));
+    assert_eq!(
+        by.node_run_id.as_ref().map(|n| n.position),
+        Some(1),
+        "the USER_TASK NodeRun"
+    );
+    let executed = |h: &Harness| {
+        ut_run(h, "w1")
+            .events
+            .iter()
+            .filter_map(|e| match &e.event {
+                Some(user_task_event::Event::TaskExecuted(t)) => t.task_run.clone(),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(executed(&h), vec![task.task_run_id.clone().unwrap()]);
+
+    // The worker fails it: the WfRun and the user task do not notice.
+    h.ok(Kind::ReportTask(ReportTaskRun {
+        task_run_id: task.task_run_id.clone(),
+        time: None,
+        status: TaskStatus::TaskFailed as i32,
+        result: None,
+        log_output: None,
+        attempt_number: task.attempt_number,
+        total_checkpoints: 0,
+    }));
+    assert_eq!(h.status("w1"), LhStatus::Running);
+    assert_eq!(h.node_run("w1", 0, 1).status(), LhStatus::Running);
+    assert_eq!(ut_run(&h, "w1").status(), UserTaskRunStatus::Assigned);
+
+    // The on-assignment reminder (armed at 0 s for anna, due at 120 s) is re-armed for bob
+    // when he is assigned at 100 s (same timer): nothing at 120 s, bob's is due at 220 s.
+    h.advance_ms(40_000);
+    h.ok(assign("w1", Some("bob"), None, true));
+    h.advance_ms(20_000);
+    h.fire_due();
+    assert!(
+        claim_reminder(&mut h).is_none(),
+        "anna's stale reminder ran"
+    );
+    h.advance_ms(100_000);
+    h.fire_due();
+    let bobs = claim_reminder(&mut h).expect("bob's reminder at 220 s");
+    assert_eq!(executed(&h).len(), 2);
+    assert_ne!(bobs.task_run_id, task.task_run_id);
+
+    h.ok(complete(
+        "w1",
+        "bob",
+        vec![("approved", values::boolean(true))],
+    ));
+    assert_eq!(h.status("w1"), LhStatus::Completed);
+
+    // A reminder queued but not yet handed out when the task is done is never handed out.
+    h.run("s", "w2");
+    h.advance_ms(60_000);
+    h.fire_due();
+    h.ok(complete(
+        "w2",
+        "anna",
+        vec![("approved", values::boolean(true))],
+    ));
+    assert!(
+        claim_reminder(&mut h).is_none(),
+        "a reminder of finished work"
+    );
+}
+
 fn search(h: &Harness, req: SearchUserTaskRunRequest) -> Result<Vec<String>, Rejection> {
     h.read(|t| {
         query::search_user_task_runs(t, &req).map(|l| {
@@ -276,7 +433,18 @@ fn put_wf_spec_refuses_bad_user_task_nodes_and_pins_the_def_version() {
         None,
         vec![task_trigger],
     )));
-    assert!(r.to_string().contains("not supported"), "{r}");
+    assert!(r.to_string().contains("without a task"), "{r}");
+    let r = h.rejected(Kind::PutWfSpec(approval_spec(
+        "s",
+        Some(lit(values::str("anna"))),
+        None,
+        vec![reminder(
+            "nobody-home",
+            5,
+            ut_action_trigger::UtHook::OnArrival,
+        )],
+    )));
+    assert!(r.to_string().contains("nonexistent TaskDef"), "{r}");
 
     let spec = h.put_spec(approval_spec(
         "s",
