@@ -12,10 +12,9 @@ use halter_api::halter::{timer, ClaimTask, TaskAttemptTimer};
 use halter_api::littlehorse::{
     node_run::NodeType, report_task_run, task_attempt, task_node::TaskToExecute, task_run_source,
     type_definition::DefinedType, variable_value::Value, DeleteTaskDefRequest, Failure,
-    LhErrorType, LhStatus, LhTaskError, NodeRun, NodeRunId, PutTaskDefRequest, ReportTaskRun,
-    ScheduledTask, TaskAttempt, TaskDef, TaskDefId, TaskNode, TaskNodeReference, TaskNodeRun,
-    TaskRun, TaskRunId, TaskRunSource, TaskStatus, TypeDefinition, UserTaskTriggerReference,
-    VarNameAndVal, VariableDef, VariableValue, WfRunId,
+    LhErrorType, LhStatus, LhTaskError, NodeRun, PutTaskDefRequest, ReportTaskRun, ScheduledTask,
+    TaskAttempt, TaskDef, TaskDefId, TaskNode, TaskNodeReference, TaskNodeRun, TaskRun, TaskRunId,
+    TaskRunSource, TaskStatus, TypeDefinition, VarNameAndVal, VariableDef, VariableValue, WfRunId,
 };
 use halter_api::names::{check_local_name, check_name};
 use halter_api::values;
@@ -606,36 +605,20 @@ fn finish_attempt(
     node_outcome(ctx, tr, st, result)
 }
 
-/// The NodeRun a TaskRun was made for: (WfRun id, thread, position); None for a TaskRun of
-/// another source.
-fn task_node_of(tr: &TaskRun) -> Option<(String, i32, i32)> {
-    match tr.source.as_ref()?.task_run_source.as_ref()? {
-        task_run_source::TaskRunSource::TaskNode(TaskNodeReference {
-            node_run_id:
-                Some(NodeRunId {
-                    wf_run_id: Some(wf),
-                    thread_run_number,
-                    position,
-                }),
-        }) => Some((wf.id.clone(), *thread_run_number, *position)),
-        _ => None,
-    }
+/// The NodeRun behind a TaskRun: (WfRun id, thread, position), and whether the TaskRun is that
+/// TASK node's own (`true`) or a reminder its USER_TASK trigger made (`false`).
+fn source_node(tr: &TaskRun) -> Option<(String, i32, i32, bool)> {
+    let (id, own) = match tr.source.as_ref()?.task_run_source.as_ref()? {
+        task_run_source::TaskRunSource::TaskNode(r) => (r.node_run_id.as_ref()?, true),
+        task_run_source::TaskRunSource::UserTaskTrigger(r) => (r.node_run_id.as_ref()?, false),
+    };
+    let wf = id.wf_run_id.as_ref()?.id.clone();
+    Some((wf, id.thread_run_number, id.position, own))
 }
 
-/// The USER_TASK NodeRun whose trigger made a reminder TaskRun: (WfRun id, thread, position).
-fn trigger_node_of(tr: &TaskRun) -> Option<(String, i32, i32)> {
-    match tr.source.as_ref()?.task_run_source.as_ref()? {
-        task_run_source::TaskRunSource::UserTaskTrigger(UserTaskTriggerReference {
-            node_run_id:
-                Some(NodeRunId {
-                    wf_run_id: Some(wf),
-                    thread_run_number,
-                    position,
-                }),
-            ..
-        }) => Some((wf.id.clone(), *thread_run_number, *position)),
-        _ => None,
-    }
+/// The TASK NodeRun a TaskRun was made for; None for a reminder.
+fn task_node_of(tr: &TaskRun) -> Option<(String, i32, i32)> {
+    source_node(tr).and_then(|(wf, t, p, own)| own.then_some((wf, t, p)))
 }
 
 /// Whether the TaskRun's outcome can still matter: its NodeRun is RUNNING or HALTED, its WfRun
@@ -649,7 +632,7 @@ fn trigger_node_of(tr: &TaskRun) -> Option<(String, i32, i32)> {
 /// A reminder (a user task trigger's TaskRun) is wanted while its USER_TASK NodeRun still
 /// waits: nobody should be reminded of work already done or cancelled.
 fn still_wanted(ctx: &Ctx, tr: &TaskRun) -> HResult<bool> {
-    let Some((wf, thread, position)) = task_node_of(tr).or_else(|| trigger_node_of(tr)) else {
+    let Some((wf, thread, position, _)) = source_node(tr) else {
         return Ok(true);
     };
     let Some(run) = RunState::load(ctx, &wf)? else {
