@@ -225,6 +225,18 @@ fn event(ctx: &Ctx, e: user_task_event::Event) -> UserTaskEvent {
     }
 }
 
+/// Stores `old` with one more event `e` on its audit trail, and answers the new UserTaskRun.
+fn record_event(
+    ctx: &mut Ctx,
+    old: &UserTaskRun,
+    e: user_task_event::Event,
+) -> HResult<UserTaskRun> {
+    let mut r = old.clone();
+    r.events.push(event(ctx, e));
+    save_run(ctx, Some(old), &r)?;
+    Ok(r)
+}
+
 fn action_timer_prefix(wf: &str, guid: &str) -> String {
     format!("u/{wf}/{guid}/")
 }
@@ -812,17 +824,15 @@ pub fn put_comment(ctx: &mut Ctx, req: &PutUserTaskRunCommentRequest) -> HResult
         ))
         .into());
     }
-    let mut r = old.clone();
-    r.events.push(event(
+    record_event(
         ctx,
+        &old,
         user_task_event::Event::CommentAdded(user_task_event::UteCommented {
             user_comment_id: added as i32 + 1,
             user_id: req.user_id.clone(),
             comment: req.comment.clone(),
         }),
-    ));
-    save_run(ctx, Some(&old), &r)?;
-    Ok(r)
+    )
 }
 
 /// Comment `id` exists and is not deleted; `doing` says what the caller wanted, for the message.
@@ -850,17 +860,15 @@ pub fn edit_comment(ctx: &mut Ctx, req: &EditUserTaskRunCommentRequest) -> HResu
     let old = load(ctx, &req.user_task_run_id)?;
     check_comment(&req.user_id, &req.comment)?;
     existing_comment(&old, req.user_comment_id, "edited")?;
-    let mut r = old.clone();
-    r.events.push(event(
+    record_event(
         ctx,
+        &old,
         user_task_event::Event::CommentEdited(user_task_event::UteCommented {
             user_comment_id: req.user_comment_id,
             user_id: req.user_id.clone(),
             comment: req.comment.clone(),
         }),
-    ));
-    save_run(ctx, Some(&old), &r)?;
-    Ok(r)
+    )
 }
 
 pub fn delete_comment(
@@ -870,16 +878,14 @@ pub fn delete_comment(
     let old = load(ctx, &req.user_task_run_id)?;
     check_local_name("user_id", &req.user_id)?;
     existing_comment(&old, req.user_comment_id, "deleted")?;
-    let mut r = old.clone();
-    r.events.push(event(
+    record_event(
         ctx,
+        &old,
         user_task_event::Event::CommentDeleted(user_task_event::UteCommentDeleted {
             user_comment_id: req.user_comment_id,
             user_id: req.user_id.clone(),
         }),
-    ));
-    save_run(ctx, Some(&old), &r)?;
-    Ok(r)
+    )
 }
 
 // ---- Triggers, output, deletion ----
@@ -969,16 +975,14 @@ pub fn fire_action(ctx: &mut Ctx, t: &UserTaskActionTimer) -> HResult<()> {
                 });
             let guid = format!("{ut_guid}-{number}");
             match crate::task::start_run(ctx, &run, thread, task, guid, source)? {
-                Ok(task_run) => {
-                    let mut updated = r.clone();
-                    updated.events.push(event(
-                        ctx,
-                        user_task_event::Event::TaskExecuted(user_task_event::UteTaskExecuted {
-                            task_run: Some(task_run),
-                        }),
-                    ));
-                    save_run(ctx, Some(&r), &updated)
-                }
+                Ok(task_run) => record_event(
+                    ctx,
+                    &r,
+                    user_task_event::Event::TaskExecuted(user_task_event::UteTaskExecuted {
+                        task_run: Some(task_run),
+                    }),
+                )
+                .map(|_| ()),
                 Err((kind, e)) => {
                     let mut nr = nr;
                     interpreter::fail_node(
