@@ -13,6 +13,7 @@ pub mod json;
 pub mod limits;
 pub mod names;
 pub mod values;
+pub mod wf_run_id;
 
 /// The public LittleHorse API (`package littlehorse`).
 #[allow(clippy::all, clippy::restriction, clippy::pedantic, missing_docs)]

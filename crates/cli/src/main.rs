@@ -373,11 +373,9 @@ fn type_def(name: &str) -> anyhow::Result<TypeDefinition> {
     })
 }
 
-fn wf(id: &str) -> WfRunId {
-    WfRunId {
-        id: id.into(),
-        parent_wf_run_id: None,
-    }
+/// A WfRunId from its text form: a child's is `{parent}_{child}` (LittleHorse's own form).
+pub(crate) fn wf(id: &str) -> WfRunId {
+    halter_api::wf_run_id::wf_run_id_of(id)
 }
 
 /// What a command printed: one object, or a list (`results`) of them.

@@ -65,10 +65,7 @@ fn def_id(name: String) -> WorkflowEventDefId {
 
 fn event_id(wf_run_id: &str, def: String, number: i32) -> WorkflowEventId {
     WorkflowEventId {
-        wf_run_id: Some(WfRunId {
-            id: wf_run_id.to_string(),
-            ..Default::default()
-        }),
+        wf_run_id: Some(crate::wf(wf_run_id)),
         workflow_event_def_id: Some(def_id(def)),
         number,
     }
@@ -123,10 +120,7 @@ pub async fn event(
         WorkflowEventCmd::List { wf_run_id, limit } => many(
             "littlehorse.WorkflowEventList",
             &lh.list_workflow_events(ListWorkflowEventsRequest {
-                wf_run_id: Some(WfRunId {
-                    id: wf_run_id,
-                    ..Default::default()
-                }),
+                wf_run_id: Some(crate::wf(&wf_run_id)),
                 bookmark: None,
                 limit,
             })
@@ -173,10 +167,7 @@ pub async fn event(
             one(
                 "littlehorse.WorkflowEvent",
                 &lh.await_workflow_event(AwaitWorkflowEventRequest {
-                    wf_run_id: Some(WfRunId {
-                        id: wf_run_id,
-                        ..Default::default()
-                    }),
+                    wf_run_id: Some(crate::wf(&wf_run_id)),
                     event_def_ids: def.into_iter().map(def_id).collect(),
                     workflow_events_to_ignore: ignored,
                 })

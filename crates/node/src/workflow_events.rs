@@ -32,8 +32,9 @@ pub async fn await_event(
     let wf = req
         .wf_run_id
         .as_ref()
-        .map(|w| w.id.as_str())
+        .map(halter_api::wf_run_id::key_of)
         .unwrap_or_default();
+    let wf: &str = &wf;
     let give_up = tokio::time::Instant::now() + MAX_WAIT;
     // Subscribed before the first look: a throw applied after that look is in the channel, so
     // no event falls between a look and the wait.

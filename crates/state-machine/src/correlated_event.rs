@@ -15,6 +15,7 @@ use halter_api::littlehorse::{
     PutExternalEventRequest, VariableValue,
 };
 use halter_api::names::check_name;
+use halter_api::wf_run_id::wf_run_id_of;
 use halter_storage::codec;
 use redb::ReadableTable;
 
@@ -229,10 +230,7 @@ fn create_event(
     position: i32,
 ) -> HResult<ExternalEventId> {
     let mut id = ExternalEventId {
-        wf_run_id: Some(halter_api::littlehorse::WfRunId {
-            id: wf.to_string(),
-            parent_wf_run_id: None,
-        }),
+        wf_run_id: Some(wf_run_id_of(wf)),
         external_event_def_id: Some(ExternalEventDefId {
             name: def.to_string(),
         }),

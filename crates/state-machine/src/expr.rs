@@ -91,7 +91,7 @@ pub fn display(v: &VariableValue) -> String {
         Some(Value::Int(i)) => i.to_string(),
         Some(Value::Double(d)) => d.to_string(),
         Some(Value::Bool(b)) => b.to_string(),
-        Some(Value::WfRunId(id)) => id.id.clone(),
+        Some(Value::WfRunId(id)) => halter_api::wf_run_id::wf_run_key(id),
         Some(other) => format!("<{}>", kind_name(other)),
     }
 }

@@ -6,6 +6,8 @@
 //! Claiming moves it out of the first index and to `claimed = true` in the second, in the same
 //! command, so no event is ever claimed twice.
 
+use std::borrow::Cow;
+
 use halter_api::halter::{timer, StoredExternalEvent};
 use halter_api::limits::MAX_VALUE_BYTES;
 use halter_api::littlehorse::{
@@ -13,6 +15,7 @@ use halter_api::littlehorse::{
 };
 use halter_api::names::{check_guid, check_name};
 use halter_api::values;
+use halter_api::wf_run_id::{checked_wf_run_key, key_of};
 use halter_storage::{codec, tables::meta};
 use prost::Message;
 use redb::ReadableTable;
@@ -25,12 +28,9 @@ use crate::time::{after_seconds, ms, ts};
 use crate::timers;
 use crate::wf_run::is_terminal;
 
-fn key(id: &ExternalEventId) -> (&str, &str, &str) {
+fn key(id: &ExternalEventId) -> (Cow<'_, str>, &str, &str) {
     (
-        id.wf_run_id
-            .as_ref()
-            .map(|w| w.id.as_str())
-            .unwrap_or_default(),
+        id.wf_run_id.as_ref().map(key_of).unwrap_or_default(),
         id.external_event_def_id
             .as_ref()
             .map(|d| d.name.as_str())
@@ -40,7 +40,12 @@ fn key(id: &ExternalEventId) -> (&str, &str, &str) {
 }
 
 pub fn get(ctx: &Ctx, id: &ExternalEventId) -> HResult<Option<StoredExternalEvent>> {
-    Ok(codec::get(ctx.tables.external_events.open()?, key(id))?)
+    let (wf, def, guid) = key(id);
+    let wf: &str = &wf;
+    Ok(codec::get(
+        ctx.tables.external_events.open()?,
+        (wf, def, guid),
+    )?)
 }
 
 /// The sequence number the next stored event gets.
@@ -70,12 +75,7 @@ fn check(ctx: &Ctx, req: &PutExternalEventRequest) -> Result<ExternalEventDef, R
         .wf_run_id
         .as_ref()
         .ok_or_else(|| invalid("missing wf_run_id"))?;
-    check_name("WfRun id", &wf.id)?;
-    if wf.parent_wf_run_id.is_some() {
-        return Err(invalid(
-            "child WfRun ids (parent_wf_run_id) are not supported yet",
-        ));
-    }
+    checked_wf_run_key(wf)?;
     let def_name = req
         .external_event_def_id
         .as_ref()
@@ -160,6 +160,7 @@ pub fn put(ctx: &mut Ctx, req: &PutExternalEventRequest) -> HResult<ExternalEven
         check_content(&def, content)?;
     }
     let (wf, def_name, _) = key(&id);
+    let wf: &str = &wf;
     let live = RunState::load(ctx, wf)?.filter(|run| !is_terminal(run.wf_run.status()));
     if let Some(mut run) = live {
         if let Some(event) = put_claimed(ctx, &mut run, req, def_name)? {
@@ -290,6 +291,7 @@ fn store_with_def(
         .unwrap_or_default();
     let seq = stored.seq;
     let (wf, def_name, guid) = key(&id);
+    let wf: &str = &wf;
     codec::put(
         ctx.tables.external_events.open_mut()?,
         (wf, def_name, guid),
@@ -370,7 +372,9 @@ pub fn claim_for_interrupt(ctx: &mut Ctx, id: &ExternalEventId) -> HResult<()> {
         .map(ms)
         .unwrap_or_default();
     let seq = stored.seq;
-    mark_claimed(ctx, key(id), created, seq, stored, None)?;
+    let (wf, def, guid) = key(id);
+    let wf: &str = &wf;
+    mark_claimed(ctx, (wf, def, guid), created, seq, stored, None)?;
     Ok(())
 }
 
@@ -439,6 +443,7 @@ pub fn delete(ctx: &mut Ctx, wf: &str, def: &str, guid: &str) -> HResult<()> {
 /// Retention fired: the event goes if nobody claimed it.
 pub fn expire(ctx: &mut Ctx, id: &ExternalEventId) -> HResult<()> {
     let (wf, def, guid) = key(id);
+    let wf: &str = &wf;
     if let Some(stored) = get(ctx, id)? {
         if !stored.event.is_some_and(|e| e.claimed) {
             delete(ctx, wf, def, guid)?;
@@ -474,9 +479,9 @@ mod tests {
     use halter_api::littlehorse::{
         external_event_retention_policy::ExtEvtGcPolicy, ExternalEventDefId,
         ExternalEventRetentionPolicy, PutExternalEventDefRequest, PutWfSpecRequest, RunWfRequest,
-        WfRunId,
     };
     use halter_api::values;
+    use halter_api::wf_run_id::{wf_run_id_of, wf_run_key};
     use halter_storage::{digest::digest, Store, Tables};
 
     use super::*;
@@ -559,10 +564,7 @@ mod tests {
         position: Option<i32>,
     ) -> PutExternalEventRequest {
         PutExternalEventRequest {
-            wf_run_id: Some(WfRunId {
-                id: wf.into(),
-                parent_wf_run_id: None,
-            }),
+            wf_run_id: Some(wf_run_id_of(wf)),
             external_event_def_id: Some(ExternalEventDefId { name: "go".into() }),
             guid: Some(guid.into()),
             content: Some(values::str("paid")),
@@ -575,11 +577,7 @@ mod tests {
     fn long_way(ctx: &mut Ctx, req: &PutExternalEventRequest) -> HResult<ExternalEvent> {
         let def = codec::get(ctx.tables.external_event_defs.open()?, "go")?;
         store_with_def(ctx, req, def.as_ref())?;
-        let wf = req
-            .wf_run_id
-            .as_ref()
-            .map(|w| w.id.clone())
-            .unwrap_or_default();
+        let wf = req.wf_run_id.as_ref().map(wf_run_key).unwrap_or_default();
         if let Some(mut run) = RunState::load(ctx, &wf)? {
             interpreter::offer_events(ctx, &mut run, "go")?;
         }

@@ -7,6 +7,7 @@ use halter_api::halter::{bookmark_part::Part, Bookmark, BookmarkPart, StoredExte
 use halter_api::limits::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT};
 use halter_api::littlehorse::*;
 use halter_api::names::{check_guid, check_name};
+use halter_api::wf_run_id::{checked_wf_run_key, key_of, wf_run_id_of};
 use halter_storage::{codec, ReadTables};
 use prost::Message;
 
@@ -76,10 +77,10 @@ fn n(parts: &[P], i: usize) -> Result<i64, Rejection> {
     }
 }
 
-fn wf_run_id(id: &Option<WfRunId>) -> Result<&str, Rejection> {
+/// The key of a WfRunId a client sent, its ids checked.
+fn wf_run_id(id: &Option<WfRunId>) -> Result<String, Rejection> {
     let id = id.as_ref().ok_or_else(|| invalid("missing wf_run_id"))?;
-    check_name("WfRun id", &id.id)?;
-    Ok(&id.id)
+    Ok(checked_wf_run_key(id)?)
 }
 
 fn non_negative(what: &str, v: i32) -> Result<u32, Rejection> {
@@ -145,7 +146,7 @@ where
     Ok((names, None))
 }
 
-fn event_key(id: &ExternalEventId) -> Result<(&str, &str, &str), Rejection> {
+fn event_key(id: &ExternalEventId) -> Result<(String, &str, &str), Rejection> {
     let wf = wf_run_id(&id.wf_run_id)?;
     let def = id
         .external_event_def_id
@@ -159,7 +160,8 @@ fn event_key(id: &ExternalEventId) -> Result<(&str, &str, &str), Rejection> {
 
 pub fn get_external_event(t: &ReadTables, id: &ExternalEventId) -> HResult<ExternalEvent> {
     let key = event_key(id)?;
-    let stored: Option<StoredExternalEvent> = codec::get(t.external_events()?, key)?;
+    let stored: Option<StoredExternalEvent> =
+        codec::get(t.external_events()?, (key.0.as_str(), key.1, key.2))?;
     Ok(stored
         .and_then(|s| s.event)
         .ok_or_else(|| not_found(format!("ExternalEvent {}/{}/{}", key.0, key.1, key.2)))?)
@@ -169,7 +171,8 @@ pub fn list_external_events(
     t: &ReadTables,
     req: &ListExternalEventsRequest,
 ) -> HResult<ExternalEventList> {
-    let wf = wf_run_id(&req.wf_run_id)?;
+    let wf_key = wf_run_id(&req.wf_run_id)?;
+    let wf = wf_key.as_str();
     let limit = page_limit(req.limit)?;
     let bm = decode_bookmark(&req.bookmark)?;
     let (d0, g0) = match &bm {
@@ -243,10 +246,7 @@ pub fn search_external_events(
             }
             let (wf, guid) = v.value();
             out.results.push(ExternalEventId {
-                wf_run_id: Some(WfRunId {
-                    id: wf.to_string(),
-                    parent_wf_run_id: None,
-                }),
+                wf_run_id: Some(wf_run_id_of(wf)),
                 external_event_def_id: Some(ExternalEventDefId {
                     name: def.to_string(),
                 }),
@@ -323,9 +323,9 @@ pub fn search_wf_specs(t: &ReadTables, req: &SearchWfSpecRequest) -> HResult<WfS
 }
 
 pub fn get_wf_run(t: &ReadTables, id: &WfRunId) -> HResult<WfRun> {
-    check_name("WfRun id", &id.id)?;
-    Ok(assemble(t.wf_runs()?, t.thread_runs()?, &id.id)?
-        .ok_or_else(|| not_found(format!("WfRun '{}'", id.id)))?)
+    let key = checked_wf_run_key(id)?;
+    Ok(assemble(t.wf_runs()?, t.thread_runs()?, &key)?
+        .ok_or_else(|| not_found(format!("WfRun '{key}'")))?)
 }
 
 pub fn search_wf_runs(t: &ReadTables, req: &SearchWfRunRequest) -> HResult<WfRunIdList> {
@@ -381,10 +381,7 @@ pub fn search_wf_runs(t: &ReadTables, req: &SearchWfRunRequest) -> HResult<WfRun
             out.bookmark = Some(encode_bookmark(&[P::I(started), P::S(id.into())]));
             break;
         }
-        out.results.push(WfRunId {
-            id: id.to_string(),
-            parent_wf_run_id: None,
-        });
+        out.results.push(wf_run_id_of(id));
     }
     Ok(out)
 }
@@ -499,10 +496,7 @@ pub fn search_variables(t: &ReadTables, req: &SearchVariableRequest) -> HResult<
             break;
         }
         out.results.push(VariableId {
-            wf_run_id: Some(WfRunId {
-                id: wf.to_string(),
-                parent_wf_run_id: None,
-            }),
+            wf_run_id: Some(wf_run_id_of(wf)),
             thread_run_number: thread as i32,
             name: req.var_name.clone(),
         });
@@ -569,10 +563,7 @@ pub fn search_task_runs(t: &ReadTables, req: &SearchTaskRunRequest) -> HResult<T
     out.results = rows
         .into_iter()
         .map(|(_, wf, guid)| TaskRunId {
-            wf_run_id: Some(WfRunId {
-                id: wf,
-                parent_wf_run_id: None,
-            }),
+            wf_run_id: Some(wf_run_id_of(&wf)),
             task_guid: guid,
         })
         .collect();
@@ -580,7 +571,8 @@ pub fn search_task_runs(t: &ReadTables, req: &SearchTaskRunRequest) -> HResult<T
 }
 
 pub fn get_node_run(t: &ReadTables, id: &NodeRunId) -> HResult<NodeRun> {
-    let wf = wf_run_id(&id.wf_run_id)?;
+    let wf_key = wf_run_id(&id.wf_run_id)?;
+    let wf = wf_key.as_str();
     let thread = non_negative("thread_run_number", id.thread_run_number)?;
     let pos = non_negative("position", id.position)?;
     let nr: NodeRun = codec::get(t.node_runs()?, (wf, thread, pos))?
@@ -600,7 +592,8 @@ fn masked(mut nr: NodeRun) -> NodeRun {
 }
 
 pub fn list_node_runs(t: &ReadTables, req: &ListNodeRunsRequest) -> HResult<NodeRunList> {
-    let wf = wf_run_id(&req.wf_run_id)?;
+    let wf_key = wf_run_id(&req.wf_run_id)?;
+    let wf = wf_key.as_str();
     let limit = page_limit(req.limit)?;
     let (lo_t, hi_t) = match req.thread_run_number {
         Some(n) => {
@@ -631,14 +624,16 @@ pub fn list_node_runs(t: &ReadTables, req: &ListNodeRunsRequest) -> HResult<Node
 }
 
 pub fn get_variable(t: &ReadTables, id: &VariableId) -> HResult<Variable> {
-    let wf = wf_run_id(&id.wf_run_id)?;
+    let wf_key = wf_run_id(&id.wf_run_id)?;
+    let wf = wf_key.as_str();
     let thread = non_negative("thread_run_number", id.thread_run_number)?;
     Ok(codec::get(t.variables()?, (wf, thread, id.name.as_str()))?
         .ok_or_else(|| not_found(format!("Variable '{}' of {wf}/{thread}", id.name)))?)
 }
 
 pub fn list_variables(t: &ReadTables, req: &ListVariablesRequest) -> HResult<VariableList> {
-    let wf = wf_run_id(&req.wf_run_id)?;
+    let wf_key = wf_run_id(&req.wf_run_id)?;
+    let wf = wf_key.as_str();
     let limit = page_limit(req.limit)?;
     let bm = decode_bookmark(&req.bookmark)?;
     let start = match &bm {
@@ -733,7 +728,8 @@ pub fn search_task_defs(t: &ReadTables, req: &SearchTaskDefRequest) -> HResult<T
 }
 
 pub fn get_task_run(t: &ReadTables, id: &TaskRunId) -> HResult<TaskRun> {
-    let wf = wf_run_id(&id.wf_run_id)?;
+    let wf_key = wf_run_id(&id.wf_run_id)?;
+    let wf = wf_key.as_str();
     if id.task_guid.is_empty() || id.task_guid.len() > halter_api::limits::MAX_GUID_LEN {
         return Err(invalid("task_guid must be 1 to 128 characters").into());
     }
@@ -772,7 +768,8 @@ where
 
 /// A WfRun's TaskRuns in guid order.
 pub fn list_task_runs(t: &ReadTables, req: &ListTaskRunsRequest) -> HResult<TaskRunList> {
-    let wf = wf_run_id(&req.wf_run_id)?;
+    let wf_key = wf_run_id(&req.wf_run_id)?;
+    let wf = wf_key.as_str();
     let (results, bookmark) = page_by_guid(t.task_runs()?, wf, &req.bookmark, req.limit)?;
     Ok(TaskRunList { results, bookmark })
 }
@@ -815,7 +812,8 @@ pub fn search_workflow_event_defs(
 }
 
 pub fn get_workflow_event(t: &ReadTables, id: &WorkflowEventId) -> HResult<WorkflowEvent> {
-    let wf = wf_run_id(&id.wf_run_id)?;
+    let wf_key = wf_run_id(&id.wf_run_id)?;
+    let wf = wf_key.as_str();
     let def = workflow_event_def_name(&id.workflow_event_def_id)?;
     let number = non_negative("number", id.number)?;
     Ok(codec::get(t.workflow_events()?, (wf, def, number))?
@@ -836,7 +834,8 @@ pub fn list_workflow_events(
     t: &ReadTables,
     req: &ListWorkflowEventsRequest,
 ) -> HResult<WorkflowEventList> {
-    let wf = wf_run_id(&req.wf_run_id)?;
+    let wf_key = wf_run_id(&req.wf_run_id)?;
+    let wf = wf_key.as_str();
     let limit = page_limit(req.limit)?;
     let bm = decode_bookmark(&req.bookmark)?;
     let (d0, n0) = match &bm {
@@ -880,11 +879,12 @@ pub fn first_workflow_event(
     t: &ReadTables,
     req: &AwaitWorkflowEventRequest,
 ) -> HResult<Option<WorkflowEvent>> {
-    let wf = wf_run_id(&req.wf_run_id)?;
+    let wf_key = wf_run_id(&req.wf_run_id)?;
+    let wf = wf_key.as_str();
     let ignored: std::collections::BTreeSet<(&str, i32)> = req
         .workflow_events_to_ignore
         .iter()
-        .filter(|i| i.wf_run_id.as_ref().is_some_and(|w| w.id == wf))
+        .filter(|i| i.wf_run_id.as_ref().is_some_and(|w| key_of(w) == wf))
         .filter_map(|i| {
             let def = i.workflow_event_def_id.as_ref()?;
             Some((def.name.as_str(), i.number))
@@ -969,10 +969,7 @@ pub fn search_workflow_events(
             break;
         }
         out.results.push(WorkflowEventId {
-            wf_run_id: Some(WfRunId {
-                id: wf.to_string(),
-                parent_wf_run_id: None,
-            }),
+            wf_run_id: Some(wf_run_id_of(wf)),
             workflow_event_def_id: Some(WorkflowEventDefId { name: def.into() }),
             number: num as i32,
         });
@@ -1052,7 +1049,8 @@ pub fn search_user_task_defs(
 }
 
 pub fn get_user_task_run(t: &ReadTables, id: &UserTaskRunId) -> HResult<UserTaskRun> {
-    let wf = wf_run_id(&id.wf_run_id)?;
+    let wf_key = wf_run_id(&id.wf_run_id)?;
+    let wf = wf_key.as_str();
     if id.user_task_guid.is_empty() || id.user_task_guid.len() > halter_api::limits::MAX_GUID_LEN {
         return Err(invalid("user_task_guid must be 1 to 128 characters").into());
     }
@@ -1067,7 +1065,8 @@ pub fn list_user_task_runs(
     t: &ReadTables,
     req: &ListUserTaskRunRequest,
 ) -> HResult<UserTaskRunList> {
-    let wf = wf_run_id(&req.wf_run_id)?;
+    let wf_key = wf_run_id(&req.wf_run_id)?;
+    let wf = wf_key.as_str();
     let (results, bookmark) = page_by_guid(t.user_task_runs()?, wf, &req.bookmark, req.limit)?;
     Ok(UserTaskRunList { results, bookmark })
 }
@@ -1145,10 +1144,7 @@ pub fn search_user_task_runs(
             break;
         }
         out.results.push(UserTaskRunId {
-            wf_run_id: Some(WfRunId {
-                id: wf.to_string(),
-                parent_wf_run_id: None,
-            }),
+            wf_run_id: Some(wf_run_id_of(wf)),
             user_task_guid: guid.to_string(),
         });
     }

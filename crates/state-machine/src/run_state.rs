@@ -6,6 +6,7 @@ use halter_api::littlehorse::{
     LhStatus, Node, NodeRun, ThreadRun, ThreadVarDef, Variable, VariableId, VariableValue, WfRun,
     WfRunId, WfSpec, WfSpecId,
 };
+use halter_api::wf_run_id::wf_run_key;
 use halter_storage::codec;
 use redb::ReadableTable;
 
@@ -16,15 +17,29 @@ pub struct RunState {
     pub wf_run: WfRun,
     pub threads: BTreeMap<i32, ThreadRun>,
     pub spec: WfSpec,
+    /// `wf_run.id` as a storage key, computed once.
+    key: String,
 }
 
 impl RunState {
+    pub fn new(wf_run: WfRun, threads: BTreeMap<i32, ThreadRun>, spec: WfSpec) -> Self {
+        let key = wf_run.id.as_ref().map(wf_run_key).unwrap_or_default();
+        Self {
+            wf_run,
+            threads,
+            spec,
+            key,
+        }
+    }
+
+    /// The WfRunId the WfRun's objects carry.
+    pub fn wf_run_id(&self) -> WfRunId {
+        self.wf_run.id.clone().unwrap_or_default()
+    }
+
+    /// The key the WfRun is stored under (its id, after its ancestors' for a child).
     pub fn id(&self) -> &str {
-        self.wf_run
-            .id
-            .as_ref()
-            .map(|i| i.id.as_str())
-            .unwrap_or_default()
+        &self.key
     }
 
     /// The spec's node a NodeRun of this WfRun runs (`None` only for a NodeRun of another spec).
@@ -53,11 +68,7 @@ impl RunState {
         let Some(spec) = codec::get::<_, WfSpec, _>(ctx.tables.wf_specs.open()?, key)? else {
             return Ok(None);
         };
-        Ok(Some(RunState {
-            wf_run,
-            threads,
-            spec,
-        }))
+        Ok(Some(RunState::new(wf_run, threads, spec)))
     }
 
     pub fn save(&self, ctx: &mut Ctx) -> HResult<()> {
@@ -115,7 +126,7 @@ pub fn get_node(ctx: &Ctx, wf: &str, thread: i32, pos: i32) -> HResult<Option<No
 /// Writes a NodeRun; it reaches the table when the command succeeds (see [`Ctx::flush_nodes`]).
 pub fn put_node(ctx: &mut Ctx, nr: &NodeRun) -> HResult<()> {
     let id = nr.id.clone().unwrap_or_default();
-    let wf = id.wf_run_id.map(|w| w.id).unwrap_or_default();
+    let wf = id.wf_run_id.as_ref().map(wf_run_key).unwrap_or_default();
     ctx.write_node(
         wf,
         id.thread_run_number as u32,
@@ -136,7 +147,7 @@ pub fn get_variable(ctx: &Ctx, wf: &str, thread: i32, name: &str) -> HResult<Opt
 /// SearchVariable's index from its stored value to the new one.
 pub fn put_variable(ctx: &mut Ctx, v: &Variable, searchable: bool) -> HResult<()> {
     let id = v.id.clone().unwrap_or_default();
-    let wf = id.wf_run_id.map(|w| w.id).unwrap_or_default();
+    let wf = id.wf_run_id.as_ref().map(wf_run_key).unwrap_or_default();
     if searchable {
         if let Some(old) = get_variable(ctx, &wf, id.thread_run_number, &id.name)? {
             crate::variable_index::remove(ctx, &old)?;

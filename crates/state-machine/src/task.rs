@@ -6,6 +6,9 @@
 //! the attempt, schedules a retry if one is left, or ends the TaskRun and moves its NodeRun. Only
 //! the held polls themselves live in memory, on the node that holds them.
 
+use std::borrow::Cow;
+
+use halter_api::wf_run_id::{checked_wf_run_key, key_of, wf_run_id_of, wf_run_key};
 use std::collections::BTreeSet;
 
 use halter_api::halter::{timer, ClaimTask, TaskAttemptTimer};
@@ -14,7 +17,7 @@ use halter_api::littlehorse::{
     type_definition::DefinedType, variable_value::Value, DeleteTaskDefRequest, Failure,
     LhErrorType, LhStatus, LhTaskError, NodeRun, PutTaskDefRequest, ReportTaskRun, ScheduledTask,
     TaskAttempt, TaskDef, TaskDefId, TaskNode, TaskNodeReference, TaskNodeRun, TaskRun, TaskRunId,
-    TaskRunSource, TaskStatus, TypeDefinition, VarNameAndVal, VariableDef, VariableValue, WfRunId,
+    TaskRunSource, TaskStatus, TypeDefinition, VarNameAndVal, VariableDef, VariableValue,
 };
 use halter_api::names::{check_local_name, check_name};
 use halter_api::values;
@@ -66,18 +69,17 @@ pub fn retry_timer_id(wf: &str, guid: &str) -> String {
     format!("r/{wf}/{guid}")
 }
 
-fn run_key(id: &TaskRunId) -> (&str, &str) {
+fn run_key(id: &TaskRunId) -> (Cow<'_, str>, &str) {
     (
-        id.wf_run_id
-            .as_ref()
-            .map(|w| w.id.as_str())
-            .unwrap_or_default(),
+        id.wf_run_id.as_ref().map(key_of).unwrap_or_default(),
         id.task_guid.as_str(),
     )
 }
 
 pub fn get_run(ctx: &Ctx, id: &TaskRunId) -> HResult<Option<TaskRun>> {
-    Ok(codec::get(ctx.tables.task_runs.open()?, run_key(id))?)
+    let (wf, guid) = run_key(id);
+    let wf: &str = &wf;
+    Ok(codec::get(ctx.tables.task_runs.open()?, (wf, guid))?)
 }
 
 /// Stores a TaskRun, and moves its rows in SearchTaskRun's indexes with it.
@@ -85,7 +87,9 @@ fn save_run(ctx: &mut Ctx, tr: &TaskRun) -> HResult<()> {
     let id = tr.id.clone().unwrap_or_default();
     let old = get_run(ctx, &id)?;
     crate::task_run_index::saved(ctx, old.as_ref(), tr)?;
-    codec::put(ctx.tables.task_runs.open_mut()?, run_key(&id), tr)?;
+    let (wf, guid) = run_key(&id);
+    let wf: &str = &wf;
+    codec::put(ctx.tables.task_runs.open_mut()?, (wf, guid), tr)?;
     Ok(())
 }
 
@@ -293,10 +297,7 @@ pub(crate) fn start_run(
     }
     let wf = run.id().to_string();
     let id = TaskRunId {
-        wf_run_id: Some(WfRunId {
-            id: wf.clone(),
-            parent_wf_run_id: None,
-        }),
+        wf_run_id: Some(wf_run_id_of(&wf)),
         task_guid: guid.clone(),
     };
     let timeout = if node.timeout_seconds > 0 {
@@ -340,6 +341,7 @@ fn queue(ctx: &mut Ctx, tr: &TaskRun, at_ms: i64) -> HResult<()> {
     let id = tr.id.clone().unwrap_or_default();
     let def = tr.task_def_id.clone().unwrap_or_default().name;
     let (wf, guid) = run_key(&id);
+    let wf: &str = &wf;
     ctx.tables
         .task_queue
         .open_mut()?
@@ -374,10 +376,7 @@ pub fn claim(ctx: &mut Ctx, req: &ClaimTask) -> HResult<Option<ScheduledTask>> {
             .open_mut()?
             .remove((def, at, wf.as_str(), guid.as_str()))?;
         let id = TaskRunId {
-            wf_run_id: Some(WfRunId {
-                id: wf.clone(),
-                parent_wf_run_id: None,
-            }),
+            wf_run_id: Some(wf_run_id_of(&wf)),
             task_guid: guid.clone(),
         };
         if let Some(tr) = get_run(ctx, &id)? {
@@ -437,7 +436,12 @@ pub fn report(ctx: &mut Ctx, r: &ReportTaskRun) -> HResult<()> {
         .as_ref()
         .ok_or_else(|| invalid("missing task_run_id"))?;
     let (wf, guid) = run_key(id);
-    check_name("WfRun id", wf)?;
+    let wf: &str = &wf;
+    checked_wf_run_key(
+        id.wf_run_id
+            .as_ref()
+            .ok_or_else(|| invalid("missing wf_run_id"))?,
+    )?;
     let mut tr = get_run(ctx, id)?
         .ok_or_else(|| Rejection::NotFound(format!("TaskRun {wf}/{guid} not found")))?;
     let n = r.attempt_number;
@@ -556,6 +560,7 @@ fn finish_attempt(
 ) -> HResult<()> {
     let id = tr.id.clone().unwrap_or_default();
     let (wf, guid) = run_key(&id);
+    let wf: &str = &wf;
     let (wf, guid) = (wf.to_string(), guid.to_string());
     timers::cancel(ctx, &timeout_timer_id(&wf, &guid, n as i32))?;
     if st == TaskStatus::TaskSuccess {
@@ -612,7 +617,7 @@ fn source_node(tr: &TaskRun) -> Option<(String, i32, i32, bool)> {
         task_run_source::TaskRunSource::TaskNode(r) => (r.node_run_id.as_ref()?, true),
         task_run_source::TaskRunSource::UserTaskTrigger(r) => (r.node_run_id.as_ref()?, false),
     };
-    let wf = id.wf_run_id.as_ref()?.id.clone();
+    let wf = wf_run_key(id.wf_run_id.as_ref()?);
     Some((wf, id.thread_run_number, id.position, own))
 }
 

@@ -4,6 +4,7 @@
 //! TaskRun can always be found again: `save_run` moves the status row when the status changes,
 //! and a WfRun's deletion removes both rows of each of its TaskRuns.
 
+use halter_api::wf_run_id::wf_run_key;
 use std::collections::BTreeSet;
 
 use halter_api::littlehorse::TaskRun;
@@ -23,7 +24,7 @@ fn key_of(tr: &TaskRun) -> Key {
         tr.task_def_id.clone().unwrap_or_default().name,
         tr.status,
         tr.scheduled_at.as_ref().map(ms).unwrap_or_default(),
-        id.wf_run_id.map(|w| w.id).unwrap_or_default(),
+        id.wf_run_id.as_ref().map(wf_run_key).unwrap_or_default(),
         id.task_guid,
     )
 }

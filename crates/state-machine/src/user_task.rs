@@ -12,6 +12,9 @@
 //! (`ON_TASK_ASSIGNED`). A trigger armed at an assignment carries the UserTaskRun's epoch then;
 //! an assignment since makes it stale, and a finished UserTaskRun ignores every trigger.
 
+use std::borrow::Cow;
+
+use halter_api::wf_run_id::{checked_wf_run_key, key_of, wf_run_id_of, wf_run_key};
 use std::collections::{BTreeMap, BTreeSet};
 
 use halter_api::halter::{timer, UserTaskActionTimer};
@@ -24,7 +27,6 @@ use halter_api::littlehorse::{
     SaveUserTaskRunProgressRequest, UserTaskDef, UserTaskDefId, UserTaskEvent, UserTaskField,
     UserTaskNode, UserTaskNodeRun, UserTaskRun, UserTaskRunId, UserTaskRunStatus,
     UserTaskTriggerReference, UtActionTrigger, VariableAssignment, VariableType, VariableValue,
-    WfRunId,
 };
 use halter_api::names::{check_local_name, check_name};
 use halter_api::values;
@@ -156,18 +158,17 @@ pub fn delete_def(ctx: &mut Ctx, req: &DeleteUserTaskDefRequest) -> HResult<()> 
 
 // ---- UserTaskRuns: storage and index ----
 
-fn run_key(id: &UserTaskRunId) -> (&str, &str) {
+fn run_key(id: &UserTaskRunId) -> (Cow<'_, str>, &str) {
     (
-        id.wf_run_id
-            .as_ref()
-            .map(|w| w.id.as_str())
-            .unwrap_or_default(),
+        id.wf_run_id.as_ref().map(key_of).unwrap_or_default(),
         id.user_task_guid.as_str(),
     )
 }
 
 pub fn get_run(ctx: &Ctx, id: &UserTaskRunId) -> HResult<Option<UserTaskRun>> {
-    Ok(codec::get(ctx.tables.user_task_runs.open()?, run_key(id))?)
+    let (wf, guid) = run_key(id);
+    let wf: &str = &wf;
+    Ok(codec::get(ctx.tables.user_task_runs.open()?, (wf, guid))?)
 }
 
 /// SearchUserTaskRun's index rows of a run: (attribute, value) pairs, all at its scheduled time.
@@ -194,6 +195,7 @@ pub fn index_attributes(r: &UserTaskRun) -> Vec<(&'static str, String)> {
 fn index_rows(ctx: &mut Ctx, r: &UserTaskRun, add: bool) -> HResult<()> {
     let id = r.id.clone().unwrap_or_default();
     let (wf, guid) = run_key(&id);
+    let wf: &str = &wf;
     let at = r.scheduled_time.as_ref().map(ms).unwrap_or_default();
     let table = ctx.tables.user_task_runs_by.open_mut()?;
     for (attr, value) in index_attributes(r) {
@@ -214,7 +216,9 @@ fn save_run(ctx: &mut Ctx, old: Option<&UserTaskRun>, r: &UserTaskRun) -> HResul
     }
     index_rows(ctx, r, true)?;
     let id = r.id.clone().unwrap_or_default();
-    codec::put(ctx.tables.user_task_runs.open_mut()?, run_key(&id), r)?;
+    let (wf, guid) = run_key(&id);
+    let wf: &str = &wf;
+    codec::put(ctx.tables.user_task_runs.open_mut()?, (wf, guid), r)?;
     Ok(())
 }
 
@@ -322,6 +326,7 @@ fn arm_triggers(
 ) -> HResult<Result<(), String>> {
     let id = utr.id.clone().unwrap_or_default();
     let (wf, guid) = run_key(&id);
+    let wf: &str = &wf;
     let mut due = Vec::new();
     {
         let mut scope = ThreadScope::new(ctx, run, thread)?;
@@ -390,13 +395,14 @@ pub(crate) fn start(
         return Ok(Err((LhErrorType::VarError, e)));
     }
     let node_run_id = nr.id.clone().unwrap_or_default();
-    let wf = node_run_id.wf_run_id.clone().unwrap_or_default().id;
+    let wf = node_run_id
+        .wf_run_id
+        .as_ref()
+        .map(wf_run_key)
+        .unwrap_or_default();
     let guid = crate::task::task_guid(node_run_id.thread_run_number, node_run_id.position);
     let id = UserTaskRunId {
-        wf_run_id: Some(WfRunId {
-            id: wf,
-            parent_wf_run_id: None,
-        }),
+        wf_run_id: Some(wf_run_id_of(&wf)),
         user_task_guid: guid,
     };
     let mut utr = UserTaskRun {
@@ -468,16 +474,12 @@ fn load(ctx: &Ctx, id: &Option<UserTaskRunId>) -> HResult<UserTaskRun> {
         .wf_run_id
         .as_ref()
         .ok_or_else(|| invalid("missing user_task_run_id.wf_run_id"))?;
-    check_name("WfRun id", &wf.id)?;
+    let wf = checked_wf_run_key(wf)?;
     if id.user_task_guid.is_empty() {
         return Err(invalid("missing user_task_run_id.user_task_guid").into());
     }
     get_run(ctx, id)?.ok_or_else(|| {
-        Rejection::NotFound(format!(
-            "UserTaskRun {}/{} not found",
-            wf.id, id.user_task_guid
-        ))
-        .into()
+        Rejection::NotFound(format!("UserTaskRun {wf}/{} not found", id.user_task_guid)).into()
     })
 }
 
@@ -508,10 +510,11 @@ fn node_of(ctx: &Ctx, r: &UserTaskRun) -> HResult<Option<(RunState, NodeRun, Use
     else {
         return Ok(None);
     };
-    let Some(run) = RunState::load(ctx, &wf.id)? else {
+    let wf = wf_run_key(wf);
+    let Some(run) = RunState::load(ctx, &wf)? else {
         return Ok(None);
     };
-    let Some(nr) = get_node(ctx, &wf.id, *thread_run_number, *position)? else {
+    let Some(nr) = get_node(ctx, &wf, *thread_run_number, *position)? else {
         return Ok(None);
     };
     let Some(node::Node::UserTask(n)) = run.spec_node(&nr).and_then(|n| n.node.clone()) else {
@@ -707,6 +710,7 @@ fn cancel_run(ctx: &mut Ctx, old: &UserTaskRun) -> HResult<()> {
 fn finish_node(ctx: &mut Ctx, r: &UserTaskRun, cancelled: Option<String>) -> HResult<()> {
     let id = r.id.clone().unwrap_or_default();
     let (wf, guid) = run_key(&id);
+    let wf: &str = &wf;
     let (wf, guid) = (wf.to_string(), guid.to_string());
     cancel_action_timers(ctx, &wf, &guid)?;
     let Some((mut run, mut nr, node)) = node_of(ctx, r)? else {
@@ -1083,6 +1087,7 @@ pub fn rearm_all_of(ctx: &mut Ctx, wf: &str) -> HResult<()> {
             }
         }
         let (wf, guid) = run_key(&id);
+        let wf: &str = &wf;
         let (wf, guid) = (wf.to_string(), guid.to_string());
         for (i, at, epoch) in due {
             timers::arm(

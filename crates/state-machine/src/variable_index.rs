@@ -8,6 +8,7 @@
 //! holds comes from the `Variable` itself (its WfSpec id, name, value, creation time), so the
 //! row of a stored variable can always be found again to be removed.
 
+use halter_api::wf_run_id::wf_run_key;
 use std::collections::{BTreeMap, BTreeSet};
 
 use halter_api::littlehorse::{variable_value::Value, ThreadRun, Variable, VariableValue, WfSpec};
@@ -45,10 +46,7 @@ fn row_of(v: &Variable) -> Option<(RowKey, (u32, u32))> {
         id.name.clone(),
         value,
         v.created_at.as_ref().map(ms).unwrap_or_default(),
-        id.wf_run_id
-            .as_ref()
-            .map(|w| w.id.clone())
-            .unwrap_or_default(),
+        id.wf_run_id.as_ref().map(wf_run_key).unwrap_or_default(),
         id.thread_run_number as u32,
     );
     Some((key, (spec.major_version as u32, spec.revision as u32)))

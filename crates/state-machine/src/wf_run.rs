@@ -3,12 +3,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use halter_api::limits::MAX_VALUE_BYTES;
+use halter_api::littlehorse::{wf_run::ParentTriggerReference, WfRunVariableAccessLevel};
 use halter_api::littlehorse::{
     DeleteWfRunRequest, LhStatus, RescueThreadRunRequest, ResumeWfRunRequest, RunWfRequest,
     StopWfRunRequest, ThreadType, Variable, VariableValue, WfRun, WfRunId, WfSpec,
 };
 use halter_api::names::check_name;
 use halter_api::values;
+use halter_api::wf_run_id::{checked_wf_run_key, CHILD_SEPARATOR};
 use halter_storage::codec;
 use prost::Message;
 use redb::ReadableTable;
@@ -58,42 +60,94 @@ pub fn run(ctx: &mut Ctx, req: &RunWfRequest) -> HResult<WfRun> {
         .id
         .as_deref()
         .ok_or_else(|| invalid("missing id (the server fills it in before proposing)"))?;
-    check_name("WfRun id", id)?;
-    if req.parent_wf_run_id.is_some() {
-        return Err(invalid("parent_wf_run_id (child WfRuns) is not supported yet").into());
-    }
-    if codec::get::<_, WfRun, _>(ctx.tables.wf_runs.open()?, id)?.is_some() {
-        return Err(Rejection::AlreadyExists(format!("WfRun '{id}' already exists")).into());
-    }
-    let initial = initial_variables(&spec, &req.variables)?;
-
     let wf_run_id = WfRunId {
         id: id.to_string(),
-        parent_wf_run_id: None,
+        parent_wf_run_id: req.parent_wf_run_id.clone().map(Box::new),
     };
+    let key = checked_wf_run_key(&wf_run_id)?;
+    check_parent(ctx, &spec, req.parent_wf_run_id.as_ref())?;
+    if codec::get::<_, WfRun, _>(ctx.tables.wf_runs.open()?, key.as_str())?.is_some() {
+        return Err(Rejection::AlreadyExists(format!("WfRun '{key}' already exists")).into());
+    }
+    let initial = initial_variables(&spec, &req.variables)?;
+    Ok(start(ctx, spec, wf_run_id, initial, None)?.wf_run)
+}
+
+/// A child WfRun's spec names its parent's spec, and the parent exists (LittleHorse's rules,
+/// with its codes: a missing parent is FAILED_PRECONDITION).
+fn check_parent(ctx: &Ctx, spec: &WfSpec, parent: Option<&WfRunId>) -> HResult<()> {
+    let name = spec
+        .id
+        .as_ref()
+        .map(|s| s.name.as_str())
+        .unwrap_or_default();
+    match (&spec.parent_wf_spec, parent) {
+        (None, None) => Ok(()),
+        (Some(p), None) => Err(invalid(format!(
+            "WfSpec '{name}' requires a parent WfRun id from WfSpec '{}'",
+            p.wf_spec_name
+        ))
+        .into()),
+        (None, Some(_)) => {
+            Err(invalid(format!("WfSpec '{name}' does not refer to a parent WfSpec")).into())
+        }
+        (Some(p), Some(parent)) => {
+            let key = checked_wf_run_key(parent)?;
+            let Some(found) = codec::get::<_, WfRun, _>(ctx.tables.wf_runs.open()?, key.as_str())?
+            else {
+                return Err(Rejection::FailedPrecondition(format!(
+                    "parent WfRun '{key}' (of WfSpec '{}') not found",
+                    p.wf_spec_name
+                ))
+                .into());
+            };
+            let parent_spec = found.wf_spec_id.map(|s| s.name).unwrap_or_default();
+            if parent_spec != p.wf_spec_name {
+                return Err(invalid(format!(
+                    "parent WfRun '{key}' is a run of '{parent_spec}', but WfSpec '{name}' needs a run of '{}'",
+                    p.wf_spec_name
+                ))
+                .into());
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Creates the WfRun `id` of `spec` with its entrypoint's `initial` variables and runs it until
+/// it waits or ends. Every check is the caller's: this only writes.
+pub(crate) fn start(
+    ctx: &mut Ctx,
+    spec: WfSpec,
+    id: WfRunId,
+    initial: Vec<NewVariable>,
+    parent_trigger: Option<ParentTriggerReference>,
+) -> HResult<RunState> {
     let wf_run = WfRun {
-        id: Some(wf_run_id.clone()),
+        id: Some(id.clone()),
         wf_spec_id: spec.id.clone(),
         status: LhStatus::Running as i32,
         greatest_threadrun_number: 0,
         start_time: Some(ts(ctx.now_ms)),
+        parent_trigger,
         ..Default::default()
     };
-    let spec_name = spec.id.as_ref().map(|s| s.name.clone()).unwrap_or_default();
+    let mut run = RunState::new(wf_run, Default::default(), spec);
+    let spec_name = run
+        .spec
+        .id
+        .as_ref()
+        .map(|s| s.name.clone())
+        .unwrap_or_default();
     ctx.tables
         .wf_runs_by_spec
         .open_mut()?
-        .insert((spec_name.as_str(), ctx.now_ms, id), ())?;
-    create_variables(ctx, &wf_run_id, spec.id.clone(), 0, initial)?;
-    let entry_name = spec.entrypoint_thread_name.clone();
-    let mut run = RunState {
-        wf_run,
-        threads: Default::default(),
-        spec,
-    };
+        .insert((spec_name.as_str(), ctx.now_ms, run.id()), ())?;
+    create_variables(ctx, &id, run.spec.id.clone(), 0, initial)?;
+    let entry_name = run.spec.entrypoint_thread_name.clone();
     interpreter::start_thread(ctx, &mut run, 0, &entry_name, None, ThreadType::Entrypoint)?;
     interpreter::advance(ctx, &mut run)?;
-    Ok(run.wf_run.clone())
+    Ok(run)
 }
 
 /// The entrypoint thread's variables for a run of `spec` given `variables`: each declared one
@@ -112,6 +166,16 @@ pub(crate) fn initial_variables(
     let mut initial = Vec::new();
     for tv in &entry.variable_defs {
         let Some(def) = &tv.var_def else { continue };
+        if tv.access_level == WfRunVariableAccessLevel::InheritedVar as i32 {
+            // It lives in the parent WfRun; this run reads and writes the parent's.
+            if variables.contains_key(&def.name) {
+                return Err(invalid(format!(
+                    "variable '{}' is inherited from the parent WfRun and cannot be given",
+                    def.name
+                )));
+            }
+            continue;
+        }
         declared.insert(def.name.as_str());
         let ty = values::declared_type(def)
             .map_err(|w| invalid(format!("variable '{}': {w}", def.name)))?;
@@ -154,13 +218,11 @@ pub(crate) fn initial_variables(
 
 fn load_for(ctx: &Ctx, id: Option<&WfRunId>, thread: i32) -> HResult<RunState> {
     let id = id.ok_or_else(|| invalid("missing wf_run_id"))?;
-    check_name("WfRun id", &id.id)?;
-    let run = RunState::load(ctx, &id.id)?
-        .ok_or_else(|| Rejection::NotFound(format!("WfRun '{}' not found", id.id)))?;
+    let key = checked_wf_run_key(id)?;
+    let run = RunState::load(ctx, &key)?
+        .ok_or_else(|| Rejection::NotFound(format!("WfRun '{key}' not found")))?;
     if !run.threads.contains_key(&thread) {
-        return Err(
-            Rejection::NotFound(format!("WfRun '{}' has no thread {thread}", id.id)).into(),
-        );
+        return Err(Rejection::NotFound(format!("WfRun '{key}' has no thread {thread}")).into());
     }
     Ok(run)
 }
@@ -192,9 +254,9 @@ pub fn rescue(ctx: &mut Ctx, req: &RescueThreadRunRequest) -> HResult<WfRun> {
         .wf_run_id
         .as_ref()
         .ok_or_else(|| invalid("missing wf_run_id"))?;
-    check_name("WfRun id", &id.id)?;
-    let mut run = RunState::load(ctx, &id.id)?
-        .ok_or_else(|| Rejection::NotFound(format!("Couldn't find WfRun '{}'", id.id)))?;
+    let key = checked_wf_run_key(id)?;
+    let mut run = RunState::load(ctx, &key)?
+        .ok_or_else(|| Rejection::NotFound(format!("Couldn't find WfRun '{key}'")))?;
     let t = req.thread_run_number;
     interpreter::rescue::check(ctx, &run, t, req.skip_current_node)?;
     interpreter::rescue::rescue(ctx, &mut run, t, req.skip_current_node)?;
@@ -202,21 +264,43 @@ pub fn rescue(ctx: &mut Ctx, req: &RescueThreadRunRequest) -> HResult<WfRun> {
     // Once per command, after `advance` saved the rescued state: the WfRun's end (or a claim
     // that found a stopped thread's attempt) took queued attempts out of the queue, and its
     // open user tasks' triggers may have been ignored meanwhile.
-    crate::task::requeue_all_of(ctx, &id.id)?;
-    crate::user_task::rearm_all_of(ctx, &id.id)?;
+    crate::task::requeue_all_of(ctx, &key)?;
+    crate::user_task::rearm_all_of(ctx, &key)?;
     Ok(run.wf_run.clone())
 }
 
 /// Deleting is idempotent. It removes the WfRun, its threads, NodeRuns, Variables, TaskRuns,
 /// UserTaskRuns,
-/// every ExternalEvent put for its id, and their timers.
+/// every ExternalEvent put for its id, and their timers; and the same for its child WfRuns,
+/// which cannot outlive it (their inherited variables are its).
 pub fn delete(ctx: &mut Ctx, req: &DeleteWfRunRequest) -> HResult<()> {
     let id = req.id.as_ref().ok_or_else(|| invalid("missing id"))?;
-    check_name("WfRun id", &id.id)?;
-    delete_by_id(ctx, &id.id)
+    let key = checked_wf_run_key(id)?;
+    delete_by_id(ctx, &key)
 }
 
 pub fn delete_by_id(ctx: &mut Ctx, wf: &str) -> HResult<()> {
+    for child in descendants(ctx, wf)? {
+        delete_one(ctx, &child)?;
+    }
+    delete_one(ctx, wf)
+}
+
+/// The keys of every WfRun below `wf` (children, grandchildren...): they all start with
+/// `{wf}_`, and `` ` `` is the character after `_`.
+pub(crate) fn descendants(ctx: &Ctx, wf: &str) -> HResult<Vec<String>> {
+    let (lo, hi) = (
+        format!("{wf}{CHILD_SEPARATOR}"),
+        format!("{wf}{}", (CHILD_SEPARATOR as u8 + 1) as char),
+    );
+    let mut out = Vec::new();
+    for row in ctx.tables.wf_runs.open()?.range(lo.as_str()..hi.as_str())? {
+        out.push(row?.0.value().to_string());
+    }
+    Ok(out)
+}
+
+fn delete_one(ctx: &mut Ctx, wf: &str) -> HResult<()> {
     // The scan below must see every NodeRun, and none written earlier may be written back
     // after the rows are removed; nothing below writes a NodeRun.
     ctx.flush_nodes()?;

@@ -5,10 +5,11 @@
 //! the order it was thrown, as LittleHorse numbers them, so a client can name the events it has
 //! already seen in `workflow_events_to_ignore`.
 
+use halter_api::wf_run_id::{key_of, wf_run_id_of};
 use std::collections::BTreeSet;
 
 use halter_api::littlehorse::{
-    DeleteWorkflowEventDefRequest, NodeRunId, PutWorkflowEventDefRequest, VariableValue, WfRunId,
+    DeleteWorkflowEventDefRequest, NodeRunId, PutWorkflowEventDefRequest, VariableValue,
     WorkflowEvent, WorkflowEventDef, WorkflowEventDefId, WorkflowEventId,
 };
 use halter_api::{names::check_name, values};
@@ -83,11 +84,8 @@ pub(crate) fn throw(
     def: &str,
     content: VariableValue,
 ) -> HResult<Result<WorkflowEventId, String>> {
-    let wf = node
-        .wf_run_id
-        .as_ref()
-        .map(|w| w.id.as_str())
-        .unwrap_or_default();
+    let wf = node.wf_run_id.as_ref().map(key_of).unwrap_or_default();
+    let wf: &str = &wf;
     let stored: Option<WorkflowEventDef> = codec::get(ctx.tables.workflow_event_defs.open()?, def)?;
     let Some(stored) = stored else {
         return Ok(Err(format!("No WorkflowEventDef named '{def}'")));
@@ -122,10 +120,7 @@ pub(crate) fn throw(
         )));
     };
     let id = WorkflowEventId {
-        wf_run_id: Some(WfRunId {
-            id: wf.to_string(),
-            ..Default::default()
-        }),
+        wf_run_id: Some(wf_run_id_of(wf)),
         workflow_event_def_id: Some(WorkflowEventDefId { name: def.into() }),
         number: public,
     };

@@ -23,7 +23,7 @@ use halter_api::littlehorse::{
     EntrypointRun, ExitRun, ExternalEvent, ExternalEventNodeRun, Failure, LegacyEdgeCondition,
     LhErrorType, LhStatus, NodeRun, NodeRunId, SleepNodeRun, ThreadRun, ThreadType,
     ThrowEventNodeRun, VariableAssignment, VariableMutationType, VariableValue,
-    WaitForConditionRun, WfRunId,
+    WaitForConditionRun,
 };
 use halter_api::values;
 use halter_storage::codec;
@@ -207,10 +207,7 @@ pub fn start_thread(
 
 fn node_run_id(run: &RunState, thread: i32, position: i32) -> NodeRunId {
     NodeRunId {
-        wf_run_id: Some(WfRunId {
-            id: run.id().to_string(),
-            parent_wf_run_id: None,
-        }),
+        wf_run_id: Some(run.wf_run_id()),
         thread_run_number: thread,
         position,
     }

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use halter_api::littlehorse::{
     thread_halt_reason::Reason, FailureBeingHandled, LhStatus, ParentHalted, ThreadHaltReason,
-    ThreadType, VariableValue, WfRunId,
+    ThreadType, VariableValue,
 };
 use halter_api::values;
 
@@ -105,10 +105,7 @@ pub fn spawn_with(
 ) -> HResult<i32> {
     let number = run.wf_run.greatest_threadrun_number + 1;
     run.wf_run.greatest_threadrun_number = number;
-    let wf = WfRunId {
-        id: run.id().to_string(),
-        parent_wf_run_id: None,
-    };
+    let wf = run.wf_run_id();
     create_variables(ctx, &wf, run.spec.id.clone(), number, vars)?;
     if let Some(p) = run.threads.get_mut(&parent) {
         p.child_thread_ids.push(number);
@@ -483,10 +480,9 @@ mod tests {
     fn a_thread_under_a_dead_parent_is_dead_unless_the_parent_waits_for_it() {
         // 1 was stopped for good by thread 0's WAIT_FOR_ANY while 3, its interrupt handler,
         // ran; 2 is 1's child. 5 is stopped by hand, 6 is its child.
-        let run = RunState {
-            wf_run: Default::default(),
-            spec: Default::default(),
-            threads: BTreeMap::from([
+        let run = RunState::new(
+            Default::default(),
+            BTreeMap::from([
                 th(0, LhStatus::Running, None, vec![]),
                 th(
                     1,
@@ -510,7 +506,8 @@ mod tests {
                 th(6, LhStatus::Halted, Some(5), vec![parent_halted(5)]),
                 th(7, LhStatus::Error, Some(0), vec![]),
             ]),
-        };
+            Default::default(),
+        );
         assert!(!never_runs_again(&run, 0));
         assert!(never_runs_again(&run, 1), "halted by its parent's node");
         assert!(
