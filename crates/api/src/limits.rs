@@ -18,3 +18,11 @@ pub const MAX_SPEC_ITEMS: usize = 1000;
 pub const MAX_STEPS_PER_COMMAND: usize = 10_000;
 /// Deepest nesting of a VariableAssignment expression.
 pub const MAX_ASSIGNMENT_DEPTH: usize = 32;
+
+/// How deep child WfRuns nest (a top-level WfRun is depth 0): a WfSpec may run children of
+/// itself, and each level is applied in the same command as the node that starts it.
+pub const MAX_CHILD_WF_RUN_DEPTH: usize = 8;
+
+/// How many child WfRuns one command may start (a loop around a RUN_CHILD_WF node, children
+/// that start children): the rest fail their node with CHILD_FAILURE.
+pub const MAX_CHILD_WF_RUNS_PER_COMMAND: usize = 100;

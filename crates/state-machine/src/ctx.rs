@@ -49,6 +49,12 @@ pub struct Ctx<'a, 't> {
     /// succeeds. A rejected command drops them; like every handler, it must reject before its
     /// first write, since `apply` does not undo the other tables.
     nodes: BTreeMap<(String, u32, u32), NodeRun>,
+    /// WfRuns to advance once the command's own work is done, by key: a parent whose child
+    /// ended, or whose variable a child changed. Deferred because the parent may be loaded
+    /// further up this very call stack (a RUN_CHILD_WF node whose child ends at once).
+    pub(crate) wakes: std::collections::BTreeSet<String>,
+    /// Child WfRuns this command started: bounded, since a spec may start children of itself.
+    pub(crate) children_started: usize,
 }
 
 impl<'a, 't> Ctx<'a, 't> {
@@ -58,6 +64,8 @@ impl<'a, 't> Ctx<'a, 't> {
             now_ms,
             effects: Vec::new(),
             nodes: BTreeMap::new(),
+            wakes: Default::default(),
+            children_started: 0,
         }
     }
 

@@ -126,6 +126,12 @@ pub fn apply(tables: &mut Tables<'_>, cmd: &Command) -> Result<Applied, ApplyErr
 }
 
 fn dispatch(ctx: &mut Ctx, cmd: &Command) -> HResult<Response> {
+    let response = dispatch_kind(ctx, cmd)?;
+    interpreter::child_wf_runs::wake_parents(ctx)?;
+    Ok(response)
+}
+
+fn dispatch_kind(ctx: &mut Ctx, cmd: &Command) -> HResult<Response> {
     let Some(kind) = &cmd.kind else {
         return Err(error::invalid("empty command").into());
     };

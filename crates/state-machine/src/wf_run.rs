@@ -301,6 +301,8 @@ pub(crate) fn descendants(ctx: &Ctx, wf: &str) -> HResult<Vec<String>> {
 }
 
 fn delete_one(ctx: &mut Ctx, wf: &str) -> HResult<()> {
+    // A parent waiting for this run fails its node instead of waiting forever.
+    interpreter::child_wf_runs::wake_parent_of(ctx, wf);
     // The scan below must see every NodeRun, and none written earlier may be written back
     // after the rows are removed; nothing below writes a NodeRun.
     ctx.flush_nodes()?;

@@ -186,6 +186,76 @@ impl Checker<'_, '_, '_> {
         Ok(())
     }
 
+    /// A RUN_CHILD_WF node: a named WfSpec exists (at the major version named, if one is) and
+    /// its entrypoint declares every input, none of them inherited.
+    fn run_child_wf(
+        &self,
+        name: &str,
+        r: &halter_api::littlehorse::RunChildWfNode,
+    ) -> Result<(), Rejection> {
+        use halter_api::littlehorse::run_child_wf_node::WfSpec as Which;
+        use halter_api::littlehorse::WfRunVariableAccessLevel as Access;
+        if r.major_version < -1 {
+            return Err(self.err(Some(name), "major_version is -1 (the latest) or a version"));
+        }
+        for a in r.inputs.values() {
+            self.assignment(name, a, 0)?;
+        }
+        if let Some(a) = &r.child_id {
+            self.assignment(name, a, 0)?;
+        }
+        match &r.wf_spec {
+            Some(Which::WfSpecVar(a)) => self.assignment(name, a, 0),
+            None => Err(self.err(Some(name), "RUN_CHILD_WF without a WfSpec to run")),
+            Some(Which::WfSpecName(spec)) => {
+                let major = (r.major_version >= 0).then_some(r.major_version as u32);
+                let table = self
+                    .ctx
+                    .tables
+                    .wf_specs
+                    .open()
+                    .map_err(|e| invalid(e.to_string()))?;
+                let found = latest(table, spec, major).map_err(|e| invalid(e.to_string()))?;
+                let Some(child) = found else {
+                    let version = major.map(|m| format!(" with major version {m}"));
+                    return Err(self.err(
+                        Some(name),
+                        format!(
+                            "Could not find WfSpec '{spec}'{}",
+                            version.unwrap_or_default()
+                        ),
+                    ));
+                };
+                let entry = child.thread_specs.get(&child.entrypoint_thread_name);
+                for input in r.inputs.keys() {
+                    let def = entry.and_then(|t| {
+                        t.variable_defs
+                            .iter()
+                            .find(|v| v.var_def.as_ref().is_some_and(|d| &d.name == input))
+                    });
+                    match def {
+                        None => {
+                            return Err(self.err(
+                                Some(name),
+                                format!("input '{input}' is not a variable of WfSpec '{spec}'"),
+                            ))
+                        }
+                        Some(d) if d.access_level == Access::InheritedVar as i32 => {
+                            return Err(self.err(
+                                Some(name),
+                                format!(
+                                    "input '{input}' is inherited by WfSpec '{spec}', not given"
+                                ),
+                            ))
+                        }
+                        Some(_) => {}
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// A USER_TASK node: its def exists (at the version named, if one is), its assignments
     /// are well formed, and its triggers are ones Halter runs.
     fn user_task(&self, node: &str, u: &UserTaskNode) -> Result<(), Rejection> {
@@ -538,11 +608,28 @@ impl Checker<'_, '_, '_> {
                 }
                 false
             }
-            Some(N::RunChildWf(_)) => {
-                return Err(self.err(Some(name), "RUN_CHILD_WF nodes are not supported"))
+            Some(N::RunChildWf(r)) => {
+                self.run_child_wf(name, r)?;
+                false
             }
-            Some(N::WaitForChildWf(_)) => {
-                return Err(self.err(Some(name), "WAIT_FOR_CHILD_WF nodes are not supported"))
+            Some(N::WaitForChildWf(w)) => {
+                match &w.child_wf_run_id {
+                    Some(a) => self.assignment(name, a, 0)?,
+                    None => {
+                        return Err(
+                            self.err(Some(name), "WAIT_FOR_CHILD_WF without child_wf_run_id")
+                        )
+                    }
+                }
+                let source = &w.child_wf_run_source_node;
+                let runs_child = |n: &Node| matches!(n.node, Some(N::RunChildWf(_)));
+                if !source.is_empty() && !self.spec.nodes.get(source).is_some_and(runs_child) {
+                    return Err(self.err(
+                        Some(name),
+                        format!("child_wf_run_source_node '{source}' is not a RUN_CHILD_WF node of this thread"),
+                    ));
+                }
+                false
             }
         };
         Ok(is_entry)
@@ -551,10 +638,13 @@ impl Checker<'_, '_, '_> {
 
 fn validate(ctx: &Ctx, req: &PutWfSpecRequest) -> Result<(), Rejection> {
     check_name("WfSpec name", &req.name)?;
-    if req.parent_wf_spec.is_some() {
-        return Err(invalid(
-            "parent_wf_spec (child WfRuns) is not supported yet",
-        ));
+    if let Some(p) = &req.parent_wf_spec {
+        check_name("parent WfSpec name", &p.wf_spec_name)?;
+        if p.wf_spec_major_version < 0 {
+            return Err(invalid(
+                "parent_wf_spec.wf_spec_major_version must not be negative",
+            ));
+        }
     }
     if req.thread_specs.len() > MAX_SPEC_ITEMS {
         return Err(invalid(format!("more than {MAX_SPEC_ITEMS} ThreadSpecs")));
@@ -598,6 +688,7 @@ fn validate(ctx: &Ctx, req: &PutWfSpecRequest) -> Result<(), Rejection> {
                     def.name
                 ))
             })?;
+            inherited_var(ctx, req, thread, tv)?;
             if !tv.json_indexes.is_empty() {
                 return Err(invalid(format!(
                     "thread '{thread}', variable '{}': json_indexes (searching inside JSON variables) are not supported yet",
@@ -658,6 +749,73 @@ fn validate(ctx: &Ctx, req: &PutWfSpecRequest) -> Result<(), Rejection> {
                 "thread '{thread}': needs exactly one ENTRYPOINT node, found {entrypoints}"
             )));
         }
+    }
+    Ok(())
+}
+
+/// An INHERITED_VAR is declared only by a child WfSpec, and its parent WfSpec's entrypoint
+/// declares the variable, not PRIVATE_VAR, with the same type: a child reads and writes the
+/// parent WfRun's entrypoint variable (LittleHorse looks there too).
+fn inherited_var(
+    ctx: &Ctx,
+    req: &PutWfSpecRequest,
+    thread: &str,
+    tv: &halter_api::littlehorse::ThreadVarDef,
+) -> Result<(), Rejection> {
+    use halter_api::littlehorse::WfRunVariableAccessLevel as Access;
+    let Some(def) = &tv.var_def else {
+        return Ok(());
+    };
+    let err = |m: String| invalid(format!("thread '{thread}', variable '{}': {m}", def.name));
+    match Access::try_from(tv.access_level) {
+        Ok(Access::InheritedVar) => {}
+        Ok(_) => return Ok(()),
+        Err(_) => return Err(err(format!("unknown access_level {}", tv.access_level))),
+    }
+    let Some(p) = &req.parent_wf_spec else {
+        return Err(err(
+            "only a child WfSpec (with parent_wf_spec) may declare an INHERITED_VAR".into(),
+        ));
+    };
+    let table = ctx
+        .tables
+        .wf_specs
+        .open()
+        .map_err(|e| invalid(e.to_string()))?;
+    let major = p.wf_spec_major_version as u32;
+    let parent = latest(table, &p.wf_spec_name, Some(major)).map_err(|e| invalid(e.to_string()))?;
+    let Some(parent) = parent else {
+        return Err(err(format!(
+            "parent WfSpec '{}' (major version {major}) not found",
+            p.wf_spec_name
+        )));
+    };
+    let theirs = parent
+        .thread_specs
+        .get(&parent.entrypoint_thread_name)
+        .and_then(|t| {
+            t.variable_defs
+                .iter()
+                .find(|v| v.var_def.as_ref().is_some_and(|d| d.name == def.name))
+        });
+    let Some(theirs) = theirs else {
+        return Err(err(format!(
+            "INHERITED variable does not exist in the entrypoint of parent WfSpec '{}'",
+            p.wf_spec_name
+        )));
+    };
+    if theirs.access_level == Access::PrivateVar as i32 {
+        return Err(err(format!(
+            "it is PRIVATE_VAR in parent WfSpec '{}'",
+            p.wf_spec_name
+        )));
+    }
+    let ty = |d: &halter_api::littlehorse::VariableDef| values::declared_type(d).ok();
+    if theirs.var_def.as_ref().and_then(ty) != ty(def) {
+        return Err(err(format!(
+            "its type differs from the variable in parent WfSpec '{}'",
+            p.wf_spec_name
+        )));
     }
     Ok(())
 }
@@ -786,8 +944,9 @@ pub fn put(ctx: &mut Ctx, req: &PutWfSpecRequest) -> HResult<WfSpec> {
     ctx.tables.task_defs.open()?;
     ctx.tables.workflow_event_defs.open()?;
     ctx.tables.user_task_defs.open()?;
+    ctx.tables.wf_specs.open()?;
     validate(ctx, req)?;
-    let pinned = pin_user_task_defs(ctx, req)?;
+    let pinned = pin_versions(ctx, req)?;
     let req = pinned.as_ref().unwrap_or(req);
     let body = |r: &PutWfSpecRequest| {
         PutWfSpecRequest {
@@ -805,7 +964,7 @@ pub fn put(ctx: &mut Ctx, req: &PutWfSpecRequest) -> HResult<WfSpec> {
                 thread_specs: cur.thread_specs.clone(),
                 entrypoint_thread_name: cur.entrypoint_thread_name.clone(),
                 retention_policy: cur.retention_policy,
-                parent_wf_spec: None,
+                parent_wf_spec: cur.parent_wf_spec.clone(),
                 allowed_updates: 0,
             };
             if body(&cur_req) == body(req) {
@@ -850,7 +1009,7 @@ pub fn put(ctx: &mut Ctx, req: &PutWfSpecRequest) -> HResult<WfSpec> {
         entrypoint_thread_name: req.entrypoint_thread_name.clone(),
         retention_policy: req.retention_policy,
         migration: None,
-        parent_wf_spec: None,
+        parent_wf_spec: req.parent_wf_spec.clone(),
     };
     codec::put(
         ctx.tables.wf_specs.open_mut()?,
@@ -860,11 +1019,19 @@ pub fn put(ctx: &mut Ctx, req: &PutWfSpecRequest) -> HResult<WfSpec> {
     Ok(spec)
 }
 
-/// The request with every USER_TASK node that names no UserTaskDef version pinned to the latest
-/// one (`None` if there is none to pin), as LittleHorse does: a WfRun's user tasks keep the
-/// form they were designed with when a new version of the def is put later.
-fn pin_user_task_defs(ctx: &Ctx, req: &PutWfSpecRequest) -> HResult<Option<PutWfSpecRequest>> {
-    let unpinned = |n: &Node| matches!(&n.node, Some(node::Node::UserTask(u)) if u.user_task_def_version.is_none());
+/// The request with every USER_TASK node that names no UserTaskDef version, and every
+/// RUN_CHILD_WF node that names no major version, pinned to the latest one (`None` if there is
+/// none to pin), as LittleHorse does: a WfRun's user tasks keep the form they were designed
+/// with when a new version of the def is put later.
+fn pin_versions(ctx: &Ctx, req: &PutWfSpecRequest) -> HResult<Option<PutWfSpecRequest>> {
+    use halter_api::littlehorse::run_child_wf_node::WfSpec as Which;
+    let unpinned = |n: &Node| match &n.node {
+        Some(node::Node::UserTask(u)) => u.user_task_def_version.is_none(),
+        Some(node::Node::RunChildWf(r)) => {
+            r.major_version == -1 && matches!(r.wf_spec, Some(Which::WfSpecName(_)))
+        }
+        _ => false,
+    };
     if !req
         .thread_specs
         .values()
@@ -881,6 +1048,16 @@ fn pin_user_task_defs(ctx: &Ctx, req: &PutWfSpecRequest) -> HResult<Option<PutWf
                     u.user_task_def_version =
                         crate::user_task::find_def(ctx, &u.user_task_def_name, None)?
                             .map(|d| d.version);
+                }
+            }
+            // A child WfSpec named without a major version runs the latest one at the time of
+            // this PutWfSpec, as LittleHorse pins it: a new major version of the child does
+            // not change what running parents start.
+            if let Some(node::Node::RunChildWf(r)) = &mut n.node {
+                if let (-1, Some(Which::WfSpecName(spec))) = (r.major_version, &r.wf_spec) {
+                    if let Some(found) = latest(ctx.tables.wf_specs.open()?, spec, None)? {
+                        r.major_version = found.id.map_or(0, |i| i.major_version);
+                    }
                 }
             }
         }

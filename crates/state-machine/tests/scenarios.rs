@@ -522,12 +522,19 @@ fn s8_unsupported_features_are_refused_by_name() {
         .unwrap()
         .nodes
         .insert(
-            "9-child-RUN_CHILD_WF".into(),
-            node(node::Node::RunChildWf(Default::default()), vec![]),
+            "9-sleep".into(),
+            node(
+                node::Node::Sleep(SleepNode {
+                    sleep_length: Some(sleep_node::SleepLength::IsoDate(lit(values::str(
+                        "2030-01-01T00:00:00Z",
+                    )))),
+                }),
+                vec![],
+            ),
         );
     invalid_containing(
         h.rejected(Kind::PutWfSpec(with_many)),
-        "RUN_CHILD_WF nodes are not supported",
+        "SLEEP with iso_date is not supported yet",
     );
     let mut with_task = wait_spec("t", "e", None);
     with_task

@@ -10,6 +10,7 @@
 //! [`child_threads`]; interrupts in [`interrupts`]; RescueThreadRun in [`rescue`].
 
 mod child_threads;
+pub mod child_wf_runs;
 pub mod failures;
 pub mod interrupts;
 pub mod rescue;
@@ -26,6 +27,7 @@ use halter_api::littlehorse::{
     WaitForConditionRun,
 };
 use halter_api::values;
+use halter_api::wf_run_id::wf_run_key;
 use halter_storage::codec;
 use redb::ReadableTable;
 
@@ -57,6 +59,7 @@ pub(crate) struct ThreadScope<'a, 'b, 't> {
     wf: &'a str,
     /// The thread, then its parent, grandparent...: where variables are looked up.
     chain: Vec<i32>,
+    run: &'a RunState,
 }
 
 impl<'a, 'b, 't> ThreadScope<'a, 'b, 't> {
@@ -78,14 +81,25 @@ impl<'a, 'b, 't> ThreadScope<'a, 'b, 't> {
             ctx,
             wf: run.id(),
             chain,
+            run,
         })
     }
 
-    /// The thread that owns variable `name`.
+    /// The thread that owns variable `name`. An INHERITED_VAR is the nearest ancestor
+    /// WfRun's (in its entrypoint thread); the Variable's id says whose.
     fn owner(&self, name: &str) -> HResult<Option<(i32, halter_api::littlehorse::Variable)>> {
         for t in &self.chain {
             if let Some(v) = get_variable(self.ctx, self.wf, *t, name)? {
                 return Ok(Some((*t, v)));
+            }
+        }
+        if inherited(self.run, name).is_some() {
+            let mut wf = self.wf;
+            while let Some(parent) = halter_api::wf_run_id::parent_key(wf) {
+                if let Some(v) = get_variable(self.ctx, parent, 0, name)? {
+                    return Ok(Some((0, v)));
+                }
+                wf = parent;
             }
         }
         Ok(None)
@@ -160,6 +174,16 @@ pub fn output_of(ctx: &Ctx, nr: &NodeRun) -> HResult<VariableValue> {
         if let Some(id) = &u.user_task_run_id {
             return Ok(crate::user_task::output(ctx, id)?.unwrap_or_default());
         }
+    }
+    if let Some(NodeType::RunChildWf(r)) = &nr.node_type {
+        if let Some(id) = &r.child_wf_run_id {
+            return Ok(VariableValue {
+                value: Some(Value::WfRunId(id.clone())),
+            });
+        }
+    }
+    if let Some(NodeType::WaitForChildWf(w)) = &nr.node_type {
+        return child_wf_runs::output(ctx, w);
     }
     if let Some(NodeType::ExternalEvent(e)) = &nr.node_type {
         if let Some(id) = &e.external_event_id {
@@ -451,6 +475,12 @@ fn arrive(
                 return fail_node(ctx, &mut nr, ty.as_str_name(), msg);
             }
         }
+        Some(node::Node::RunChildWf(r)) => {
+            return child_wf_runs::run_child(ctx, run, thread, &r, &mut nr);
+        }
+        Some(node::Node::WaitForChildWf(w)) => {
+            return child_wf_runs::wait(ctx, run, thread, &w, nr);
+        }
         // PutWfSpec refuses every other node type, so a stored spec never has one.
         _ => {
             return fail_node(
@@ -721,6 +751,9 @@ pub fn advance(ctx: &mut Ctx, run: &mut RunState) -> HResult<()> {
                 {
                     progressed |= check_condition(ctx, run, t, nr)?;
                 }
+                LhStatus::Running if matches!(nr.node_type, Some(NodeType::WaitForChildWf(_))) => {
+                    progressed |= child_wf_runs::check(ctx, nr)?;
+                }
                 LhStatus::Running if matches!(nr.node_type, Some(NodeType::Exit(_))) => {
                     progressed |= child_threads::check_exit(ctx, run, t, nr)?;
                 }
@@ -881,10 +914,7 @@ pub(crate) fn take_edge(
                 }
                 Err(e) => {
                     for v in originals.iter().rev() {
-                        let id = v.id.clone().unwrap_or_default();
-                        let searchable = thread_var_def(run, id.thread_run_number, &id.name)
-                            .is_some_and(|d| d.searchable);
-                        put_variable(ctx, v, searchable)?;
+                        write_variable(ctx, run, v)?;
                     }
                     let msg = format!("mutating '{}': {e}", m.lhs_name);
                     let name = LhErrorType::VarMutationError.as_str_name();
@@ -892,10 +922,8 @@ pub(crate) fn take_edge(
                 }
             }
             // Later mutations of the same edge see earlier ones.
-            if let Some((owner, v)) = writes.last() {
-                let searchable =
-                    thread_var_def(run, *owner, &m.lhs_name).is_some_and(|d| d.searchable);
-                put_variable(ctx, v, searchable)?;
+            if let Some((_, v)) = writes.last() {
+                write_variable(ctx, run, v)?;
             }
             scope = ThreadScope::new(ctx, run, thread)?;
         }
@@ -924,19 +952,61 @@ fn edge_failed(
     }
 }
 
-/// How the ThreadSpec of thread `thread` declares its variable `name`.
+/// How the ThreadSpec of thread `thread` declares its variable `name` (for a variable of a
+/// parent WfRun, how this WfRun's spec declares it INHERITED).
 fn thread_var_def<'r>(
     run: &'r RunState,
     thread: i32,
     name: &str,
 ) -> Option<&'r halter_api::littlehorse::ThreadVarDef> {
-    let spec_name = &run.threads.get(&thread)?.thread_spec_name;
+    let own = run
+        .threads
+        .get(&thread)
+        .and_then(|t| run.spec.thread_specs.get(&t.thread_spec_name))
+        .and_then(|t| {
+            t.variable_defs
+                .iter()
+                .find(|v| v.var_def.as_ref().is_some_and(|d| d.name == name))
+        });
+    own.or_else(|| inherited(run, name))
+}
+
+/// The spec's INHERITED_VAR declaration of `name`, in any thread.
+fn inherited<'r>(
+    run: &'r RunState,
+    name: &str,
+) -> Option<&'r halter_api::littlehorse::ThreadVarDef> {
+    use halter_api::littlehorse::WfRunVariableAccessLevel;
     run.spec
         .thread_specs
-        .get(spec_name)?
-        .variable_defs
-        .iter()
-        .find(|v| v.var_def.as_ref().is_some_and(|d| d.name == name))
+        .values()
+        .flat_map(|t| &t.variable_defs)
+        .find(|v| {
+            v.access_level == WfRunVariableAccessLevel::InheritedVar as i32
+                && v.var_def.as_ref().is_some_and(|d| d.name == name)
+        })
+}
+
+/// Writes a variable a mutation changed. One of an ancestor WfRun is indexed as that WfRun's
+/// spec declares it, and the ancestor is woken (a WAIT_FOR_CONDITION there may now hold).
+fn write_variable(
+    ctx: &mut Ctx,
+    run: &RunState,
+    v: &halter_api::littlehorse::Variable,
+) -> HResult<()> {
+    let id = v.id.clone().unwrap_or_default();
+    let owner = id.wf_run_id.as_ref().map(wf_run_key).unwrap_or_default();
+    if owner == run.id() {
+        let searchable =
+            thread_var_def(run, id.thread_run_number, &id.name).is_some_and(|d| d.searchable);
+        return put_variable(ctx, v, searchable);
+    }
+    let searchable = RunState::load(ctx, &owner)?
+        .and_then(|o| thread_var_def(&o, id.thread_run_number, &id.name).map(|d| d.searchable))
+        .unwrap_or(false);
+    put_variable(ctx, v, searchable)?;
+    ctx.wakes.insert(owner);
+    Ok(())
 }
 
 fn declared_type_of(
@@ -954,6 +1024,7 @@ fn declared_type_of(
 pub(crate) fn finish_wf_run(ctx: &mut Ctx, run: &mut RunState, st: LhStatus) -> HResult<()> {
     run.wf_run.status = st as i32;
     run.wf_run.end_time = Some(ts(ctx.now_ms));
+    child_wf_runs::wake_parent_of(ctx, run.id());
     let has_tasks = run.spec.thread_specs.values().any(|t| {
         t.nodes
             .values()

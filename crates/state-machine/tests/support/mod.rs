@@ -253,11 +253,9 @@ impl Harness {
     }
 }
 
+/// The WfRunId of `id`, its text form: a child's is `{parent}_{child}`.
 pub fn wf_id(id: &str) -> WfRunId {
-    WfRunId {
-        id: id.into(),
-        parent_wf_run_id: None,
-    }
+    halter_api::wf_run_id::wf_run_id_of(id)
 }
 
 pub fn event_id(wf: &str, def: &str, guid: &str) -> ExternalEventId {
