@@ -66,7 +66,16 @@ check "stop" "stopped" "${CTL[@]}" wf-run stop r2
 check "halted" "HALTED" "${CTL[@]}" wf-run get r2
 check "resume" "resumed" "${CTL[@]}" wf-run resume r2
 check "search runs" "r2" "${CTL[@]}" wf-run search approval --status RUNNING
+# A child WfRun of r2, waiting for its own event: addressed as r2_k1; deleting r2 deletes it.
+sed 's/"name": "approval"/"name": "kid", "parentWfSpec": {"wfSpecName": "approval"}/' \
+  "$DIR/spec.json" > "$DIR/kid.json"
+check "child spec put" "kid" "${CTL[@]}" wf-spec put "$DIR/kid.json"
+check "child needs parent" "requires a parent" "${CTL[@]}" wf-run run kid --id k0
+check "child run" "RUNNING" "${CTL[@]}" wf-run run kid --id k1 --parent r2
+check "child event" "claimed" "${CTL[@]}" external-event put r2_k1 signed --str kid --guid g9
+check "child completed" "COMPLETED" "${CTL[@]}" wf-run get r2_k1
 check "delete run" "deleted" "${CTL[@]}" wf-run delete r2
+check "child deleted too" "NOT_FOUND" "${CTL[@]}" wf-run get r2_k1
 cat > "$DIR/task-spec.json" <<'JSON'
 {"name": "billing", "entrypointThreadName": "entrypoint", "threadSpecs": {"entrypoint": {
   "variableDefs": [{"varDef": {"name": "amount", "typeDef": {"primitiveType": "INT"}}}],

@@ -1239,3 +1239,62 @@ def test_schedule_reminder_task_runs_on_a_worker_and_leaves_the_user_task(cluste
 
         asyncio.run_coroutine_threadsafe(close_channels(), loop).result(timeout=RPC_TIMEOUT_S)
         loop.call_soon_threadsafe(worker.stop)
+
+
+def test_a_parent_runs_a_child_wf_that_writes_an_inherited_variable(cluster, config, stubs):
+    """The SDK's run_wf / wait_for_child_wf, with parent_wf and an inherited variable: the
+    parent starts a child that waits for an event; the event reaches the child by its nested
+    WfRunId through a follower; the child's write to `total` is the parent's, its output the
+    parent's wait node's, and GetWfRun answers the child under its nested id."""
+    parent_name, child_name, paid = new_id("order"), new_id("payment"), new_id("paid")
+    create_external_event_def(paid, config, timeout=RPC_TIMEOUT_S)
+
+    def parent_v0(wf: WorkflowThread) -> None:
+        wf.declare_int("total", 0).as_public()
+        wf.declare_int("got")
+
+    # A child's inherited variable needs its parent WfSpec first; the parent's RUN_CHILD_WF
+    # node needs the child's, so the parent's second version starts it (as with LittleHorse).
+    create_workflow_spec(Workflow(parent_name, parent_v0), config, timeout=RPC_TIMEOUT_S)
+
+    def child(wf: WorkflowThread) -> None:
+        total = wf.add_variable("total", VariableType.INT).as_inherited()
+        amount = wf.declare_int("amount")
+        wf.wait_for_event(paid, timeout=60)
+        wf.mutate(total, VariableMutationType.ADD, amount)
+        wf.complete(amount)
+
+    create_workflow_spec(Workflow(child_name, child, parent_wf=parent_name), config,
+                         timeout=RPC_TIMEOUT_S)
+
+    def parent_v1(wf: WorkflowThread) -> None:
+        wf.declare_int("total", 0).as_public()
+        got = wf.declare_int("got")
+        spawned = wf.run_wf(child_name, {"amount": 5})
+        wf.mutate(got, VariableMutationType.ASSIGN, wf.wait_for_child_wf(spawned))
+
+    create_workflow_spec(Workflow(parent_name, parent_v1), config, timeout=RPC_TIMEOUT_S)
+    parent_id = new_id("o")
+    stubs[0].RunWf(RunWfRequest(wf_spec_name=parent_name, id=parent_id), timeout=RPC_TIMEOUT_S)
+
+    started = stubs[1].GetNodeRun(
+        NodeRunId(wf_run_id=WfRunId(id=parent_id), thread_run_number=0, position=1),
+        timeout=RPC_TIMEOUT_S)
+    assert started.WhichOneof("node_type") == "run_child_wf", started
+    child_id = started.run_child_wf.child_wf_run_id
+    assert child_id.parent_wf_run_id == WfRunId(id=parent_id), child_id
+    child_run = stubs[2].GetWfRun(child_id, timeout=RPC_TIMEOUT_S)
+    assert child_run.id == child_id and child_run.wf_spec_id.name == child_name, child_run
+    assert child_run.status == LHStatus.RUNNING
+    assert get_run(stubs[0], parent_id).status == LHStatus.RUNNING
+
+    _, follower = pick_follower(cluster)
+    stubs[follower - 1].PutExternalEvent(
+        PutExternalEventRequest(wf_run_id=child_id,
+                                external_event_def_id=ExternalEventDefId(name=paid),
+                                content=VariableValue(str="ok")),
+        timeout=RPC_TIMEOUT_S)
+    wait_status(stubs[0], parent_id, LHStatus.COMPLETED)
+    assert stubs[1].GetWfRun(child_id, timeout=RPC_TIMEOUT_S).status == LHStatus.COMPLETED
+    assert get_var(stubs[2], parent_id, "total") == VariableValue(int=5)
+    assert get_var(stubs[2], parent_id, "got") == VariableValue(int=5)

@@ -250,6 +250,9 @@ enum RunCmd {
         id: Option<String>,
         #[arg(long = "var")]
         vars: Vec<String>,
+        /// Start it as a child of this WfRun (its spec names the parent's in parent_wf_spec).
+        #[arg(long)]
+        parent: Option<String>,
     },
     Get {
         id: String,
@@ -570,7 +573,12 @@ async fn run(cli: Cli) -> anyhow::Result<Shown> {
             )?,
         },
         Cmd::Run(c) => match c {
-            RunCmd::Run { spec, id, vars } => {
+            RunCmd::Run {
+                spec,
+                id,
+                vars,
+                parent,
+            } => {
                 let variables: BTreeMap<String, VariableValue> = vars
                     .iter()
                     .map(|v| parse_var(v))
@@ -579,6 +587,7 @@ async fn run(cli: Cli) -> anyhow::Result<Shown> {
                     wf_spec_name: spec,
                     id,
                     variables,
+                    parent_wf_run_id: parent.as_deref().map(wf),
                     ..Default::default()
                 };
                 one("littlehorse.WfRun", &lh.run_wf(req).await?.into_inner())?
