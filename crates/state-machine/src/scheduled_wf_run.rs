@@ -46,7 +46,7 @@ fn run_request(req: &ScheduleWfRequest, id: Option<String>) -> RunWfRequest {
         revision: req.revision,
         variables: req.variables.clone(),
         id,
-        parent_wf_run_id: None,
+        parent_wf_run_id: req.parent_wf_run_id.clone(),
     }
 }
 
@@ -65,9 +65,6 @@ pub fn schedule(ctx: &mut Ctx, req: &ScheduleWfRequest) -> HResult<ScheduledWfRu
         ))
         .into());
     }
-    if req.parent_wf_run_id.is_some() {
-        return Err(invalid("parent_wf_run_id (child WfRuns) is not supported yet").into());
-    }
     let cron = Cron::parse(&req.cron_expression)
         .map_err(|e| invalid(format!("cron_expression '{}': {e}", req.cron_expression)))?;
     let due = cron.next_after(ctx.now_ms).ok_or_else(|| {
@@ -80,6 +77,8 @@ pub fn schedule(ctx: &mut Ctx, req: &ScheduleWfRequest) -> HResult<ScheduledWfRu
     // refused here rather than failing silently at every time.
     let spec = wf_run::find_spec(ctx, &run_request(req, None))?;
     wf_run::initial_variables(&spec, &req.variables)?;
+    // A parent deleted later makes each firing a refused RunWf, skipped like any other.
+    wf_run::check_parent(ctx, &spec, req.parent_wf_run_id.as_ref())?;
     if codec::get::<_, StoredSchedule, _>(ctx.tables.scheduled_wf_runs.open()?, id)?.is_some() {
         return Err(
             Rejection::AlreadyExists(format!("ScheduledWfRun '{id}' already exists")).into(),
@@ -89,7 +88,7 @@ pub fn schedule(ctx: &mut Ctx, req: &ScheduleWfRequest) -> HResult<ScheduledWfRu
         id: Some(ScheduledWfRunId { id: id.to_string() }),
         wf_spec_id: spec.id.clone(),
         variables: req.variables.clone(),
-        parent_wf_run_id: None,
+        parent_wf_run_id: req.parent_wf_run_id.clone(),
         cron_expression: req.cron_expression.clone(),
         created_at: Some(ts(ctx.now_ms)),
     };

@@ -75,7 +75,7 @@ pub fn run(ctx: &mut Ctx, req: &RunWfRequest) -> HResult<WfRun> {
 
 /// A child WfRun's spec names its parent's spec, and the parent exists (LittleHorse's rules,
 /// with its codes: a missing parent is FAILED_PRECONDITION).
-fn check_parent(ctx: &Ctx, spec: &WfSpec, parent: Option<&WfRunId>) -> HResult<()> {
+pub(crate) fn check_parent(ctx: &Ctx, spec: &WfSpec, parent: Option<&WfRunId>) -> HResult<()> {
     let name = spec
         .id
         .as_ref()

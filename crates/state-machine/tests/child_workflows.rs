@@ -601,3 +601,33 @@ fn a_spec_that_starts_children_of_itself_stops_at_the_nesting_bound() {
     // Every level failed in turn, up to the top, in the one command.
     assert_eq!(run.status(), LhStatus::Error);
 }
+
+#[test]
+fn a_schedule_with_a_parent_starts_children_of_it() {
+    let mut h = Harness::new();
+    accounts(&mut h);
+    h.run("account", "acct");
+    // The parent is checked when the schedule is made, as RunWf would check it.
+    let r = h.rejected(Kind::ScheduleWf(ScheduleWfRequest {
+        id: Some("s".into()),
+        wf_spec_name: "deposit".into(),
+        cron_expression: "* * * * *".into(),
+        parent_wf_run_id: Some(wf_id("nobody")),
+        ..Default::default()
+    }));
+    assert!(matches!(r, Rejection::FailedPrecondition(_)), "{r:?}");
+    h.ok(Kind::ScheduleWf(ScheduleWfRequest {
+        id: Some("s".into()),
+        wf_spec_name: "deposit".into(),
+        cron_expression: "* * * * *".into(),
+        parent_wf_run_id: Some(wf_id("acct")),
+        ..Default::default()
+    }));
+    let due = (h.now / 60_000 + 1) * 60_000;
+    h.advance_ms(due - h.now);
+    assert!(h.fire_due() >= 1);
+    let child = format!("acct_s-{due}");
+    assert_eq!(h.status(&child), LhStatus::Completed);
+    assert_eq!(h.variable("acct", "total"), values::int(5));
+    assert_eq!(h.status("acct"), LhStatus::Completed);
+}

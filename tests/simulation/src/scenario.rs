@@ -162,6 +162,122 @@ fn tick_spec() -> PutWfSpecRequest {
     }
 }
 
+/// Parent and child WfSpecs: a `sim-family` run starts a `sim-member` child and waits for it;
+/// the child waits for `go` (3 s) and writes the event into `paid`, which it inherits from
+/// its parent. The parent's first version only declares `paid` (a child's INHERITED_VAR
+/// needs its parent's WfSpec, a RUN_CHILD_WF node its child's).
+pub const FAMILY: &str = "sim-family";
+pub const MEMBER: &str = "sim-member";
+
+fn paid_var(access: WfRunVariableAccessLevel) -> ThreadVarDef {
+    ThreadVarDef {
+        access_level: access as i32,
+        ..int_var("paid")
+    }
+}
+
+fn family_spec(with_child: bool) -> PutWfSpecRequest {
+    let nodes = if with_child {
+        vec![
+            (
+                "0-entry",
+                node(node::Node::Entrypoint(EntrypointNode {}), Some("1-run")),
+            ),
+            (
+                "1-run",
+                node(
+                    node::Node::RunChildWf(RunChildWfNode {
+                        wf_spec: Some(run_child_wf_node::WfSpec::WfSpecName(MEMBER.into())),
+                        major_version: -1,
+                        inputs: Default::default(),
+                        child_id: None,
+                    }),
+                    Some("2-wait"),
+                ),
+            ),
+            (
+                "2-wait",
+                node(
+                    node::Node::WaitForChildWf(WaitForChildWfNode {
+                        child_wf_run_id: Some(VariableAssignment {
+                            source: Some(variable_assignment::Source::NodeOutput(
+                                variable_assignment::NodeOutputReference {
+                                    node_name: "1-run".into(),
+                                },
+                            )),
+                            ..Default::default()
+                        }),
+                        child_wf_run_source_node: "1-run".into(),
+                    }),
+                    Some("3-exit"),
+                ),
+            ),
+            (
+                "3-exit",
+                node(node::Node::Exit(ExitNode { result: None }), None),
+            ),
+        ]
+    } else {
+        vec![
+            (
+                "0-entry",
+                node(node::Node::Entrypoint(EntrypointNode {}), Some("1-exit")),
+            ),
+            (
+                "1-exit",
+                node(node::Node::Exit(ExitNode { result: None }), None),
+            ),
+        ]
+    };
+    PutWfSpecRequest {
+        name: FAMILY.into(),
+        thread_specs: [(
+            "entrypoint".to_string(),
+            thread(nodes, vec![paid_var(WfRunVariableAccessLevel::PublicVar)]),
+        )]
+        .into(),
+        entrypoint_thread_name: "entrypoint".into(),
+        ..Default::default()
+    }
+}
+
+fn member_spec() -> PutWfSpecRequest {
+    let mut wait = wait("2-exit", 3);
+    wait.outgoing_edges[0].variable_mutations = vec![VariableMutation {
+        lhs_name: "paid".into(),
+        operation: VariableMutationType::Assign as i32,
+        rhs_value: Some(variable_mutation::RhsValue::NodeOutput(Default::default())),
+        ..Default::default()
+    }];
+    PutWfSpecRequest {
+        name: MEMBER.into(),
+        thread_specs: [(
+            "entrypoint".to_string(),
+            thread(
+                vec![
+                    (
+                        "0-entry",
+                        node(node::Node::Entrypoint(EntrypointNode {}), Some("1-go")),
+                    ),
+                    ("1-go", wait),
+                    (
+                        "2-exit",
+                        node(node::Node::Exit(ExitNode { result: None }), None),
+                    ),
+                ],
+                vec![paid_var(WfRunVariableAccessLevel::InheritedVar)],
+            ),
+        )]
+        .into(),
+        entrypoint_thread_name: "entrypoint".into(),
+        parent_wf_spec: Some(wf_spec::ParentWfSpecReference {
+            wf_spec_name: FAMILY.into(),
+            wf_spec_major_version: 0,
+        }),
+        ..Default::default()
+    }
+}
+
 fn sim_spec() -> PutWfSpecRequest {
     let entry = node(node::Node::Entrypoint(EntrypointNode {}), Some("1-child"));
     let mut start = node(
@@ -409,6 +525,18 @@ async fn setup(c: &ClusterView) -> Result<(), String> {
             let r = within(4000, lh.put_wf_spec(tick_spec())).await;
             if !matches!(r, Some(Ok(_))) {
                 failed = Some(format!("tick spec: {r:?}"));
+            }
+            for (what, req) in [
+                ("family spec", family_spec(false)),
+                ("member spec", member_spec()),
+                ("family spec with its child", family_spec(true)),
+            ] {
+                if failed.is_none() {
+                    let r = within(4000, lh.put_wf_spec(req)).await;
+                    if !matches!(r, Some(Ok(_))) {
+                        failed = Some(format!("{what}: {r:?}"));
+                    }
+                }
             }
         }
         let Some(why) = failed else {

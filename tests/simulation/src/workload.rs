@@ -18,6 +18,18 @@ pub const PRE_POOL: usize = 4;
 /// Schedules clients create and delete, each starting a `sim-tick` run every minute.
 pub const SCHEDULE_POOL: usize = 3;
 
+/// `sim-family` runs clients start; each one's child is `{family}_0-1`.
+pub const FAMILY_POOL: usize = 3;
+
+pub fn family_name(i: usize) -> String {
+    format!("fam-{i}")
+}
+
+/// The key of a family run's child (started by its node at thread 0, position 1).
+pub fn member_key(family: &str) -> String {
+    format!("{family}_0-1")
+}
+
 pub fn schedule_name(i: usize) -> String {
     format!("sched-{i}")
 }
@@ -352,6 +364,36 @@ pub async fn client(id: usize, nodes: Vec<std::net::IpAddr>, oracle: Shared, unt
             drop(o);
             let what = if create { "schedule" } else { "unschedule" };
             oracle.trace(format!("c{id} {what} {sched} {out}@{node}"));
+        } else if roll < 96 {
+            // A family run starts its child; an event `go` reaches the child by its nested id.
+            let fam = family_name(rng.gen_range(0..FAMILY_POOL));
+            let out = if rng.gen_bool(0.5) {
+                let req = RunWfRequest {
+                    wf_spec_name: crate::scenario::FAMILY.into(),
+                    id: Some(fam.clone()),
+                    ..Default::default()
+                };
+                match within(4000, lh.run_wf(req)).await {
+                    Some(Ok(_)) => "run ok".to_string(),
+                    Some(Err(s)) => format!("run {:?}", s.code()),
+                    None => "run timeout".into(),
+                }
+            } else {
+                let req = PutExternalEventRequest {
+                    wf_run_id: Some(halter_api::wf_run_id::wf_run_id_of(&member_key(&fam))),
+                    external_event_def_id: Some(ExternalEventDefId { name: "go".into() }),
+                    guid: Some(format!("f{id}-{n}")),
+                    content: Some(values::int((id as i64) * 1_000_000 + n as i64)),
+                    thread_run_number: None,
+                    node_run_position: None,
+                };
+                match within(4000, lh.put_external_event(req)).await {
+                    Some(Ok(_)) => "pay ok".to_string(),
+                    Some(Err(s)) => format!("pay {:?}", s.code()),
+                    None => "pay timeout".into(),
+                }
+            };
+            oracle.trace(format!("c{id} family {fam} {out}@{node}"));
         } else {
             let wf = wf_name(rng.gen_range(0..WF_POOL));
             let started = Instant::now();

@@ -2,6 +2,7 @@
 //! its own file with the reason it must hold.
 
 mod acknowledged_events;
+mod children_end_before_parents;
 mod claimed_once;
 mod liveness;
 mod monotonic_reads;
@@ -197,6 +198,8 @@ pub struct Coverage {
     pub rescued: usize,
     /// WfRuns started by schedules.
     pub scheduled_runs: usize,
+    /// Family runs whose child completed (and so did they).
+    pub families_completed: usize,
 }
 
 /// Checks everything; returns the cluster's final state digest and the coverage.
@@ -205,6 +208,8 @@ pub async fn check_all(c: &ClusterView, oracle: &Shared) -> Result<(String, Cove
     let obs = observe(c).await?;
     search_finds_runs::check(c, &obs).await?;
     let ticks = schedules_fire_once_per_time::observe(c).await?;
+    let families = children_end_before_parents::observe(c).await?;
+    children_end_before_parents::check(&families)?;
     let o = oracle.lock();
     acknowledged_events::check(&o, &obs)?;
     claimed_once::check(&obs)?;
@@ -249,6 +254,14 @@ pub async fn check_all(c: &ClusterView, oracle: &Shared) -> Result<(String, Cove
             .count(),
         rescued: o.rescues_acked.values().sum(),
         scheduled_runs: ticks.runs.len(),
+        families_completed: families
+            .iter()
+            .filter(|f| {
+                f.parent
+                    .as_ref()
+                    .is_some_and(|p| p.status() == LhStatus::Completed)
+            })
+            .count(),
         ..Default::default()
     };
     for t in obs.runs.values().flatten().flat_map(|r| &r.thread_runs) {
