@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use halter_api::littlehorse::{
-    LhStatus, Node, NodeRun, ThreadRun, ThreadVarDef, Variable, VariableId, VariableValue, WfRun,
-    WfRunId, WfSpec, WfSpecId,
+    LhStatus, Node, NodeRun, ThreadRun, ThreadSpec, ThreadVarDef, Variable, VariableId,
+    VariableValue, WfRun, WfRunId, WfSpec, WfSpecId,
 };
 use halter_api::wf_run_id::wf_run_key;
 use halter_storage::codec;
@@ -160,6 +160,21 @@ pub fn put_variable(ctx: &mut Ctx, v: &Variable, searchable: bool) -> HResult<()
         v,
     )?;
     Ok(())
+}
+
+/// How `thread` declares its variable `name`.
+pub(crate) fn var_def<'t>(thread: &'t ThreadSpec, name: &str) -> Option<&'t ThreadVarDef> {
+    thread
+        .variable_defs
+        .iter()
+        .find(|v| v.var_def.as_ref().is_some_and(|d| d.name == name))
+}
+
+/// How `spec`'s entrypoint thread declares its variable `name`.
+pub(crate) fn entry_var_def<'s>(spec: &'s WfSpec, name: &str) -> Option<&'s ThreadVarDef> {
+    spec.thread_specs
+        .get(&spec.entrypoint_thread_name)
+        .and_then(|t| var_def(t, name))
 }
 
 /// A variable a new thread starts with, and how its ThreadVarDef declares it.

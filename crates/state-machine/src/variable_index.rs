@@ -113,11 +113,7 @@ where
         let searchable = specs[&key]
             .as_ref()
             .and_then(|s| s.thread_specs.get(&thread_run.thread_spec_name))
-            .and_then(|ts| {
-                ts.variable_defs
-                    .iter()
-                    .find(|d| d.var_def.as_ref().is_some_and(|d| d.name == name))
-            })
+            .and_then(|ts| crate::run_state::var_def(ts, name))
             .is_some_and(|d| d.searchable);
         if let (true, Some(row)) = (searchable, row_of(&var)) {
             rows.insert(row);

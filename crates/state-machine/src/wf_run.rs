@@ -288,7 +288,7 @@ pub fn delete_by_id(ctx: &mut Ctx, wf: &str) -> HResult<()> {
 
 /// The keys of every WfRun below `wf` (children, grandchildren...): they all start with
 /// `{wf}_`, and `` ` `` is the character after `_`.
-pub(crate) fn descendants(ctx: &Ctx, wf: &str) -> HResult<Vec<String>> {
+fn descendants(ctx: &Ctx, wf: &str) -> HResult<Vec<String>> {
     let (lo, hi) = (
         format!("{wf}{CHILD_SEPARATOR}"),
         format!("{wf}{}", (CHILD_SEPARATOR as u8 + 1) as char),

@@ -226,14 +226,8 @@ impl Checker<'_, '_, '_> {
                         ),
                     ));
                 };
-                let entry = child.thread_specs.get(&child.entrypoint_thread_name);
                 for input in r.inputs.keys() {
-                    let def = entry.and_then(|t| {
-                        t.variable_defs
-                            .iter()
-                            .find(|v| v.var_def.as_ref().is_some_and(|d| &d.name == input))
-                    });
-                    match def {
+                    match crate::run_state::entry_var_def(&child, input) {
                         None => {
                             return Err(self.err(
                                 Some(name),
@@ -790,15 +784,7 @@ fn inherited_var(
             p.wf_spec_name
         )));
     };
-    let theirs = parent
-        .thread_specs
-        .get(&parent.entrypoint_thread_name)
-        .and_then(|t| {
-            t.variable_defs
-                .iter()
-                .find(|v| v.var_def.as_ref().is_some_and(|d| d.name == def.name))
-        });
-    let Some(theirs) = theirs else {
+    let Some(theirs) = crate::run_state::entry_var_def(&parent, &def.name) else {
         return Err(err(format!(
             "INHERITED variable does not exist in the entrypoint of parent WfSpec '{}'",
             p.wf_spec_name

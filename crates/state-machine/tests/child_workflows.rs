@@ -195,7 +195,8 @@ fn a_childs_exception_reaches_the_parent_by_name_and_its_error_as_child_failure(
     assert_eq!(f.failure_name, "out-of-stock");
     assert!(f.message.starts_with("Child WfRun failed: "), "{f:?}");
 
-    // A child WfSpec that names a variable nobody gives fails with an ERROR.
+    // An input read from an unset variable is null: the child starts with n = null (it is
+    // not required) and returns it, so parent and child complete.
     let mut h = Harness::new();
     h.put_spec(spec(
         "broken",

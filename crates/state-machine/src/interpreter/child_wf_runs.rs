@@ -12,13 +12,14 @@ use halter_api::limits::{MAX_CHILD_WF_RUNS_PER_COMMAND, MAX_CHILD_WF_RUN_DEPTH};
 use halter_api::littlehorse::{
     node_run::NodeType, run_child_wf_node::WfSpec as SpecToRun, variable_value::Value,
     wf_run::ParentTriggerReference, Failure, LhErrorType, LhStatus, NodeRun, RunChildWfNode,
-    RunChildWfNodeRun, VariableValue, WaitForChildWfNode, WaitForChildWfNodeRun, WfRun, WfRunId,
+    RunChildWfNodeRun, ThreadRun, VariableValue, WaitForChildWfNode, WaitForChildWfNodeRun, WfRun,
+    WfRunId,
 };
 use halter_api::names::check_name;
 use halter_api::wf_run_id::{key_of, parent_key, wf_run_key, CHILD_SEPARATOR};
 use halter_storage::codec;
 
-use super::{complete_node, fail_node, ThreadScope};
+use super::{complete_node, fail_node, fail_node_with, ThreadScope};
 use crate::ctx::Ctx;
 use crate::error::HResult;
 use crate::expr;
@@ -227,25 +228,22 @@ pub(crate) fn check(ctx: &mut Ctx, mut nr: NodeRun) -> HResult<bool> {
                 failure_name: LhErrorType::ChildFailure.as_str_name().into(),
                 ..Default::default()
             });
-            nr.status = LhStatus::Exception as i32;
-            nr.end_time = Some(crate::time::ts(ctx.now_ms));
             let message = format!("Child WfRun failed: {}", failure.message);
-            nr.error_message = Some(message.clone());
-            nr.failures.push(Failure { message, ..failure });
-            put_node(ctx, &nr)?;
+            fail_node_with(ctx, &mut nr, Failure { message, ..failure })?;
         }
         _ => return Ok(false),
     }
     Ok(true)
 }
 
+/// The entrypoint thread (thread 0) of the WfRun `key`: what a child's end is read from.
+fn entry_thread(ctx: &Ctx, key: &str) -> HResult<Option<ThreadRun>> {
+    Ok(codec::get(ctx.tables.thread_runs.open()?, (key, 0u32))?)
+}
+
 /// The failure that ended the child's entrypoint thread: the latest on its current NodeRun.
 fn child_failure_of(ctx: &Ctx, key: &str) -> HResult<Option<Failure>> {
-    let Some(t0) = codec::get::<_, halter_api::littlehorse::ThreadRun, _>(
-        ctx.tables.thread_runs.open()?,
-        (key, 0u32),
-    )?
-    else {
+    let Some(t0) = entry_thread(ctx, key)? else {
         return Ok(None);
     };
     let nr = get_node(ctx, key, 0, t0.current_node_position)?;
@@ -259,9 +257,9 @@ pub(crate) fn output(ctx: &Ctx, w: &WaitForChildWfNodeRun) -> HResult<VariableVa
         .as_ref()
         .map(wf_run_key)
         .unwrap_or_default();
-    let t0: Option<halter_api::littlehorse::ThreadRun> =
-        codec::get(ctx.tables.thread_runs.open()?, (key.as_str(), 0u32))?;
-    Ok(t0.and_then(|t| t.output).unwrap_or_default())
+    Ok(entry_thread(ctx, &key)?
+        .and_then(|t| t.output)
+        .unwrap_or_default())
 }
 
 /// Queues the parent of the WfRun `key`, if it has one, to be advanced after this command.

@@ -244,14 +244,20 @@ pub(crate) fn fail_node(
     name: &str,
     message: String,
 ) -> HResult<()> {
-    nr.status = failure_status(name) as i32;
-    nr.end_time = Some(ts(ctx.now_ms));
-    nr.error_message = Some(message.clone());
-    nr.failures.push(Failure {
+    let failure = Failure {
         failure_name: name.to_string(),
-        message: message.clone(),
+        message,
         ..Default::default()
-    });
+    };
+    fail_node_with(ctx, nr, failure)
+}
+
+/// [`fail_node`] with a whole Failure (one that carries content, or a child's own).
+pub(crate) fn fail_node_with(ctx: &mut Ctx, nr: &mut NodeRun, failure: Failure) -> HResult<()> {
+    nr.status = failure_status(&failure.failure_name) as i32;
+    nr.end_time = Some(ts(ctx.now_ms));
+    nr.error_message = Some(failure.message.clone());
+    nr.failures.push(failure);
     put_node(ctx, nr)
 }
 
@@ -326,11 +332,7 @@ fn arrive(
                         Some(Ok(v)) => failure.content = Some(v),
                         None => {}
                     }
-                    nr.status = failure_status(&f.failure_name) as i32;
-                    nr.end_time = Some(ts(ctx.now_ms));
-                    nr.error_message = Some(f.message.clone());
-                    nr.failures.push(failure);
-                    return put_node(ctx, &nr);
+                    return fail_node_with(ctx, &mut nr, failure);
                 }
                 // The thread ends once its children have (see `child_threads::check_exit`).
                 _ => return put_node(ctx, &nr),
@@ -869,14 +871,12 @@ pub(crate) fn take_edge(
     // Each mutation is written at once (later ones see earlier ones); a failing one puts the
     // earlier ones back, so a failed edge changes no variable.
     let output = output_of(ctx, nr)?;
-    let mut writes = Vec::new();
     let mut originals = Vec::new();
     if mutations {
         let scope = ThreadScope::new(ctx, run, thread)?;
         let mut scope = scope;
         for m in &edge.variable_mutations {
             type Write = (
-                i32,
                 halter_api::littlehorse::Variable,
                 halter_api::littlehorse::Variable,
             );
@@ -905,11 +905,12 @@ pub(crate) fn take_edge(
                 let mut var = var;
                 let original = var.clone();
                 var.value = Some(new);
-                Ok((owner, var, original))
+                Ok((var, original))
             })();
             match result {
-                Ok((owner, var, original)) => {
-                    writes.push((owner, var));
+                // Written at once: later mutations of the same edge see earlier ones.
+                Ok((var, original)) => {
+                    write_variable(ctx, run, &var)?;
                     originals.push(original);
                 }
                 Err(e) => {
@@ -920,10 +921,6 @@ pub(crate) fn take_edge(
                     let name = LhErrorType::VarMutationError.as_str_name();
                     return edge_failed(ctx, run, thread, nr, mutations, name, msg);
                 }
-            }
-            // Later mutations of the same edge see earlier ones.
-            if let Some((_, v)) = writes.last() {
-                write_variable(ctx, run, v)?;
             }
             scope = ThreadScope::new(ctx, run, thread)?;
         }
@@ -963,11 +960,7 @@ fn thread_var_def<'r>(
         .threads
         .get(&thread)
         .and_then(|t| run.spec.thread_specs.get(&t.thread_spec_name))
-        .and_then(|t| {
-            t.variable_defs
-                .iter()
-                .find(|v| v.var_def.as_ref().is_some_and(|d| d.name == name))
-        });
+        .and_then(|t| crate::run_state::var_def(t, name));
     own.or_else(|| inherited(run, name))
 }
 
