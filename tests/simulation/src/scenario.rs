@@ -278,6 +278,123 @@ fn member_spec() -> PutWfSpecRequest {
     }
 }
 
+pub const GATHER: &str = "sim-gather";
+/// The event each of a gather run's parts waits for.
+pub const PART: &str = "part";
+/// How long a part waits for its event before its handler counts it anyway.
+const PART_TIMEOUT_SECONDS: i64 = 3;
+
+fn add_one(var_name: &str) -> VariableMutation {
+    VariableMutation {
+        lhs_name: var_name.into(),
+        operation: VariableMutationType::Add as i32,
+        rhs_value: Some(variable_mutation::RhsValue::RhsAssignment(
+            VariableAssignment {
+                source: Some(variable_assignment::Source::LiteralValue(values::int(1))),
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    }
+}
+
+/// Fan-out and fan-in: thread 0 starts one `part` thread per element of `parts`
+/// (START_MULTIPLE_THREADS), waits until `done` >= `n` (WAIT_FOR_CONDITION), then joins the
+/// parts (WAIT_FOR_THREADS over the list the spawn returned). Each part adds one to its
+/// ancestor's `done` exactly once: on the edge after its `part` event, or, if the event does
+/// not come in time, in its TIMEOUT handler (a handler's thread goes on without the edge's
+/// mutations), so the condition is met only by the last part's write in a child thread.
+fn gather_spec() -> PutWfSpecRequest {
+    let entry = |to: &str| node(node::Node::Entrypoint(EntrypointNode {}), Some(to));
+    let exit = || node(node::Node::Exit(ExitNode { result: None }), None);
+    let mut spawn = node(
+        node::Node::StartMultipleThreads(StartMultipleThreadsNode {
+            thread_spec_name: "part".into(),
+            variables: Default::default(),
+            iterable: Some(var_ref("parts")),
+        }),
+        Some("2-until"),
+    );
+    spawn.outgoing_edges[0].variable_mutations = vec![VariableMutation {
+        lhs_name: "threads".into(),
+        operation: VariableMutationType::Assign as i32,
+        rhs_value: Some(variable_mutation::RhsValue::NodeOutput(Default::default())),
+        ..Default::default()
+    }];
+    let until = node(
+        node::Node::WaitForCondition(WaitForConditionNode {
+            node_condition: Some(wait_for_condition_node::NodeCondition::LegacyCondition(
+                LegacyEdgeCondition {
+                    left: Some(var_ref("done")),
+                    comparator: Comparator::GreaterThanEq as i32,
+                    right: Some(var_ref("n")),
+                },
+            )),
+        }),
+        Some("3-join"),
+    );
+    let join = node(
+        node::Node::WaitForThreads(WaitForThreadsNode {
+            threads_to_wait_for: Some(wait_for_threads_node::ThreadsToWaitForOneOf::ThreadList(
+                var_ref("threads"),
+            )),
+            per_thread_failure_handlers: vec![],
+            strategy: WaitForThreadsStrategy::WaitForAll as i32,
+        }),
+        Some("4-exit"),
+    );
+    let main = thread(
+        vec![
+            ("0-entry", entry("1-spawn")),
+            ("1-spawn", spawn),
+            ("2-until", until),
+            ("3-join", join),
+            ("4-exit", exit()),
+        ],
+        vec![
+            ThreadVarDef {
+                var_def: Some(typed_var("parts", VariableType::JsonArr)),
+                ..Default::default()
+            },
+            ThreadVarDef {
+                var_def: Some(typed_var("threads", VariableType::JsonArr)),
+                ..Default::default()
+            },
+            int_var("n"),
+            int_var("done"),
+        ],
+    );
+    let mut wait = wait_for(PART, "2-exit", PART_TIMEOUT_SECONDS);
+    wait.outgoing_edges[0].variable_mutations = vec![add_one("done")];
+    wait.failure_handlers = vec![FailureHandlerDef {
+        handler_spec_name: "part-late".into(),
+        failure_to_catch: Some(failure_handler_def::FailureToCatch::SpecificFailure(
+            "TIMEOUT".into(),
+        )),
+    }];
+    let part = thread(
+        vec![
+            ("0-entry", entry("1-wait")),
+            ("1-wait", wait),
+            ("2-exit", exit()),
+        ],
+        vec![int_var("INPUT")],
+    );
+    let mut counted = entry("1-exit");
+    counted.outgoing_edges[0].variable_mutations = vec![add_one("done")];
+    let late = thread(vec![("0-entry", counted), ("1-exit", exit())], vec![]);
+    PutWfSpecRequest {
+        name: GATHER.into(),
+        thread_specs: BTreeMap::from([
+            ("entrypoint".to_string(), main),
+            ("part".to_string(), part),
+            ("part-late".to_string(), late),
+        ]),
+        entrypoint_thread_name: "entrypoint".into(),
+        ..Default::default()
+    }
+}
+
 fn sim_spec() -> PutWfSpecRequest {
     let entry = node(node::Node::Entrypoint(EntrypointNode {}), Some("1-child"));
     let mut start = node(
@@ -454,7 +571,7 @@ async fn setup(c: &ClusterView) -> Result<(), String> {
     let mut lh = c.lh(0);
     loop {
         let mut failed = None;
-        for name in ["go", "poke", "rare", PAID] {
+        for name in ["go", "poke", "rare", PAID, PART] {
             let r = within(
                 4000,
                 lh.put_external_event_def(PutExternalEventDefRequest {
@@ -530,6 +647,7 @@ async fn setup(c: &ClusterView) -> Result<(), String> {
                 ("family spec", family_spec(false)),
                 ("member spec", member_spec()),
                 ("family spec with its child", family_spec(true)),
+                ("gather spec", gather_spec()),
             ] {
                 if failed.is_none() {
                     let r = within(4000, lh.put_wf_spec(req)).await;

@@ -21,6 +21,13 @@ pub const SCHEDULE_POOL: usize = 3;
 /// `sim-family` runs clients start; each one's child is `{family}_0-1`.
 pub const FAMILY_POOL: usize = 3;
 
+/// `sim-gather` runs clients start, each with one to four parts.
+pub const GATHER_POOL: usize = 3;
+
+pub fn gather_name(i: usize) -> String {
+    format!("gat-{i}")
+}
+
 pub fn family_name(i: usize) -> String {
     format!("fam-{i}")
 }
@@ -84,7 +91,7 @@ pub async fn client(id: usize, nodes: Vec<std::net::IpAddr>, oracle: Shared, unt
                 Some(Err(s)) => oracle.trace(format!("c{id} run {wf} {:?}@{node}", s.code())),
                 None => oracle.trace(format!("c{id} run {wf} timeout@{node}")),
             }
-        } else if roll < 65 {
+        } else if roll < 60 {
             // A retry of an earlier put (same def, guid and content), or a new event: mostly
             // `go`, which nodes wait for, sometimes `poke`, which interrupts thread 0.
             let (wf, def, guid, content) = if !mine.is_empty() && rng.gen_bool(0.3) {
@@ -180,6 +187,52 @@ pub async fn client(id: usize, nodes: Vec<std::net::IpAddr>, oracle: Shared, unt
                     _ => {}
                 }
             }
+        } else if roll < 65 {
+            // A gather run fans out to its parts, or a `part` event reaches one of them.
+            let gat = gather_name(rng.gen_range(0..GATHER_POOL));
+            let out = if rng.gen_bool(0.4) {
+                let n: i64 = rng.gen_range(1..=4);
+                let parts: Vec<String> = (1..=n).map(|i| i.to_string()).collect();
+                let req = RunWfRequest {
+                    wf_spec_name: crate::scenario::GATHER.into(),
+                    id: Some(gat.clone()),
+                    variables: [
+                        (
+                            "parts".to_string(),
+                            values::json_arr(format!("[{}]", parts.join(","))),
+                        ),
+                        ("n".to_string(), values::int(n)),
+                        ("done".to_string(), values::int(0)),
+                    ]
+                    .into(),
+                    ..Default::default()
+                };
+                match within(4000, lh.run_wf(req)).await {
+                    Some(Ok(_)) => format!("run n={n} ok"),
+                    Some(Err(s)) => format!("run n={n} {:?}", s.code()),
+                    None => format!("run n={n} timeout"),
+                }
+            } else {
+                let req = PutExternalEventRequest {
+                    wf_run_id: Some(WfRunId {
+                        id: gat.clone(),
+                        parent_wf_run_id: None,
+                    }),
+                    external_event_def_id: Some(ExternalEventDefId {
+                        name: crate::scenario::PART.into(),
+                    }),
+                    guid: Some(format!("g{id}-{n}")),
+                    content: Some(values::int((id as i64) * 1_000_000 + n as i64)),
+                    thread_run_number: None,
+                    node_run_position: None,
+                };
+                match within(4000, lh.put_external_event(req)).await {
+                    Some(Ok(_)) => "part ok".to_string(),
+                    Some(Err(s)) => format!("part {:?}", s.code()),
+                    None => "part timeout".into(),
+                }
+            };
+            oracle.trace(format!("c{id} gather {gat} {out}@{node}"));
         } else if roll < 70 {
             // A correlated event keyed by a WfRun's id: it reaches that run's child.
             let key = wf_name(rng.gen_range(0..WF_POOL));

@@ -4,6 +4,7 @@
 mod acknowledged_events;
 mod children_end_before_parents;
 mod claimed_once;
+mod fan_in_counts_every_part;
 mod liveness;
 mod monotonic_reads;
 mod no_task_work_after_the_end;
@@ -200,6 +201,9 @@ pub struct Coverage {
     pub scheduled_runs: usize,
     /// Family runs whose child completed (and so did they).
     pub families_completed: usize,
+    /// Gather runs that completed, and the parts they joined.
+    pub gathers_completed: usize,
+    pub gathered_parts: usize,
 }
 
 /// Checks everything; returns the cluster's final state digest and the coverage.
@@ -210,6 +214,8 @@ pub async fn check_all(c: &ClusterView, oracle: &Shared) -> Result<(String, Cove
     let ticks = schedules_fire_once_per_time::observe(c).await?;
     let families = children_end_before_parents::observe(c).await?;
     children_end_before_parents::check(&families)?;
+    let gathers = fan_in_counts_every_part::observe(c).await?;
+    fan_in_counts_every_part::check(&gathers)?;
     let o = oracle.lock();
     acknowledged_events::check(&o, &obs)?;
     claimed_once::check(&obs)?;
@@ -262,6 +268,11 @@ pub async fn check_all(c: &ClusterView, oracle: &Shared) -> Result<(String, Cove
                     .is_some_and(|p| p.status() == LhStatus::Completed)
             })
             .count(),
+        gathers_completed: gathers
+            .iter()
+            .filter(|g| g.run.status() == LhStatus::Completed)
+            .count(),
+        gathered_parts: gathers.iter().map(|g| g.waits.len()).sum(),
         ..Default::default()
     };
     for t in obs.runs.values().flatten().flat_map(|r| &r.thread_runs) {
