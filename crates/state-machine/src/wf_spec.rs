@@ -509,12 +509,9 @@ impl Checker<'_, '_, '_> {
             }
             Some(N::Sleep(s)) => {
                 match &s.sleep_length {
-                    Some(SleepLength::RawSeconds(a)) | Some(SleepLength::Timestamp(a)) => {
-                        self.assignment(name, a, 0)?
-                    }
-                    Some(SleepLength::IsoDate(_)) => {
-                        return Err(self.err(Some(name), "SLEEP with iso_date is not supported yet"))
-                    }
+                    Some(SleepLength::RawSeconds(a))
+                    | Some(SleepLength::Timestamp(a))
+                    | Some(SleepLength::IsoDate(a)) => self.assignment(name, a, 0)?,
                     None => return Err(self.err(Some(name), "SLEEP node without a length")),
                 }
                 false

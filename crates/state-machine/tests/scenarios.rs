@@ -525,16 +525,21 @@ fn s8_unsupported_features_are_refused_by_name() {
             "9-sleep".into(),
             node(
                 node::Node::Sleep(SleepNode {
-                    sleep_length: Some(sleep_node::SleepLength::IsoDate(lit(values::str(
-                        "2030-01-01T00:00:00Z",
-                    )))),
+                    sleep_length: Some(sleep_node::SleepLength::RawSeconds(VariableAssignment {
+                        source: Some(variable_assignment::Source::SizeOf(Box::new(
+                            variable_assignment::SizeOf {
+                                operand: Some(Box::new(lit(values::str("abc")))),
+                            },
+                        ))),
+                        ..Default::default()
+                    })),
                 }),
                 vec![],
             ),
         );
     invalid_containing(
         h.rejected(Kind::PutWfSpec(with_many)),
-        "SLEEP with iso_date is not supported yet",
+        "size_of is not supported yet",
     );
     let mut with_task = wait_spec("t", "e", None);
     with_task
@@ -873,6 +878,64 @@ fn s8_sleep_nodes_wait_for_their_timer() {
     h.advance_ms(5_000);
     assert_eq!(h.fire_due(), 1);
     assert_eq!(h.status("wf1"), LhStatus::Completed);
+}
+
+/// `iso_date` names an instant in any zone; LittleHorse parses it with Java's `Instant.parse`.
+/// The harness's clock starts at 2023-11-14T22:13:20Z.
+#[test]
+fn s8_a_sleep_until_an_iso_date_wakes_at_that_instant() {
+    let mut h = Harness::new();
+    let s = spec(
+        "alarm",
+        vec![
+            ("0-entry", entry("1-sleep")),
+            (
+                "1-sleep",
+                node(
+                    node::Node::Sleep(SleepNode {
+                        sleep_length: Some(sleep_node::SleepLength::IsoDate(var("until"))),
+                    }),
+                    vec![edge("2-exit")],
+                ),
+            ),
+            ("2-exit", exit()),
+        ],
+        vec![var_def("until", VariableType::Str, false)],
+    );
+    h.put_spec(s);
+    let until = |text: &str| BTreeMap::from([("until".to_string(), values::str(text))]);
+    h.run_with("alarm", "soon", until("2023-11-14T23:13:25+01:00"));
+    assert_eq!(h.status("soon"), LhStatus::Running);
+    match h.node_run("soon", 0, 1).node_type {
+        Some(node_run::NodeType::Sleep(s)) => {
+            assert_eq!(
+                s.maturation_time,
+                Some(halter_state_machine::time::ts(1_700_000_005_000))
+            );
+            assert!(!s.matured);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    h.advance_ms(4_999);
+    assert_eq!(h.fire_due(), 0);
+    h.advance_ms(1);
+    assert_eq!(h.fire_due(), 1);
+    assert_eq!(h.status("soon"), LhStatus::Completed);
+
+    h.run_with("alarm", "past", until("2023-11-14T22:13:20.000Z"));
+    assert_eq!(h.status("past"), LhStatus::Completed);
+
+    h.run_with("alarm", "bad", until("tomorrow"));
+    assert_eq!(h.status("bad"), LhStatus::Error);
+    let nr = h.node_run("bad", 0, 1);
+    assert_eq!(nr.failures[0].failure_name, "VAR_ERROR");
+    assert!(
+        nr.failures[0]
+            .message
+            .contains("'tomorrow' is not an ISO-8601 instant"),
+        "{}",
+        nr.failures[0].message
+    );
 }
 
 #[test]

@@ -402,7 +402,17 @@ fn arrive(
                     )),
                     Err(e) => Err(e),
                 },
-                _ => Err("SLEEP node without a supported length".to_string()),
+                Some(SleepLength::IsoDate(a)) => match expr::eval(a, &mut scope) {
+                    Ok(VariableValue {
+                        value: Some(Value::Str(text)),
+                    }) => crate::time::parse_iso_instant(&text),
+                    Ok(other) => Err(format!(
+                        "SLEEP iso_date must be a STR, got {}",
+                        values::type_name(values::type_of(&other))
+                    )),
+                    Err(e) => Err(e),
+                },
+                None => Err("SLEEP node without a length".to_string()),
             };
             let due = match due {
                 Ok(d) => d,
