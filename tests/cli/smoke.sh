@@ -8,7 +8,9 @@ DIR=$(mktemp -d)
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 CLIENT=127.0.0.1:$(port)
 PEER=127.0.0.1:$(port)
-"$BIN/halter" dev --data-dir "$DIR/data" --client-addr "$CLIENT" --peer-addr "$PEER" 2>"$DIR/node.log" &
+METRICS=127.0.0.1:$(port)
+"$BIN/halter" dev --data-dir "$DIR/data" --client-addr "$CLIENT" --peer-addr "$PEER" \
+  --metrics-addr "$METRICS" 2>"$DIR/node.log" &
 PID=$!
 trap 'kill $PID 2>/dev/null; wait $PID 2>/dev/null; rm -rf "$DIR"' EXIT
 CTL=("$BIN/halterctl" --addr "$CLIENT" --peer-addr "$PEER")
@@ -170,6 +172,9 @@ check "schedule taken" "ALREADY_EXISTS" "${CTL[@]}" scheduled-wf-run create appr
 check "schedule delete" "deleted" "${CTL[@]}" scheduled-wf-run delete weekday
 check "schedule gone" "NOT_FOUND" "${CTL[@]}" scheduled-wf-run get weekday
 check "cluster status" "Leader" "${CTL[@]}" cluster status
+scrape() { python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1]).read().decode())' "http://$METRICS/metrics"; }
+check "metrics: events counted" 'halter_grpc_requests_total{method="PutExternalEvent",code="InvalidArgument"}' scrape
+check "metrics: leader" 'halter_raft_is_leader 1' scrape
 check "def delete" "deleted" "${CTL[@]}" external-event-def delete signed
 echo "$passed passed, $failed failed"
 [[ $failed == 0 ]]

@@ -73,6 +73,9 @@ pub struct Config {
     /// re-applies, from its own log, what at most this many apply transactions applied.
     #[serde(default = "default_sync_state")]
     pub sync_state_every_applies: u32,
+    /// Where to serve Prometheus metrics (`GET /metrics`, `host:port`); none if unset.
+    #[serde(default)]
+    pub metrics_addr: Option<String>,
 }
 
 fn default_deadline_ms() -> u64 {
@@ -113,6 +116,7 @@ impl Config {
             snapshot_after_logs: default_snapshot_logs(),
             keep_logs_after_snapshot: default_keep_logs(),
             sync_state_every_applies: default_sync_state(),
+            metrics_addr: None,
         }
     }
 

@@ -8,6 +8,7 @@
 pub mod cluster_service;
 pub mod config;
 pub mod lh_service;
+pub mod metrics;
 pub mod proposer;
 pub mod raft;
 pub mod reads;

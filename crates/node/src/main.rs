@@ -33,6 +33,9 @@ enum Cmd {
         client_addr: String,
         #[arg(long, env = "HALTER_PEER_ADDR", default_value = "127.0.0.1:2033")]
         peer_addr: String,
+        /// Serve Prometheus metrics on this address (`GET /metrics`).
+        #[arg(long, env = "HALTER_METRICS_ADDR")]
+        metrics_addr: Option<String>,
     },
     /// Run a cluster member.
     Start(StartArgs),
@@ -66,6 +69,9 @@ struct StartArgs {
     keep_logs_after_snapshot: Option<u64>,
     #[arg(long, env = "HALTER_SYNC_STATE_EVERY_APPLIES")]
     sync_state_every_applies: Option<u64>,
+    /// Serve Prometheus metrics on this address (`GET /metrics`).
+    #[arg(long, env = "HALTER_METRICS_ADDR")]
+    metrics_addr: Option<String>,
 }
 
 fn build_config(a: StartArgs) -> anyhow::Result<Config> {
@@ -84,6 +90,9 @@ fn build_config(a: StartArgs) -> anyhow::Result<Config> {
     }
     if let Some(v) = a.peer_addr {
         set("peer_addr", v.into());
+    }
+    if let Some(v) = a.metrics_addr {
+        set("metrics_addr", v.into());
     }
     if let Some(v) = a.data_dir {
         set("data_dir", v.display().to_string().into());
@@ -175,7 +184,11 @@ async fn run() -> anyhow::Result<()> {
             data_dir,
             client_addr,
             peer_addr,
-        } => Config::dev(data_dir, client_addr, peer_addr),
+            metrics_addr,
+        } => Config {
+            metrics_addr,
+            ..Config::dev(data_dir, client_addr, peer_addr)
+        },
         Cmd::Start(a) => build_config(a)?,
     };
     let node = halter_node::server::start(cfg).await?;

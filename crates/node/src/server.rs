@@ -39,6 +39,10 @@ pub struct NodeHandle {
     pub ctx: Arc<NodeCtx>,
     pub client_addr: SocketAddr,
     pub peer_addr: SocketAddr,
+    /// Where `GET /metrics` is served, if `metrics_addr` was configured.
+    pub metrics_addr: Option<SocketAddr>,
+    /// The LittleHorse API's call counters (also on the metrics page).
+    pub stats: Arc<crate::metrics::ApiStats>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -89,6 +93,15 @@ pub async fn start_with(cfg: Config, storage: Storage) -> anyhow::Result<NodeHan
             .await
             .with_context(|| format!("binding client address {}", cfg.client_addr))?,
     );
+    #[cfg(not(madsim))]
+    let metrics_listener = match &cfg.metrics_addr {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding metrics address {addr}"))?,
+        ),
+        None => None,
+    };
     let (mut log, sm) = match storage {
         Storage::Files => {
             std::fs::create_dir_all(&cfg.data_dir)
@@ -176,6 +189,9 @@ pub async fn start_with(cfg: Config, storage: Storage) -> anyhow::Result<NodeHan
         .initial_stream_window_size(network::PEER_STREAM_WINDOW)
         .initial_connection_window_size(network::PEER_CONNECTION_WINDOW)
         .add_service(cluster);
+    let stats = Arc::new(crate::metrics::ApiStats::default());
+    #[cfg(not(madsim))]
+    let lh = crate::metrics::counted(lh, stats.clone());
     let client = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(lh);
@@ -203,6 +219,22 @@ pub async fn start_with(cfg: Config, storage: Storage) -> anyhow::Result<NodeHan
         ));
         addrs
     };
+    #[cfg(not(madsim))]
+    let metrics_addr = match metrics_listener {
+        Some(l) => {
+            let addr = l.local_addr()?;
+            tasks.push(tokio::spawn(crate::metrics::serve(
+                l,
+                ctx.clone(),
+                stats.clone(),
+                shutdown_rx.clone(),
+            )));
+            Some(addr)
+        }
+        None => None,
+    };
+    #[cfg(madsim)]
+    let metrics_addr = None;
     // The simulated transport serves on an address directly.
     #[cfg(madsim)]
     let (peer_addr, client_addr) = {
@@ -235,11 +267,13 @@ pub async fn start_with(cfg: Config, storage: Storage) -> anyhow::Result<NodeHan
             tracing::warn!(error = %e, "initialize refused (already initialized?)");
         }
     }
-    tracing::info!(node = cfg.node_id, %client_addr, %peer_addr, "halter node started");
+    tracing::info!(node = cfg.node_id, %client_addr, %peer_addr, ?metrics_addr, "halter node started");
     Ok(NodeHandle {
         ctx,
         client_addr,
         peer_addr,
+        metrics_addr,
+        stats,
         shutdown,
         tasks,
     })
