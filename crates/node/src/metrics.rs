@@ -66,7 +66,12 @@ pub struct ApiStats {
 }
 
 impl ApiStats {
+    /// The counters of `name`, which comes from the client's request path: anything but a
+    /// plain identifier is counted as `other`, so no client can write into the page's syntax.
     fn method(&self, name: &str) -> Arc<MethodStats> {
+        let plain =
+            !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        let name = if plain { name } else { "other" };
         if let Some(m) = self
             .methods
             .read()
@@ -364,5 +369,41 @@ mod serve {
         );
         stream.write_all(resp.as_bytes()).await?;
         stream.shutdown().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_method_name_from_the_client_cannot_break_the_page() {
+        let stats = ApiStats::default();
+        stats.record("PutExternalEvent", 0, Duration::from_millis(3));
+        stats.record(
+            "Evil\"} 9\nhalter_raft_is_leader 1",
+            5,
+            Duration::from_millis(1),
+        );
+        stats.record("", 99, Duration::from_secs(60));
+        let mut page = String::new();
+        stats.render(&mut page);
+        assert!(page
+            .contains("halter_grpc_requests_total{method=\"PutExternalEvent\",code=\"OK\"} 1\n"));
+        assert!(page.contains("halter_grpc_requests_total{method=\"other\",code=\"NotFound\"} 1\n"));
+        // 99 is no gRPC status: UNKNOWN. 60 s is past the last bucket: only +Inf has it.
+        assert!(page.contains("halter_grpc_requests_total{method=\"other\",code=\"Unknown\"} 1\n"));
+        assert!(page.contains("halter_grpc_request_seconds_bucket{method=\"other\",le=\"5\"} 1\n"));
+        assert!(
+            page.contains("halter_grpc_request_seconds_bucket{method=\"other\",le=\"+Inf\"} 2\n")
+        );
+        assert!(page.contains(
+            "halter_grpc_request_seconds_bucket{method=\"PutExternalEvent\",le=\"0.002\"} 0\n"
+        ));
+        assert!(page.contains(
+            "halter_grpc_request_seconds_bucket{method=\"PutExternalEvent\",le=\"0.005\"} 1\n"
+        ));
+        assert!(!page.contains("Evil"));
+        assert!(!page.lines().any(|l| l.starts_with("halter_raft")));
     }
 }

@@ -15,9 +15,8 @@
 //! the apply, so a replica that missed it would differ).
 
 use halter_api::littlehorse::*;
-use halter_api::wf_run_id::wf_run_id_of;
 
-use super::retry;
+use super::{get_node, get_run, get_var, retry};
 use crate::cluster::ClusterView;
 use crate::workload::{family_name, member_key, FAMILY_POOL};
 
@@ -30,57 +29,6 @@ pub struct Family {
     pub wait_failure: Option<String>,
     /// The content of the event the child's wait claimed, if it claimed one.
     pub claimed: Option<VariableValue>,
-}
-
-async fn get_run(c: &ClusterView, id: &str) -> Result<Option<WfRun>, String> {
-    retry(|| {
-        let mut lh = c.lh(0);
-        let id = wf_run_id_of(id);
-        async move {
-            match lh.get_wf_run(id).await {
-                Ok(r) => Ok(Some(r.into_inner())),
-                Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
-                Err(s) => Err(s),
-            }
-        }
-    })
-    .await
-    .map_err(|e| format!("reading WfRun {id}: {e}"))
-}
-
-async fn get_paid(c: &ClusterView, id: &str) -> Result<Option<VariableValue>, String> {
-    retry(|| {
-        let mut lh = c.lh(0);
-        let id = VariableId {
-            wf_run_id: Some(wf_run_id_of(id)),
-            thread_run_number: 0,
-            name: "paid".into(),
-        };
-        async move {
-            match lh.get_variable(id).await {
-                Ok(v) => Ok(Some(v.into_inner().value.unwrap_or_default())),
-                Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
-                Err(s) => Err(s),
-            }
-        }
-    })
-    .await
-    .map_err(|e| format!("reading {id}'s paid: {e}"))
-}
-
-async fn get_node(c: &ClusterView, id: &str, position: i32) -> Result<NodeRun, String> {
-    retry(|| {
-        let mut lh = c.lh(0);
-        let id = NodeRunId {
-            wf_run_id: Some(wf_run_id_of(id)),
-            thread_run_number: 0,
-            position,
-        };
-        async move { lh.get_node_run(id).await }
-    })
-    .await
-    .map(tonic::Response::into_inner)
-    .map_err(|e| format!("reading NodeRun {id}/0/{position}: {e}"))
 }
 
 pub async fn observe(c: &ClusterView) -> Result<Vec<Family>, String> {
@@ -101,13 +49,13 @@ pub async fn observe(c: &ClusterView) -> Result<Vec<Family>, String> {
             child: None,
         };
         if parent.is_some() {
-            f.parent_paid = get_paid(c, &id).await?;
-            let wait = get_node(c, &id, 2).await?;
+            f.parent_paid = get_var(c, &id, "paid").await?;
+            let wait = get_node(c, &id, 0, 2).await?;
             f.wait_failure = wait.failures.last().map(|x| x.failure_name.clone());
         }
         if child.is_some() {
-            f.child_has_paid = get_paid(c, &key).await?.is_some();
-            let go = get_node(c, &key, 1).await?;
+            f.child_has_paid = get_var(c, &key, "paid").await?.is_some();
+            let go = get_node(c, &key, 0, 1).await?;
             if let Some(node_run::NodeType::ExternalEvent(ee)) = go.node_type {
                 if let Some(ev) = ee.external_event_id {
                     let got = retry(|| {

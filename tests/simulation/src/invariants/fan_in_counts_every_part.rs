@@ -18,9 +18,10 @@
 use std::collections::BTreeSet;
 
 use halter_api::littlehorse::*;
+use halter_api::wf_run_id::wf_run_id_of;
 use halter_state_machine::time::ms;
 
-use super::retry;
+use super::{get_node, get_run, get_var, retry};
 use crate::cluster::ClusterView;
 use crate::workload::{gather_name, GATHER_POOL};
 
@@ -37,70 +38,11 @@ pub struct Gather {
     pub events: Vec<ExternalEvent>,
 }
 
-fn wf_id(id: &str) -> WfRunId {
-    WfRunId {
-        id: id.into(),
-        parent_wf_run_id: None,
-    }
-}
-
-async fn get_var(c: &ClusterView, id: &str, name: &str) -> Result<Option<VariableValue>, String> {
-    retry(|| {
-        let mut lh = c.lh(0);
-        let id = VariableId {
-            wf_run_id: Some(wf_id(id)),
-            thread_run_number: 0,
-            name: name.into(),
-        };
-        async move {
-            match lh.get_variable(id).await {
-                Ok(v) => Ok(v.into_inner().value),
-                Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
-                Err(s) => Err(s),
-            }
-        }
-    })
-    .await
-    .map_err(|e| format!("reading {id}'s {name}: {e}"))
-}
-
-async fn get_node(
-    c: &ClusterView,
-    id: &str,
-    thread: i32,
-    position: i32,
-) -> Result<NodeRun, String> {
-    retry(|| {
-        let mut lh = c.lh(0);
-        let id = NodeRunId {
-            wf_run_id: Some(wf_id(id)),
-            thread_run_number: thread,
-            position,
-        };
-        async move { lh.get_node_run(id).await }
-    })
-    .await
-    .map(tonic::Response::into_inner)
-    .map_err(|e| format!("reading NodeRun {id}/{thread}/{position}: {e}"))
-}
-
 pub async fn observe(c: &ClusterView) -> Result<Vec<Gather>, String> {
     let mut out = Vec::new();
     for i in 0..GATHER_POOL {
         let id = gather_name(i);
-        let run = retry(|| {
-            let mut lh = c.lh(0);
-            let wf = wf_id(&id);
-            async move {
-                match lh.get_wf_run(wf).await {
-                    Ok(r) => Ok(Some(r.into_inner())),
-                    Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
-                    Err(s) => Err(s),
-                }
-            }
-        })
-        .await
-        .map_err(|e| format!("reading WfRun {id}: {e}"))?;
+        let run = get_run(c, &id).await?;
         let Some(run) = run else { continue };
         let mut waits = Vec::new();
         for t in &run.thread_runs {
@@ -111,7 +53,7 @@ pub async fn observe(c: &ClusterView) -> Result<Vec<Gather>, String> {
         let events = retry(|| {
             let mut lh = c.lh(0);
             let req = ListExternalEventsRequest {
-                wf_run_id: Some(wf_id(&id)),
+                wf_run_id: Some(wf_run_id_of(&id)),
                 ..Default::default()
             };
             async move { lh.list_external_events(req).await }

@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use halter_api::littlehorse::*;
+use halter_api::wf_run_id::wf_run_id_of;
 
 use crate::cluster::{within, ClusterView};
 use crate::oracle::Shared;
@@ -59,6 +60,66 @@ where
         madsim::time::sleep(Duration::from_millis(250)).await;
     }
     Err(last)
+}
+
+/// A WfRun by its key (`parent_child` for a child), from node 0; None when it is not found.
+async fn get_run(c: &ClusterView, key: &str) -> Result<Option<WfRun>, String> {
+    retry(|| {
+        let mut lh = c.lh(0);
+        let id = wf_run_id_of(key);
+        async move {
+            match lh.get_wf_run(id).await {
+                Ok(r) => Ok(Some(r.into_inner())),
+                Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
+                Err(s) => Err(s),
+            }
+        }
+    })
+    .await
+    .map_err(|e| format!("reading WfRun {key}: {e}"))
+}
+
+/// Thread 0's variable `name` of WfRun `key`, from node 0; None when it is not found (a null
+/// value reads as the default VariableValue).
+async fn get_var(c: &ClusterView, key: &str, name: &str) -> Result<Option<VariableValue>, String> {
+    retry(|| {
+        let mut lh = c.lh(0);
+        let id = VariableId {
+            wf_run_id: Some(wf_run_id_of(key)),
+            thread_run_number: 0,
+            name: name.into(),
+        };
+        async move {
+            match lh.get_variable(id).await {
+                Ok(v) => Ok(Some(v.into_inner().value.unwrap_or_default())),
+                Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
+                Err(s) => Err(s),
+            }
+        }
+    })
+    .await
+    .map_err(|e| format!("reading {key}'s {name}: {e}"))
+}
+
+/// A NodeRun of WfRun `key`, from node 0.
+async fn get_node(
+    c: &ClusterView,
+    key: &str,
+    thread: i32,
+    position: i32,
+) -> Result<NodeRun, String> {
+    retry(|| {
+        let mut lh = c.lh(0);
+        let id = NodeRunId {
+            wf_run_id: Some(wf_run_id_of(key)),
+            thread_run_number: thread,
+            position,
+        };
+        async move { lh.get_node_run(id).await }
+    })
+    .await
+    .map(tonic::Response::into_inner)
+    .map_err(|e| format!("reading NodeRun {key}/{thread}/{position}: {e}"))
 }
 
 async fn observe(c: &ClusterView) -> Result<Observed, String> {
