@@ -8,6 +8,8 @@
 pub mod cluster_service;
 pub mod config;
 pub mod lh_service;
+/// Real sockets only: the simulated tonic's server is not ours to wrap.
+#[cfg(not(madsim))]
 pub mod metrics;
 pub mod proposer;
 pub mod raft;

@@ -29,10 +29,8 @@ const CODES: usize = 17;
 /// Distinct method names kept; calls to further (unknown) paths are counted as `other`.
 const MAX_METHODS: usize = 256;
 /// Largest HTTP request head read from a scraper.
-#[cfg(not(madsim))]
 const MAX_REQUEST_HEAD: usize = 8 * 1024;
 /// How long a scraper may take to send its request.
-#[cfg(not(madsim))]
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Default)]
@@ -87,11 +85,6 @@ impl ApiStats {
             name
         };
         all.entry(name.to_string()).or_default().clone()
-    }
-
-    /// Records one answered call of `method` (the last segment of its gRPC path).
-    pub fn record(&self, method: &str, code: i32, took: Duration) {
-        self.method(method).record(code, took);
     }
 
     fn render(&self, out: &mut String) {
@@ -235,10 +228,8 @@ pub fn render(ctx: &NodeCtx, stats: &ApiStats) -> String {
     out
 }
 
-#[cfg(not(madsim))]
 pub use serve::{counted, serve};
 
-#[cfg(not(madsim))]
 mod serve {
     use std::convert::Infallible;
     use std::sync::Arc;
@@ -379,13 +370,13 @@ mod tests {
     #[test]
     fn a_method_name_from_the_client_cannot_break_the_page() {
         let stats = ApiStats::default();
-        stats.record("PutExternalEvent", 0, Duration::from_millis(3));
-        stats.record(
-            "Evil\"} 9\nhalter_raft_is_leader 1",
-            5,
-            Duration::from_millis(1),
-        );
-        stats.record("", 99, Duration::from_secs(60));
+        stats
+            .method("PutExternalEvent")
+            .record(0, Duration::from_millis(3));
+        stats
+            .method("Evil\"} 9\nhalter_raft_is_leader 1")
+            .record(5, Duration::from_millis(1));
+        stats.method("").record(99, Duration::from_secs(60));
         let mut page = String::new();
         stats.render(&mut page);
         assert!(page

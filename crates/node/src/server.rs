@@ -41,8 +41,6 @@ pub struct NodeHandle {
     pub peer_addr: SocketAddr,
     /// Where `GET /metrics` is served, if `metrics_addr` was configured.
     pub metrics_addr: Option<SocketAddr>,
-    /// The LittleHorse API's call counters (also on the metrics page).
-    pub stats: Arc<crate::metrics::ApiStats>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -189,6 +187,7 @@ pub async fn start_with(cfg: Config, storage: Storage) -> anyhow::Result<NodeHan
         .initial_stream_window_size(network::PEER_STREAM_WINDOW)
         .initial_connection_window_size(network::PEER_CONNECTION_WINDOW)
         .add_service(cluster);
+    #[cfg(not(madsim))]
     let stats = Arc::new(crate::metrics::ApiStats::default());
     #[cfg(not(madsim))]
     let lh = crate::metrics::counted(lh, stats.clone());
@@ -273,7 +272,6 @@ pub async fn start_with(cfg: Config, storage: Storage) -> anyhow::Result<NodeHan
         client_addr,
         peer_addr,
         metrics_addr,
-        stats,
         shutdown,
         tasks,
     })

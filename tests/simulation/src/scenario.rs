@@ -243,12 +243,7 @@ fn family_spec(with_child: bool) -> PutWfSpecRequest {
 
 fn member_spec() -> PutWfSpecRequest {
     let mut wait = wait("2-exit", 3);
-    wait.outgoing_edges[0].variable_mutations = vec![VariableMutation {
-        lhs_name: "paid".into(),
-        operation: VariableMutationType::Assign as i32,
-        rhs_value: Some(variable_mutation::RhsValue::NodeOutput(Default::default())),
-        ..Default::default()
-    }];
+    wait.outgoing_edges[0].variable_mutations = vec![assign_output("paid")];
     PutWfSpecRequest {
         name: MEMBER.into(),
         thread_specs: [(
@@ -284,6 +279,16 @@ pub const PART: &str = "part";
 /// How long a part waits for its event before its handler counts it anyway.
 const PART_TIMEOUT_SECONDS: i64 = 3;
 
+/// `var_name` = the node's output, on the edge leaving it.
+fn assign_output(var_name: &str) -> VariableMutation {
+    VariableMutation {
+        lhs_name: var_name.into(),
+        operation: VariableMutationType::Assign as i32,
+        rhs_value: Some(variable_mutation::RhsValue::NodeOutput(Default::default())),
+        ..Default::default()
+    }
+}
+
 fn add_one(var_name: &str) -> VariableMutation {
     VariableMutation {
         lhs_name: var_name.into(),
@@ -315,12 +320,7 @@ fn gather_spec() -> PutWfSpecRequest {
         }),
         Some("2-until"),
     );
-    spawn.outgoing_edges[0].variable_mutations = vec![VariableMutation {
-        lhs_name: "threads".into(),
-        operation: VariableMutationType::Assign as i32,
-        rhs_value: Some(variable_mutation::RhsValue::NodeOutput(Default::default())),
-        ..Default::default()
-    }];
+    spawn.outgoing_edges[0].variable_mutations = vec![assign_output("threads")];
     let until = node(
         node::Node::WaitForCondition(WaitForConditionNode {
             node_condition: Some(wait_for_condition_node::NodeCondition::LegacyCondition(
@@ -404,12 +404,7 @@ fn sim_spec() -> PutWfSpecRequest {
         }),
         Some("2-first"),
     );
-    start.outgoing_edges[0].variable_mutations = vec![VariableMutation {
-        lhs_name: "child-number".into(),
-        operation: VariableMutationType::Assign as i32,
-        rhs_value: Some(variable_mutation::RhsValue::NodeOutput(Default::default())),
-        ..Default::default()
-    }];
+    start.outgoing_edges[0].variable_mutations = vec![assign_output("child-number")];
     let mut first = wait_for("rare", "3-second", 2);
     first.failure_handlers = vec![FailureHandlerDef {
         handler_spec_name: "late".into(),

@@ -141,19 +141,7 @@ async fn observe(c: &ClusterView) -> Result<Observed, String> {
             parent_wf_run_id: None,
         };
         let mut lh = c.lh(0);
-        let run = retry(|| {
-            let mut lh = lh.clone();
-            let wf = wf.clone();
-            async move {
-                match lh.get_wf_run(wf).await {
-                    Ok(r) => Ok(Some(r.into_inner())),
-                    Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
-                    Err(s) => Err(s),
-                }
-            }
-        })
-        .await
-        .map_err(|e| format!("reading WfRun {id}: {e}"))?;
+        let run = get_run(c, id).await?;
         if run.is_some() {
             let nrs = retry(|| {
                 let mut lh = lh.clone();
