@@ -106,6 +106,8 @@ check "task run" "RUNNING" "${CTL[@]}" wf-run run billing --id b1 --var amount:i
 check "task-run get" "scheduleTime" "${CTL[@]}" task-run get b1 0-1
 check "task-run list" "charge" "${CTL[@]}" task-run list b1
 check "task-run missing" "NOT_FOUND" "${CTL[@]}" task-run get b1 9-9
+check "checkpoint missing" "NOT_FOUND" "${CTL[@]}" task-run checkpoint b1 0-1 0
+check "checkpoint bad number" "INVALID_ARGUMENT" "${CTL[@]}" task-run checkpoint b1 0-1 -- -1
 check "correlated def" "correlatedEventConfig" "${CTL[@]}" -o json external-event-def put paid --correlated --delete-after-first
 check "correlated spec" "await-paid" "${CTL[@]}" wf-spec put "$DIR/corr-spec.json"
 check "correlated run" "RUNNING" "${CTL[@]}" wf-run run await-paid --id p1 --var order:str=o-42

@@ -42,7 +42,7 @@ from littlehorse.model import (
     WfRunId,
 )
 from littlehorse.exceptions import LHTaskException
-from littlehorse.worker import LHTaskWorker
+from littlehorse.worker import LHTaskWorker, WorkerContext
 from littlehorse.workflow import SpawnedThreads, Workflow, WorkflowThread
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -1230,6 +1230,86 @@ def test_schedule_reminder_task_runs_on_a_worker_and_leaves_the_user_task(cluste
                                        results={"ok": VariableValue(bool=True)}),
             timeout=RPC_TIMEOUT_S)
         wait_status(stubs[1], wf_run_id, LHStatus.COMPLETED)
+    finally:
+        async def close_channels() -> None:
+            for ch in list(worker_config._opened_channels.values()):
+                closed = ch.close()
+                if closed is not None:
+                    await closed
+
+        asyncio.run_coroutine_threadsafe(close_channels(), loop).result(timeout=RPC_TIMEOUT_S)
+        loop.call_soon_threadsafe(worker.stop)
+
+
+# Checkpoints: the client's execute_and_checkpoint saves a step's result; when the attempt fails
+# after it, the retry reads the step back instead of doing it again.
+
+LABELS_PRINTED: list[str] = []
+
+
+def print_label(order: str, step) -> str:
+    step.log(f"printing {order}")
+    LABELS_PRINTED.append(order)
+    return f"label-{order}"
+
+
+async def ship_order(order: str, ctx: WorkerContext) -> str:
+    label = await ctx.execute_and_checkpoint(lambda step: print_label(order, step))
+    if ctx.attempt_number == 0:
+        raise RuntimeError("the courier's API fell over after the label was printed")
+    return f"{label} shipped on attempt {ctx.attempt_number}"
+
+
+def test_a_checkpointed_step_is_not_redone_when_the_task_is_retried(cluster, config, stubs):
+    task_name, wf_name = new_id("ship"), new_id("shipping")
+    create_task_def(ship_order, task_name, config, timeout=RPC_TIMEOUT_S)
+
+    def thread(wf: WorkflowThread) -> None:
+        order = wf.declare_str("order")
+        receipt = wf.declare_str("receipt", "none")
+        wf.mutate(receipt, VariableMutationType.ASSIGN, wf.execute(task_name, order, retries=1))
+
+    create_workflow_spec(Workflow(wf_name, thread), config, timeout=RPC_TIMEOUT_S)
+    worker_config = LHConfig()
+    worker = LHTaskWorker(ship_order, task_name, worker_config)
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=lambda: loop.run_until_complete(worker.start()), daemon=True).start()
+    try:
+        order = new_id("o")
+        ok = stubs[1].RunWf(RunWfRequest(wf_spec_name=wf_name,
+                                         variables={"order": VariableValue(str=order)}),
+                            timeout=RPC_TIMEOUT_S)
+        done = wait_status(stubs[2], ok.id.id, LHStatus.COMPLETED)
+        assert get_var(stubs[0], ok.id.id, "receipt") == VariableValue(
+            str=f"label-{order} shipped on attempt 1"), done
+        assert LABELS_PRINTED.count(order) == 1, LABELS_PRINTED
+
+        runs = stubs[0].ListTaskRuns(ListTaskRunsRequest(wf_run_id=ok.id),  # noqa: F405
+                                     timeout=RPC_TIMEOUT_S).results
+        assert len(runs) == 1 and runs[0].total_checkpoints == 1, runs
+        assert [a.status for a in runs[0].attempts] == [
+            TaskStatus.TASK_FAILED, TaskStatus.TASK_SUCCESS]  # noqa: F405
+        saved = stubs[1].GetCheckpoint(CheckpointId(task_run=runs[0].id,  # noqa: F405
+                                                    checkpoint_number=0),
+                                       timeout=RPC_TIMEOUT_S)
+        assert saved.value == VariableValue(str=f"label-{order}"), saved
+        assert f"printing {order}" in saved.logs, saved
+
+        # The attempt is over: a zombie's checkpoint is answered STOP_TASK and not saved.
+        late = stubs[2].PutCheckpoint(PutCheckpointRequest(  # noqa: F405
+            task_run_id=runs[0].id, task_attempt=1, value=VariableValue(str="late")),
+            timeout=RPC_TIMEOUT_S)
+        assert late.flow_control_continue_type == \
+            PutCheckpointResponse.FlowControlContinue.STOP_TASK, late  # noqa: F405
+        assert not late.HasField("created_checkpoint")
+        missing = rpc_error(lambda: stubs[0].GetCheckpoint(CheckpointId(  # noqa: F405
+            task_run=runs[0].id, checkpoint_number=1), timeout=RPC_TIMEOUT_S))
+        assert missing.code() == grpc.StatusCode.NOT_FOUND, missing
+        unknown = rpc_error(lambda: stubs[0].PutCheckpoint(PutCheckpointRequest(  # noqa: F405
+            task_run_id=TaskRunId(wf_run_id=WfRunId(id="no-such-run"),  # noqa: F405
+                                  task_guid="0-1"),
+            task_attempt=0, value=VariableValue(int=1)), timeout=RPC_TIMEOUT_S))
+        assert unknown.code() == grpc.StatusCode.INVALID_ARGUMENT, unknown
     finally:
         async def close_channels() -> None:
             for ch in list(worker_config._opened_channels.values()):

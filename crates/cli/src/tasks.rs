@@ -44,6 +44,12 @@ pub enum TaskRunCmd {
     },
     /// The TaskRuns of a WfRun.
     List { wf_run_id: String },
+    /// A Checkpoint a task worker saved during a TaskRun (numbered from 0).
+    Checkpoint {
+        wf_run_id: String,
+        task_guid: String,
+        number: i32,
+    },
 }
 
 fn input(spec: &str) -> anyhow::Result<VariableDef> {
@@ -122,6 +128,22 @@ pub async fn task_run(lh: &mut LittleHorseClient<Channel>, c: TaskRunCmd) -> any
                 wf_run_id: Some(wf(&wf_run_id)),
                 bookmark: None,
                 limit: None,
+            })
+            .await?
+            .into_inner(),
+        ),
+        TaskRunCmd::Checkpoint {
+            wf_run_id,
+            task_guid,
+            number,
+        } => one(
+            "littlehorse.Checkpoint",
+            &lh.get_checkpoint(CheckpointId {
+                task_run: Some(TaskRunId {
+                    wf_run_id: Some(wf(&wf_run_id)),
+                    task_guid,
+                }),
+                checkpoint_number: number,
             })
             .await?
             .into_inner(),

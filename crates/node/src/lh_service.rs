@@ -432,6 +432,25 @@ impl LittleHorse for LhService {
         self.write_empty(Kind::ReportTask(req.into_inner())).await
     }
 
+    #[tracing::instrument(skip_all, name = "put_checkpoint")]
+    async fn put_checkpoint(
+        &self,
+        req: Request<PutCheckpointRequest>,
+    ) -> Result<Response<PutCheckpointResponse>, Status> {
+        match self.write(Kind::PutCheckpoint(req.into_inner())).await? {
+            Out::PutCheckpoint(r) => Ok(Response::new(r)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_checkpoint(
+        &self,
+        req: Request<CheckpointId>,
+    ) -> Result<Response<Checkpoint>, Status> {
+        self.read(req, query::get_checkpoint).await
+    }
+
     #[tracing::instrument(skip_all, name = "put_correlated_event")]
     async fn put_correlated_event(
         &self,

@@ -715,6 +715,7 @@ pub fn to_result(r: Result<Response, Rejection>) -> CommandResult {
         Ok(Response::UserTaskDef(d)) => R::UserTaskDef(d),
         Ok(Response::UserTaskRun(r)) => R::UserTaskRun(r),
         Ok(Response::ScheduledWfRun(s)) => R::ScheduledWfRun(s),
+        Ok(Response::PutCheckpoint(c)) => R::Checkpoint(c),
         Err(rej) => {
             let s = to_status(&rej);
             R::Rejection(RejectionInfo {
@@ -742,6 +743,7 @@ pub fn from_result(r: CommandResult) -> Result<Response, Rejection> {
         Some(R::UserTaskDef(d)) => Ok(Response::UserTaskDef(d)),
         Some(R::UserTaskRun(r)) => Ok(Response::UserTaskRun(r)),
         Some(R::ScheduledWfRun(s)) => Ok(Response::ScheduledWfRun(s)),
+        Some(R::Checkpoint(c)) => Ok(Response::PutCheckpoint(c)),
         Some(R::Empty(_)) | None => Ok(Response::Empty),
         Some(R::Rejection(info)) => Err(crate::status::from_code(info.code, info.message)),
     }

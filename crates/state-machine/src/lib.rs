@@ -11,6 +11,7 @@
 //! [`wf_spec`], [`wf_run`] (with the [`interpreter`] that moves threads), [`scheduled_wf_run`],
 //! [`timers`], and the read side in [`query`].
 
+pub mod checkpoint;
 pub mod correlated_event;
 pub mod ctx;
 pub mod error;
@@ -36,8 +37,8 @@ pub mod workflow_event;
 
 use halter_api::halter::{command::Kind, timer, Command, FireTimers};
 use halter_api::littlehorse::{
-    CorrelatedEvent, ExternalEvent, ExternalEventDef, ScheduledTask, ScheduledWfRun, TaskDef,
-    UserTaskDef, UserTaskRun, WfRun, WfSpec, WorkflowEventDef,
+    CorrelatedEvent, ExternalEvent, ExternalEventDef, PutCheckpointResponse, ScheduledTask,
+    ScheduledWfRun, TaskDef, UserTaskDef, UserTaskRun, WfRun, WfSpec, WorkflowEventDef,
 };
 use halter_api::LOG_FORMAT_VERSION;
 use halter_storage::{tables::meta, Tables};
@@ -61,6 +62,7 @@ pub enum Response {
     WorkflowEventDef(WorkflowEventDef),
     UserTaskDef(UserTaskDef),
     UserTaskRun(UserTaskRun),
+    PutCheckpoint(PutCheckpointResponse),
     /// A claim's result: the task handed out, or none left.
     ScheduledTask(Option<ScheduledTask>),
     Empty,
@@ -183,6 +185,7 @@ fn dispatch_kind(ctx: &mut Ctx, cmd: &Command) -> HResult<Response> {
             task::report(ctx, r)?;
             Response::Empty
         }
+        Kind::PutCheckpoint(r) => Response::PutCheckpoint(checkpoint::put(ctx, r)?),
         Kind::PutWorkflowEventDef(r) => {
             Response::WorkflowEventDef(workflow_event::put_def(ctx, r)?)
         }

@@ -737,6 +737,12 @@ pub fn get_task_run(t: &ReadTables, id: &TaskRunId) -> HResult<TaskRun> {
         .ok_or_else(|| not_found(format!("TaskRun {wf}/{}", id.task_guid)))?)
 }
 
+pub fn get_checkpoint(t: &ReadTables, id: &CheckpointId) -> HResult<Checkpoint> {
+    let (wf, guid, n) = crate::checkpoint::key(id)?;
+    Ok(codec::get(t.checkpoints()?, (wf.as_str(), guid, n))?
+        .ok_or_else(|| not_found(format!("Checkpoint {n} of TaskRun {wf}/{guid}")))?)
+}
+
 /// One page of a WfRun's rows in a table keyed (WfRun id, guid), in guid order, and the
 /// bookmark of the next page.
 fn page_by_guid<T, M>(

@@ -83,7 +83,7 @@ pub fn get_run(ctx: &Ctx, id: &TaskRunId) -> HResult<Option<TaskRun>> {
 }
 
 /// Stores a TaskRun, and moves its rows in SearchTaskRun's indexes with it.
-fn save_run(ctx: &mut Ctx, tr: &TaskRun) -> HResult<()> {
+pub(crate) fn save_run(ctx: &mut Ctx, tr: &TaskRun) -> HResult<()> {
     let id = tr.id.clone().unwrap_or_default();
     let old = get_run(ctx, &id)?;
     crate::task_run_index::saved(ctx, old.as_ref(), tr)?;
@@ -413,7 +413,7 @@ pub fn claim(ctx: &mut Ctx, req: &ClaimTask) -> HResult<Option<ScheduledTask>> {
         variables: tr.input_variables.clone(),
         created_at,
         source: tr.source.clone(),
-        total_observed_checkpoints: 0,
+        total_observed_checkpoints: tr.total_checkpoints,
     }))
 }
 
@@ -788,7 +788,7 @@ pub fn requeue_all_of(ctx: &mut Ctx, wf: &str) -> HResult<()> {
     Ok(())
 }
 
-/// Removes a WfRun's TaskRuns, their queue rows and timers.
+/// Removes a WfRun's TaskRuns, their queue rows, timers and checkpoints.
 pub fn delete_all_of(ctx: &mut Ctx, wf: &str) -> HResult<()> {
     for tr in runs_of(ctx, wf)? {
         unqueue(ctx, wf, &tr)?;
@@ -797,6 +797,7 @@ pub fn delete_all_of(ctx: &mut Ctx, wf: &str) -> HResult<()> {
             timers::cancel(ctx, &timeout_timer_id(wf, &guid, n as i32))?;
         }
         timers::cancel(ctx, &retry_timer_id(wf, &guid))?;
+        crate::checkpoint::delete_of(ctx, wf, &guid, tr.total_checkpoints)?;
         crate::task_run_index::removed(ctx, &tr)?;
         ctx.tables
             .task_runs

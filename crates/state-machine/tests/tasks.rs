@@ -979,3 +979,149 @@ fn rescue_gives_back_the_queued_task_of_a_child_the_failure_stopped() {
     assert_eq!(h.status("r"), LhStatus::Completed);
     assert_eq!(h.variable("r", "receipt"), values::str("paid"));
 }
+
+fn put_checkpoint(t: &ScheduledTask, attempt: i32, value: VariableValue) -> Kind {
+    Kind::PutCheckpoint(PutCheckpointRequest {
+        task_run_id: t.task_run_id.clone(),
+        task_attempt: attempt,
+        value: Some(value),
+        logs: Some(format!("attempt {attempt}")),
+    })
+}
+
+fn checkpointed(h: &mut Harness, kind: Kind) -> PutCheckpointResponse {
+    match h.ok(kind) {
+        Response::PutCheckpoint(r) => r,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+fn get_checkpoint(h: &Harness, n: i32) -> Result<Checkpoint, Rejection> {
+    h.read(|t| {
+        query::get_checkpoint(
+            t,
+            &CheckpointId {
+                task_run: Some(TaskRunId {
+                    wf_run_id: Some(wf_id("r")),
+                    task_guid: "0-1".into(),
+                }),
+                checkpoint_number: n,
+            },
+        )
+        .map_err(|e| match e {
+            halter_state_machine::error::Outcome::Rejected(r) => r,
+            other => panic!("unexpected {other:?}"),
+        })
+    })
+}
+
+const STOP: i32 = put_checkpoint_response::FlowControlContinue::StopTask as i32;
+const CONTINUE: i32 = put_checkpoint_response::FlowControlContinue::ContinueTask as i32;
+
+/// Invariant: checkpoints of a TaskRun are numbered 0, 1, ... in commit order, only the
+/// latest running attempt may save one (a zombie is told to stop and nothing changes), each
+/// restarts that attempt's timeout, and the next attempt is told how many there are and
+/// reads them back.
+#[test]
+fn checkpoints_are_numbered_fenced_restart_the_timeout_and_reach_the_next_attempt() {
+    let mut h = Harness::new();
+    start(&mut h, charge(1, 5), vec![]);
+    let first = claim(&mut h, "slow").unwrap();
+    assert_eq!(first.total_observed_checkpoints, 0);
+    let c0 = checkpointed(&mut h, put_checkpoint(&first, 0, values::int(1)));
+    assert_eq!(c0.flow_control_continue_type, CONTINUE);
+    let saved = c0.created_checkpoint.unwrap();
+    assert_eq!(saved.id.as_ref().unwrap().checkpoint_number, 0);
+    h.advance_ms(4_000);
+    let c1 = checkpointed(&mut h, put_checkpoint(&first, 0, values::int(2)));
+    assert_eq!(
+        c1.created_checkpoint.unwrap().id.unwrap().checkpoint_number,
+        1
+    );
+    // 8 s after the claim, 4 s after the last checkpoint: the 5 s timeout was restarted.
+    h.advance_ms(4_000);
+    assert_eq!(h.fire_due(), 0);
+    assert_eq!(task_run(&h).attempts[0].status(), TaskStatus::TaskRunning);
+    h.advance_ms(1_000);
+    assert_eq!(h.fire_due(), 1);
+    assert_eq!(task_run(&h).attempts[0].status(), TaskStatus::TaskTimeout);
+
+    // The timed-out worker is a zombie now: told to stop, and nothing is saved.
+    let before = h.digest();
+    let zombie = checkpointed(&mut h, put_checkpoint(&first, 0, values::int(3)));
+    assert_eq!(zombie.flow_control_continue_type, STOP);
+    assert!(zombie.created_checkpoint.is_none());
+    assert_eq!(before, h.digest());
+
+    let second = claim(&mut h, "fast").unwrap();
+    assert_eq!(second.attempt_number, 1);
+    assert_eq!(second.total_observed_checkpoints, 2);
+    let read0 = get_checkpoint(&h, 0).unwrap();
+    assert_eq!(read0, saved);
+    assert_eq!(read0.logs.as_deref(), Some("attempt 0"));
+    assert_eq!(get_checkpoint(&h, 1).unwrap().value, Some(values::int(2)));
+    assert!(matches!(get_checkpoint(&h, 2), Err(Rejection::NotFound(_))));
+    assert!(matches!(
+        get_checkpoint(&h, -1),
+        Err(Rejection::InvalidArgument(_))
+    ));
+    // An attempt number that is not the latest is fenced too.
+    let wrong = checkpointed(&mut h, put_checkpoint(&second, 0, values::int(4)));
+    assert_eq!(wrong.flow_control_continue_type, STOP);
+
+    let c2 = checkpointed(&mut h, put_checkpoint(&second, 1, values::int(5)));
+    assert_eq!(
+        c2.created_checkpoint.unwrap().id.unwrap().checkpoint_number,
+        2
+    );
+    h.ok(Kind::ReportTask(report(
+        &second,
+        TaskStatus::TaskSuccess,
+        output(values::str("done")),
+    )));
+    assert_eq!(h.status("r"), LhStatus::Completed);
+    let tr = task_run(&h);
+    assert_eq!(tr.total_checkpoints, 3);
+    // A finished attempt may not save more.
+    let late = checkpointed(&mut h, put_checkpoint(&second, 1, values::int(6)));
+    assert_eq!(late.flow_control_continue_type, STOP);
+    assert_eq!(task_run(&h).total_checkpoints, 3);
+}
+
+/// Invariant: a checkpoint for a TaskRun that does not exist, or a malformed one, is refused
+/// and changes nothing; deleting the WfRun deletes its checkpoints.
+#[test]
+fn checkpoints_of_unknown_task_runs_are_refused_and_go_with_their_wf_run() {
+    let mut h = Harness::new();
+    start(&mut h, charge(0, 0), vec![]);
+    let t = claim(&mut h, "w").unwrap();
+    let mut unknown = t.clone();
+    unknown.task_run_id = Some(TaskRunId {
+        wf_run_id: Some(wf_id("nope")),
+        task_guid: "0-1".into(),
+    });
+    assert!(matches!(
+        h.rejected(put_checkpoint(&unknown, 0, values::int(1))),
+        Rejection::InvalidArgument(_)
+    ));
+    let mut no_id = t.clone();
+    no_id.task_run_id = None;
+    assert!(matches!(
+        h.rejected(put_checkpoint(&no_id, 0, values::int(1))),
+        Rejection::InvalidArgument(_)
+    ));
+    checkpointed(&mut h, put_checkpoint(&t, 0, values::int(1)));
+    checkpointed(&mut h, put_checkpoint(&t, 0, values::int(2)));
+    assert!(get_checkpoint(&h, 1).is_ok());
+    h.ok(Kind::DeleteWfRun(DeleteWfRunRequest {
+        id: Some(wf_id("r")),
+    }));
+    assert!(matches!(get_checkpoint(&h, 0), Err(Rejection::NotFound(_))));
+    assert!(matches!(get_checkpoint(&h, 1), Err(Rejection::NotFound(_))));
+    let rows = h.read(|t| {
+        use redb::ReadableTableMetadata;
+        t.checkpoints().unwrap().len().unwrap()
+    });
+    assert_eq!(rows, 0);
+    assert_eq!(h.pending_timers(), 0);
+}

@@ -60,7 +60,7 @@ fn main() {
             Ok(Ok(report)) => {
                 passed += 1;
                 println!(
-                    "seed={seed} digest={} ok ({} nodes, {} acked events, {} runs, {} faults, {} purged, {} interrupts, {} handlers, {} tasks done, {} correlated, {} thrown, {} awaited, {} reviews done, {} cancelled, {} rescued, {} scheduled, {} families, {} gathers of {} parts, {:.1}s wall)",
+                    "seed={seed} digest={} ok ({} nodes, {} acked events, {} runs, {} faults, {} purged, {} interrupts, {} handlers, {} tasks done, {} correlated, {} thrown, {} awaited, {} reviews done, {} cancelled, {} rescued, {} scheduled, {} families, {} gathers of {} parts, {} checkpoints ({} read back), {:.1}s wall)",
                     report.digest,
                     report.nodes,
                     report.acked_events,
@@ -80,6 +80,8 @@ fn main() {
                     report.coverage.families_completed,
                     report.coverage.gathers_completed,
                     report.coverage.gathered_parts,
+                    report.coverage.checkpoints,
+                    report.coverage.checkpoints_read,
                     wall.as_secs_f64()
                 );
             }

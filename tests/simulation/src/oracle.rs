@@ -41,6 +41,12 @@ pub struct Oracle {
     pub handed: BTreeMap<(String, String, i32), usize>,
     /// Task reports acknowledged.
     pub reports: usize,
+    /// Acknowledged checkpoints: (WfRun id, task guid, number) -> (attempt, value saved).
+    pub checkpoints: BTreeMap<(String, String, i32), (i32, i64)>,
+    /// `total_observed_checkpoints` of each handed attempt: (WfRun id, task guid, attempt).
+    pub observed_checkpoints: BTreeMap<(String, String, i32), i32>,
+    /// Checkpoints later attempts read back.
+    pub checkpoints_read: usize,
     /// WorkflowEvents `AwaitWorkflowEvent` returned, by WfRun id.
     pub awaited: BTreeMap<String, Vec<halter_api::littlehorse::WorkflowEvent>>,
     /// Acknowledged CompleteUserTaskRun of a WfRun's review: (user, the `ok` result given).

@@ -2,6 +2,7 @@
 //! its own file with the reason it must hold.
 
 mod acknowledged_events;
+mod checkpoints_survive_retries;
 mod children_end_before_parents;
 mod claimed_once;
 mod fan_in_counts_every_part;
@@ -253,6 +254,9 @@ pub struct Coverage {
     /// Gather runs that completed, and the parts they joined.
     pub gathers_completed: usize,
     pub gathered_parts: usize,
+    /// Checkpoints saved (in the final state), and read back by later attempts.
+    pub checkpoints: usize,
+    pub checkpoints_read: usize,
 }
 
 /// Checks everything; returns the cluster's final state digest and the coverage.
@@ -264,6 +268,7 @@ pub async fn check_all(c: &ClusterView, oracle: &Shared) -> Result<(String, Cove
     let families = children_end_before_parents::observe(c).await?;
     children_end_before_parents::check(&families)?;
     let gathers = fan_in_counts_every_part::observe(c).await?;
+    let checkpoints = checkpoints_survive_retries::observe(c, &obs).await?;
     fan_in_counts_every_part::check(&gathers)?;
     let o = oracle.lock();
     acknowledged_events::check(&o, &obs)?;
@@ -274,6 +279,7 @@ pub async fn check_all(c: &ClusterView, oracle: &Shared) -> Result<(String, Cove
     reads_see_acknowledged_runs::check(&o)?;
     terms_never_go_back::check(&o)?;
     tasks_once::check(&o, &obs)?;
+    checkpoints_survive_retries::check(&o, &obs, &checkpoints)?;
     no_task_work_after_the_end::check(&obs)?;
     workflow_events_once::check(&o, &obs)?;
     user_tasks_once::check(&o, &obs)?;
@@ -322,6 +328,8 @@ pub async fn check_all(c: &ClusterView, oracle: &Shared) -> Result<(String, Cove
             .filter(|g| g.run.status() == LhStatus::Completed)
             .count(),
         gathered_parts: gathers.iter().map(|g| g.waits.len()).sum(),
+        checkpoints: checkpoints.len(),
+        checkpoints_read: o.checkpoints_read,
         ..Default::default()
     };
     for t in obs.runs.values().flatten().flat_map(|r| &r.thread_runs) {
