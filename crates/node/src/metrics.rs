@@ -1,7 +1,8 @@
 //! Prometheus metrics: how many LittleHorse API calls a node answered (by method and gRPC
 //! status) and how long they took, and where this node's Raft stands (term, leader, log and
-//! apply positions, each follower's lag on the leader). Served as text on `GET /metrics` of
-//! `metrics_addr`, when configured.
+//! apply positions, each follower's lag on the leader), and the work its replica holds waiting
+//! (timers and how overdue the oldest is, queued task attempts, unclaimed events). Served as
+//! text on `GET /metrics` of `metrics_addr`, when configured.
 //!
 //! The counting wraps the API service rather than each handler, so a new RPC is counted
 //! without a line of its own. A call's status is the `grpc-status` of its response headers:
@@ -224,8 +225,68 @@ pub fn render(ctx: &NodeCtx, stats: &ApiStats) -> String {
             );
         }
     }
+    render_state(ctx, &mut out);
     stats.render(&mut out);
     out
+}
+
+/// This node's replica, as counts an operator alerts on: work waiting (timers, queued task
+/// attempts, events no WfRun has claimed) and how late the oldest timer is. Each is a table's
+/// length or first row: O(1) in redb, so a scrape costs no more with a large state. A follower
+/// shows the leader's state as far as it has applied it.
+fn render_state(ctx: &NodeCtx, out: &mut String) {
+    use redb::{ReadableTable, ReadableTableMetadata};
+
+    let counts = ctx.read(|t| {
+        let timers = t.timers()?;
+        let oldest_due = timers.first()?.map(|(k, _)| k.value().0);
+        Ok((
+            t.wf_runs()?.len()?,
+            timers.len()?,
+            oldest_due,
+            t.task_queue()?.len()?,
+            t.unclaimed_events()?.len()?,
+        ))
+    });
+    let Ok((wf_runs, timers, oldest_due, queued, unclaimed)) = counts else {
+        return;
+    };
+    gauge(out, "halter_wf_runs", "WfRuns stored.", wf_runs);
+    gauge(
+        out,
+        "halter_timers_pending",
+        "Timers armed and not yet fired (event timeouts, sleeps, task timeouts, retention).",
+        timers,
+    );
+    gauge(
+        out,
+        "halter_timer_overdue_seconds",
+        "How long ago the oldest pending timer came due (0: none is due). Above a second or so, timeouts fire late.",
+        overdue_seconds(oldest_due, now_ms()),
+    );
+    gauge(
+        out,
+        "halter_task_attempts_queued",
+        "Task attempts waiting for a worker to poll them.",
+        queued,
+    );
+    gauge(
+        out,
+        "halter_external_events_unclaimed",
+        "ExternalEvents stored that no NodeRun has claimed yet.",
+        unclaimed,
+    );
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Seconds since `oldest_due` (ms), 0 when there is none or it is not due yet.
+fn overdue_seconds(oldest_due: Option<i64>, now_ms: i64) -> f64 {
+    oldest_due.map_or(0.0, |due| (now_ms - due).max(0) as f64 / 1000.0)
 }
 
 pub use serve::{counted, serve};
@@ -366,6 +427,14 @@ mod serve {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A timer not yet due, or none at all, is not overdue; one due earlier is, by how long.
+    #[test]
+    fn only_a_timer_past_its_due_time_counts_as_overdue() {
+        assert_eq!(overdue_seconds(None, 10_000), 0.0);
+        assert_eq!(overdue_seconds(Some(12_000), 10_000), 0.0);
+        assert_eq!(overdue_seconds(Some(7_500), 10_000), 2.5);
+    }
 
     #[test]
     fn a_method_name_from_the_client_cannot_break_the_page() {

@@ -5,6 +5,7 @@
 //! - every answered API call is counted once under its method and gRPC status, failures
 //!   included, and its latency lands in the histogram;
 //! - the page shows this node's Raft position (a single node leads, term >= 1);
+//! - and its replica's counts (an event for a WfRun not yet started is one unclaimed event);
 //! - anything but `GET /metrics` is refused without disturbing later scrapes.
 #![cfg(not(madsim))]
 #![allow(clippy::unwrap_used)]
@@ -75,6 +76,24 @@ async fn the_metrics_page_counts_calls_by_method_and_status_and_shows_raft() {
         assert_eq!(missing.code(), tonic::Code::NotFound);
     }
 
+    // An event for a WfRun that does not exist yet waits, unclaimed, for the run.
+    lh.put_external_event(PutExternalEventRequest {
+        wf_run_id: Some(WfRunId {
+            id: "later".into(),
+            parent_wf_run_id: None,
+        }),
+        external_event_def_id: Some(ExternalEventDefId {
+            name: "metered".into(),
+        }),
+        guid: Some("g1".into()),
+        content: Some(VariableValue {
+            value: Some(variable_value::Value::Int(1)),
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+
     // Something that is not HTTP, then a wrong path and a wrong verb: each refused alone.
     let junk = http(metrics, b"\x16\x03\x01 not http at all\r\n\r\n").await;
     assert!(junk.starts_with("HTTP/1.1 405"), "{junk}");
@@ -105,6 +124,24 @@ async fn the_metrics_page_counts_calls_by_method_and_status_and_shows_raft() {
     );
     assert!(
         sample(&page, "halter_raft_last_applied_index").is_some_and(|i| i >= 1.0),
+        "{page}"
+    );
+    // The replica's own counts.
+    assert_eq!(
+        sample(&page, "halter_external_events_unclaimed"),
+        Some(1.0),
+        "{page}"
+    );
+    assert_eq!(sample(&page, "halter_wf_runs"), Some(0.0), "{page}");
+    assert_eq!(
+        sample(&page, "halter_task_attempts_queued"),
+        Some(0.0),
+        "{page}"
+    );
+    assert!(sample(&page, "halter_timers_pending").is_some(), "{page}");
+    assert_eq!(
+        sample(&page, "halter_timer_overdue_seconds"),
+        Some(0.0),
         "{page}"
     );
     node.shutdown().await;

@@ -124,8 +124,6 @@ pub mod meta {
     pub const EVENT_SEQ: &str = "event_seq";
     /// The latest time any applied command carried; applied time never goes backwards.
     pub const CLOCK_MS: &str = "clock_ms";
-    /// Number of commands applied (accepted or rejected).
-    pub const APPLIED: &str = "applied";
     /// Present once the search indexes (`variables_by_value`, `task_runs_by_def`,
     /// `task_runs_by_status`) hold a row for everything they index: set when a state without
     /// them (from a build older than the indexes) is opened or installed.
