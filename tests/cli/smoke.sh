@@ -101,6 +101,7 @@ check "task-def put" "charge" "${CTL[@]}" task-def put charge --input amount:INT
 check "task-def get" "INT" "${CTL[@]}" -o json task-def get charge
 check "task-def immutable" "ALREADY_EXISTS" "${CTL[@]}" task-def put charge --input amount:STR
 check "task-def search" "charge" "${CTL[@]}" task-def search --prefix ch
+check "task-def workers none" "NOT_FOUND" "${CTL[@]}" task-def workers charge
 check "task spec put" "billing" "${CTL[@]}" wf-spec put "$DIR/task-spec.json"
 check "task run" "RUNNING" "${CTL[@]}" wf-run run billing --id b1 --var amount:int=7
 check "task-run get" "scheduleTime" "${CTL[@]}" task-run get b1 0-1

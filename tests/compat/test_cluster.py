@@ -707,6 +707,14 @@ def test_lh_task_worker_executes_task_nodes_on_the_cluster(cluster, stubs, task_
                         timeout=RPC_TIMEOUT_S)
     done = wait_status(stubs[2], ok.id.id, LHStatus.COMPLETED)
     assert get_var(stubs[0], ok.id.id, "receipt") == VariableValue(str="charged 30"), done
+    # Its heartbeat (RegisterTaskWorker, before it polled) and the probe's are in the TaskDef's
+    # TaskWorkerGroup, with the hosts each was told to poll.
+    group = stubs[2].GetTaskWorkerGroup(TaskDefId(name=TASK_NAME),  # noqa: F405
+                                        timeout=RPC_TIMEOUT_S)
+    me = group.task_workers[task_worker._config.task_worker_id]
+    assert sorted(f"{h.host}:{h.port}" for h in me.hosts) == sorted(cluster.client_addrs), group
+    assert "probe" in group.task_workers, group
+    assert me.latest_heartbeat.seconds > 0, group
     runs = stubs[2].ListTaskRuns(ListTaskRunsRequest(wf_run_id=ok.id),  # noqa: F405
                                  timeout=RPC_TIMEOUT_S).results
     assert len(runs) == 1

@@ -33,6 +33,10 @@ pub enum TaskDefCmd {
         #[arg(long)]
         limit: Option<i32>,
     },
+    /// The task workers of a TaskDef and their latest heartbeats (its TaskWorkerGroup).
+    Workers {
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -84,6 +88,12 @@ pub async fn task_def(lh: &mut LittleHorseClient<Channel>, c: TaskDefCmd) -> any
                 &lh.put_task_def(req).await?.into_inner(),
             )
         }
+        TaskDefCmd::Workers { name } => one(
+            "littlehorse.TaskWorkerGroup",
+            &lh.get_task_worker_group(TaskDefId { name })
+                .await?
+                .into_inner(),
+        ),
         TaskDefCmd::Get { name } => one(
             "littlehorse.TaskDef",
             &lh.get_task_def(TaskDefId { name }).await?.into_inner(),

@@ -408,7 +408,17 @@ impl LittleHorse for LhService {
         req: Request<RegisterTaskWorkerRequest>,
     ) -> Result<Response<RegisterTaskWorkerResponse>, Status> {
         let local = req.local_addr();
-        task_dispatch::register(&self.ctx, req.get_ref(), local).map(Response::new)
+        let answer = task_dispatch::register(&self.ctx, req.get_ref(), local)?;
+        task_dispatch::record_heartbeat(&self.ctx, req.get_ref(), &answer.your_hosts).await;
+        Ok(Response::new(answer))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_task_worker_group(
+        &self,
+        req: Request<TaskDefId>,
+    ) -> Result<Response<TaskWorkerGroup>, Status> {
+        self.read(req, query::get_task_worker_group).await
     }
 
     // The simulator's generated trait names the stream type; tonic's (with default stubs) fixes

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use halter_api::halter::{command::Kind, ClaimTask};
+use halter_api::halter::{command::Kind, ClaimTask, TaskWorkerHeartbeat};
 use halter_api::littlehorse::{
     LhHostInfo, PollTaskRequest, PollTaskResponse, RegisterTaskWorkerRequest,
     RegisterTaskWorkerResponse, ScheduledTask,
@@ -102,6 +102,35 @@ pub fn register(
         your_hosts,
         is_cluster_healthy: None,
     })
+}
+
+/// How long RegisterTaskWorker waits for its heartbeat to commit before answering anyway.
+const HEARTBEAT_WAIT: Duration = Duration::from_secs(3);
+
+/// Records a RegisterTaskWorker call in its TaskDef's TaskWorkerGroup, waiting up to
+/// [`HEARTBEAT_WAIT`] for the commit. The worker's answer (its hosts) does not depend on it, so
+/// the call is answered even when the heartbeat cannot commit (no leader during an election, a
+/// TaskDef deleted meanwhile): LittleHorse's SDKs wait a whole heartbeat interval (60 s) after
+/// a failed RegisterTaskWorker before they poll at all.
+pub async fn record_heartbeat(
+    ctx: &NodeCtx,
+    req: &RegisterTaskWorkerRequest,
+    hosts: &[LhHostInfo],
+) {
+    let hb = TaskWorkerHeartbeat {
+        task_def_name: req
+            .task_def_id
+            .as_ref()
+            .map(|d| d.name.clone())
+            .unwrap_or_default(),
+        worker_id: req.task_worker_id.clone(),
+        hosts: hosts.to_vec(),
+    };
+    match tokio::time::timeout(HEARTBEAT_WAIT, ctx.propose(Kind::TaskWorkerHeartbeat(hb))).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(s)) => tracing::debug!(status = ?s, "task worker heartbeat not recorded"),
+        Err(_) => tracing::debug!("task worker heartbeat not committed in time"),
+    }
 }
 
 /// Serves one PollTask stream: each request is answered with one task, when there is one.

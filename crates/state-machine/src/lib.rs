@@ -27,6 +27,7 @@ pub mod run_state;
 pub mod scheduled_wf_run;
 pub mod task;
 pub mod task_run_index;
+pub mod task_worker_group;
 pub mod time;
 pub mod timers;
 pub mod user_task;
@@ -186,6 +187,10 @@ fn dispatch_kind(ctx: &mut Ctx, cmd: &Command) -> HResult<Response> {
             Response::Empty
         }
         Kind::PutCheckpoint(r) => Response::PutCheckpoint(checkpoint::put(ctx, r)?),
+        Kind::TaskWorkerHeartbeat(r) => {
+            task_worker_group::heartbeat(ctx, r)?;
+            Response::Empty
+        }
         Kind::PutWorkflowEventDef(r) => {
             Response::WorkflowEventDef(workflow_event::put_def(ctx, r)?)
         }

@@ -737,6 +737,12 @@ pub fn get_task_run(t: &ReadTables, id: &TaskRunId) -> HResult<TaskRun> {
         .ok_or_else(|| not_found(format!("TaskRun {wf}/{}", id.task_guid)))?)
 }
 
+pub fn get_task_worker_group(t: &ReadTables, id: &TaskDefId) -> HResult<TaskWorkerGroup> {
+    check_name("TaskDef name", &id.name)?;
+    Ok(codec::get(t.task_worker_groups()?, id.name.as_str())?
+        .ok_or_else(|| not_found(format!("TaskWorkerGroup of TaskDef '{}'", id.name)))?)
+}
+
 pub fn get_checkpoint(t: &ReadTables, id: &CheckpointId) -> HResult<Checkpoint> {
     let (wf, guid, n) = crate::checkpoint::key(id)?;
     Ok(codec::get(t.checkpoints()?, (wf.as_str(), guid, n))?

@@ -177,7 +177,7 @@ pub fn delete_def(ctx: &mut Ctx, req: &DeleteTaskDefRequest) -> HResult<()> {
     if ctx.tables.task_defs.open_mut()?.remove(name)?.is_none() {
         return Err(Rejection::NotFound(format!("TaskDef '{name}' not found")).into());
     }
-    Ok(())
+    crate::task_worker_group::delete_of(ctx, name)
 }
 
 // ---- scheduling ----

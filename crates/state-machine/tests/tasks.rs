@@ -1125,3 +1125,106 @@ fn checkpoints_of_unknown_task_runs_are_refused_and_go_with_their_wf_run() {
     assert_eq!(rows, 0);
     assert_eq!(h.pending_timers(), 0);
 }
+
+fn heartbeat(def: &str, worker: &str) -> Kind {
+    Kind::TaskWorkerHeartbeat(halter_api::halter::TaskWorkerHeartbeat {
+        task_def_name: def.into(),
+        worker_id: worker.into(),
+        hosts: vec![LhHostInfo {
+            host: "127.0.0.1".into(),
+            port: 2023,
+        }],
+    })
+}
+
+fn worker_group(h: &Harness, def: &str) -> Result<TaskWorkerGroup, Rejection> {
+    h.read(|t| {
+        query::get_task_worker_group(t, &TaskDefId { name: def.into() }).map_err(|e| match e {
+            halter_state_machine::error::Outcome::Rejected(r) => r,
+            other => panic!("unexpected {other:?}"),
+        })
+    })
+}
+
+fn workers(h: &Harness, def: &str) -> Vec<(String, i64)> {
+    worker_group(h, def)
+        .unwrap()
+        .task_workers
+        .into_iter()
+        .map(|(id, w)| {
+            (
+                id,
+                halter_state_machine::time::ms(&w.latest_heartbeat.unwrap()),
+            )
+        })
+        .collect()
+}
+
+/// Invariant: a heartbeat stamps its worker with the entry's time and hosts; a worker silent
+/// for 90 s or more leaves its group at the next heartbeat; the group goes with its TaskDef;
+/// heartbeats for unknown TaskDefs or without a worker id are refused and change nothing.
+#[test]
+fn heartbeats_keep_a_task_worker_group_and_drop_workers_silent_for_90_s() {
+    let mut h = Harness::new();
+    put_task_def(&mut h, "charge", None);
+    let t0 = h.now;
+    assert!(matches!(
+        worker_group(&h, "charge"),
+        Err(Rejection::NotFound(_))
+    ));
+    h.ok(heartbeat("charge", "w1"));
+    let g = worker_group(&h, "charge").unwrap();
+    assert_eq!(
+        g.created_at.as_ref().map(halter_state_machine::time::ms),
+        Some(t0)
+    );
+    assert_eq!(g.task_workers["w1"].hosts.len(), 1);
+    h.advance_ms(60_000);
+    h.ok(heartbeat("charge", "w2"));
+    assert_eq!(
+        workers(&h, "charge"),
+        vec![("w1".into(), t0), ("w2".into(), t0 + 60_000)]
+    );
+    h.advance_ms(30_000);
+    h.ok(heartbeat("charge", "w2"));
+    assert_eq!(workers(&h, "charge"), vec![("w2".into(), t0 + 90_000)]);
+
+    assert!(matches!(
+        h.rejected(heartbeat("refund", "w1")),
+        Rejection::NotFound(_)
+    ));
+    assert!(matches!(
+        h.rejected(heartbeat("charge", "")),
+        Rejection::InvalidArgument(_)
+    ));
+    h.ok(Kind::DeleteTaskDef(DeleteTaskDefRequest {
+        id: Some(TaskDefId {
+            name: "charge".into(),
+        }),
+    }));
+    assert!(matches!(
+        worker_group(&h, "charge"),
+        Err(Rejection::NotFound(_))
+    ));
+}
+
+/// Invariant: a group keeps at most `MAX_WORKERS`; past it the worker silent longest leaves,
+/// the same one on every replica.
+#[test]
+fn a_task_worker_group_is_bounded_and_drops_the_longest_silent_first() {
+    use halter_state_machine::task_worker_group::MAX_WORKERS;
+    let mut h = Harness::new();
+    put_task_def(&mut h, "charge", None);
+    h.ok(heartbeat("charge", "old"));
+    h.advance_ms(1);
+    for i in 0..MAX_WORKERS {
+        h.ok(heartbeat("charge", &format!("w{i:04}")));
+    }
+    let ids: Vec<String> = workers(&h, "charge")
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(ids.len(), MAX_WORKERS);
+    assert!(!ids.contains(&"old".to_string()));
+    assert!(ids.contains(&"w0000".to_string()));
+}

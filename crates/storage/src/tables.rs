@@ -95,6 +95,9 @@ pub const WORKFLOW_EVENTS: TableDefinition<(&str, &str, u32), &[u8]> =
 /// SearchWorkflowEvent's index: (WorkflowEventDef name, created ms, WfRun id, number).
 pub const WORKFLOW_EVENTS_BY_DEF: TableDefinition<(&str, i64, &str, u32), ()> =
     TableDefinition::new("workflow_events_by_def");
+/// TaskWorkerGroups by TaskDef name.
+pub const TASK_WORKER_GROUPS: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("task_worker_groups");
 /// Checkpoints by (WfRun id, TaskRun guid, number).
 pub const CHECKPOINTS: TableDefinition<(&str, &str, u32), &[u8]> =
     TableDefinition::new("checkpoints");
@@ -158,6 +161,7 @@ macro_rules! for_each_table {
         $m!(TASK_RUNS_BY_STATUS);
         $m!(TASK_QUEUE);
         $m!(CHECKPOINTS);
+        $m!(TASK_WORKER_GROUPS);
         $m!(WORKFLOW_EVENT_DEFS);
         $m!(WORKFLOW_EVENTS);
         $m!(WORKFLOW_EVENTS_BY_DEF);
@@ -301,6 +305,7 @@ state_tables! {
     task_runs_by_status: TASK_RUNS_BY_STATUS => (&'static str, i32, i64, &'static str, &'static str), ();
     task_queue: TASK_QUEUE => (&'static str, i64, &'static str, &'static str), ();
     checkpoints: CHECKPOINTS => (&'static str, &'static str, u32), &'static [u8];
+    task_worker_groups: TASK_WORKER_GROUPS => &'static str, &'static [u8];
     workflow_event_defs: WORKFLOW_EVENT_DEFS => &'static str, &'static [u8];
     workflow_events: WORKFLOW_EVENTS => (&'static str, &'static str, u32), &'static [u8];
     workflow_events_by_def: WORKFLOW_EVENTS_BY_DEF => (&'static str, i64, &'static str, u32), ();

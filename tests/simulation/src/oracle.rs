@@ -47,6 +47,8 @@ pub struct Oracle {
     pub observed_checkpoints: BTreeMap<(String, String, i32), i32>,
     /// Checkpoints later attempts read back.
     pub checkpoints_read: usize,
+    /// Workers whose RegisterTaskWorker was answered.
+    pub registered: BTreeSet<String>,
     /// WorkflowEvents `AwaitWorkflowEvent` returned, by WfRun id.
     pub awaited: BTreeMap<String, Vec<halter_api::littlehorse::WorkflowEvent>>,
     /// Acknowledged CompleteUserTaskRun of a WfRun's review: (user, the `ok` result given).

@@ -28,6 +28,15 @@ pub async fn worker(id: usize, nodes: Vec<std::net::IpAddr>, oracle: Shared, unt
     while Instant::now() < until {
         let node = rng.gen_range(0..nodes.len());
         let mut lh = LittleHorseClient::new(channel(format!("{}:{CLIENT_PORT}", nodes[node])));
+        // As LittleHorse's workers do before polling: a heartbeat, recorded in the TaskDef's
+        // TaskWorkerGroup.
+        let reg = RegisterTaskWorkerRequest {
+            task_worker_id: name.clone(),
+            task_def_id: Some(TaskDefId { name: TASK.into() }),
+        };
+        if let Some(Ok(_)) = within(4000, lh.register_task_worker(reg)).await {
+            oracle.lock().registered.insert(name.clone());
+        }
         let (tx, rx) = mpsc::channel::<PollTaskRequest>(1);
         let outbound =
             futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) });

@@ -18,6 +18,7 @@ mod tasks_once;
 mod terms_never_go_back;
 mod timeout_xor_complete;
 mod user_tasks_once;
+mod worker_heartbeats_recorded;
 mod workflow_events_once;
 
 use std::collections::BTreeMap;
@@ -269,6 +270,7 @@ pub async fn check_all(c: &ClusterView, oracle: &Shared) -> Result<(String, Cove
     children_end_before_parents::check(&families)?;
     let gathers = fan_in_counts_every_part::observe(c).await?;
     let checkpoints = checkpoints_survive_retries::observe(c, &obs).await?;
+    let heartbeats = worker_heartbeats_recorded::observe(c).await?;
     fan_in_counts_every_part::check(&gathers)?;
     let o = oracle.lock();
     acknowledged_events::check(&o, &obs)?;
@@ -280,6 +282,7 @@ pub async fn check_all(c: &ClusterView, oracle: &Shared) -> Result<(String, Cove
     terms_never_go_back::check(&o)?;
     tasks_once::check(&o, &obs)?;
     checkpoints_survive_retries::check(&o, &obs, &checkpoints)?;
+    worker_heartbeats_recorded::check(&o, &heartbeats)?;
     no_task_work_after_the_end::check(&obs)?;
     workflow_events_once::check(&o, &obs)?;
     user_tasks_once::check(&o, &obs)?;
