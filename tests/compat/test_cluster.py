@@ -9,6 +9,7 @@ LittleHorseStub that LHConfig hands out. Run with tests/compat/run.sh.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -671,27 +672,33 @@ def payment_workflow() -> Workflow:
     return Workflow(PAYMENT_WF, thread)
 
 
+@contextlib.contextmanager
+def running_worker(task: Callable, task_name: str) -> Iterator[LHTaskWorker]:
+    """A real LHTaskWorker for `task_name`, on its own event loop and thread, stopped on exit.
+    It has its own config (same address), so its asyncio channels are closed on its own loop."""
+    worker_config = LHConfig()
+    worker = LHTaskWorker(task, task_name, worker_config)
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=lambda: loop.run_until_complete(worker.start()), daemon=True).start()
+    try:
+        yield worker
+    finally:
+        async def close_channels() -> None:
+            for ch in list(worker_config._opened_channels.values()):
+                closed = ch.close()  # asyncio channels return a coroutine, the others None
+                if closed is not None:
+                    await closed
+
+        asyncio.run_coroutine_threadsafe(close_channels(), loop).result(timeout=RPC_TIMEOUT_S)
+        loop.call_soon_threadsafe(worker.stop)
+
+
 @pytest.fixture(scope="module")
 def task_worker(config: LHConfig):
     create_task_def(charge_card, TASK_NAME, config, timeout=RPC_TIMEOUT_S)
     create_workflow_spec(payment_workflow(), config, timeout=RPC_TIMEOUT_S)
-    # Its own config (same address), so its asyncio channels are closed on its own loop.
-    worker_config = LHConfig()
-    worker = LHTaskWorker(charge_card, TASK_NAME, worker_config)
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=lambda: loop.run_until_complete(worker.start()),
-                              daemon=True)
-    thread.start()
-    yield worker
-
-    async def close_channels() -> None:
-        for ch in list(worker_config._opened_channels.values()):
-            closed = ch.close()  # asyncio channels return a coroutine, the others None
-            if closed is not None:
-                await closed
-
-    asyncio.run_coroutine_threadsafe(close_channels(), loop).result(timeout=RPC_TIMEOUT_S)
-    loop.call_soon_threadsafe(worker.stop)
+    with running_worker(charge_card, TASK_NAME) as worker:
+        yield worker
 
 
 def test_lh_task_worker_executes_task_nodes_on_the_cluster(cluster, stubs, task_worker):
@@ -1204,11 +1211,7 @@ def test_schedule_reminder_task_runs_on_a_worker_and_leaves_the_user_task(cluste
         wf.schedule_reminder_task(task, 1, task_name, "anna")
 
     create_workflow_spec(Workflow(wf_name, thread), config, timeout=RPC_TIMEOUT_S)
-    worker_config = LHConfig()
-    worker = LHTaskWorker(send_reminder, task_name, worker_config)
-    loop = asyncio.new_event_loop()
-    threading.Thread(target=lambda: loop.run_until_complete(worker.start()), daemon=True).start()
-    try:
+    with running_worker(send_reminder, task_name):
         wf_run_id = new_id("r")
         stubs[1].RunWf(RunWfRequest(wf_spec_name=wf_name, id=wf_run_id), timeout=RPC_TIMEOUT_S)
 
@@ -1238,15 +1241,6 @@ def test_schedule_reminder_task_runs_on_a_worker_and_leaves_the_user_task(cluste
                                        results={"ok": VariableValue(bool=True)}),
             timeout=RPC_TIMEOUT_S)
         wait_status(stubs[1], wf_run_id, LHStatus.COMPLETED)
-    finally:
-        async def close_channels() -> None:
-            for ch in list(worker_config._opened_channels.values()):
-                closed = ch.close()
-                if closed is not None:
-                    await closed
-
-        asyncio.run_coroutine_threadsafe(close_channels(), loop).result(timeout=RPC_TIMEOUT_S)
-        loop.call_soon_threadsafe(worker.stop)
 
 
 # Checkpoints: the client's execute_and_checkpoint saves a step's result; when the attempt fails
@@ -1278,11 +1272,7 @@ def test_a_checkpointed_step_is_not_redone_when_the_task_is_retried(cluster, con
         wf.mutate(receipt, VariableMutationType.ASSIGN, wf.execute(task_name, order, retries=1))
 
     create_workflow_spec(Workflow(wf_name, thread), config, timeout=RPC_TIMEOUT_S)
-    worker_config = LHConfig()
-    worker = LHTaskWorker(ship_order, task_name, worker_config)
-    loop = asyncio.new_event_loop()
-    threading.Thread(target=lambda: loop.run_until_complete(worker.start()), daemon=True).start()
-    try:
+    with running_worker(ship_order, task_name):
         order = new_id("o")
         ok = stubs[1].RunWf(RunWfRequest(wf_spec_name=wf_name,
                                          variables={"order": VariableValue(str=order)}),
@@ -1318,15 +1308,6 @@ def test_a_checkpointed_step_is_not_redone_when_the_task_is_retried(cluster, con
                                   task_guid="0-1"),
             task_attempt=0, value=VariableValue(int=1)), timeout=RPC_TIMEOUT_S))
         assert unknown.code() == grpc.StatusCode.INVALID_ARGUMENT, unknown
-    finally:
-        async def close_channels() -> None:
-            for ch in list(worker_config._opened_channels.values()):
-                closed = ch.close()
-                if closed is not None:
-                    await closed
-
-        asyncio.run_coroutine_threadsafe(close_channels(), loop).result(timeout=RPC_TIMEOUT_S)
-        loop.call_soon_threadsafe(worker.stop)
 
 
 def test_a_parent_runs_a_child_wf_that_writes_an_inherited_variable(cluster, config, stubs):

@@ -12,13 +12,13 @@
 use halter_api::halter::{timer, TaskAttemptTimer};
 use halter_api::littlehorse::{
     put_checkpoint_response::FlowControlContinue, Checkpoint, CheckpointId, PutCheckpointRequest,
-    PutCheckpointResponse, TaskStatus,
+    PutCheckpointResponse, TaskRunId, TaskStatus,
 };
 use halter_api::wf_run_id::checked_wf_run_key;
 use halter_storage::codec;
 
 use crate::ctx::Ctx;
-use crate::error::{invalid, HResult};
+use crate::error::{invalid, HResult, Rejection};
 use crate::task::{get_run, save_run, timeout_timer_id};
 use crate::time::ts;
 use crate::timers;
@@ -30,15 +30,7 @@ pub fn put(ctx: &mut Ctx, req: &PutCheckpointRequest) -> HResult<PutCheckpointRe
         .task_run_id
         .as_ref()
         .ok_or_else(|| invalid("missing task_run_id"))?;
-    let wf = checked_wf_run_key(
-        id.wf_run_id
-            .as_ref()
-            .ok_or_else(|| invalid("missing wf_run_id"))?,
-    )?;
-    let guid = id.task_guid.as_str();
-    if guid.is_empty() || guid.len() > halter_api::limits::MAX_GUID_LEN {
-        return Err(invalid("task_guid must be 1 to 128 characters").into());
-    }
+    let (wf, guid) = task_run_key(id)?;
     let mut tr =
         get_run(ctx, id)?.ok_or_else(|| invalid(format!("TaskRun {wf}/{guid} not found")))?;
     let latest = tr.attempts.len() as i64 - 1;
@@ -94,21 +86,27 @@ pub fn delete_of(ctx: &mut Ctx, wf: &str, guid: &str, total: i32) -> HResult<()>
     Ok(())
 }
 
+/// A TaskRun id's storage key (WfRun key, guid), checked.
+fn task_run_key(id: &TaskRunId) -> Result<(String, &str), Rejection> {
+    let wf = checked_wf_run_key(
+        id.wf_run_id
+            .as_ref()
+            .ok_or_else(|| invalid("missing wf_run_id"))?,
+    )?;
+    if id.task_guid.is_empty() || id.task_guid.len() > halter_api::limits::MAX_GUID_LEN {
+        return Err(invalid("task_guid must be 1 to 128 characters"));
+    }
+    Ok((wf, id.task_guid.as_str()))
+}
+
 /// The storage key of a checkpoint id, checked.
-pub fn key(id: &CheckpointId) -> Result<(String, &str, u32), crate::error::Rejection> {
+pub fn key(id: &CheckpointId) -> Result<(String, &str, u32), Rejection> {
     let run = id
         .task_run
         .as_ref()
         .ok_or_else(|| invalid("missing task_run"))?;
-    let wf = checked_wf_run_key(
-        run.wf_run_id
-            .as_ref()
-            .ok_or_else(|| invalid("missing wf_run_id"))?,
-    )?;
-    if run.task_guid.is_empty() || run.task_guid.len() > halter_api::limits::MAX_GUID_LEN {
-        return Err(invalid("task_guid must be 1 to 128 characters"));
-    }
+    let (wf, guid) = task_run_key(run)?;
     let n = u32::try_from(id.checkpoint_number)
         .map_err(|_| invalid("checkpoint_number must not be negative"))?;
-    Ok((wf, run.task_guid.as_str(), n))
+    Ok((wf, guid, n))
 }

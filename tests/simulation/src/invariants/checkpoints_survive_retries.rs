@@ -50,16 +50,9 @@ pub async fn observe(c: &ClusterView, obs: &Observed) -> Result<Stored, String> 
 
 pub fn check(o: &Oracle, obs: &Observed, stored: &Stored) -> Result<(), String> {
     for ((wf, guid, k), (attempt, value)) in &o.checkpoints {
-        let tr = obs
-            .task_runs
-            .get(wf)
-            .and_then(|runs| {
-                runs.iter()
-                    .find(|t| t.id.as_ref().is_some_and(|i| &i.task_guid == guid))
-            })
-            .ok_or_else(|| {
-                format!("checkpoint {k} of {wf}/{guid} was saved, its TaskRun is gone")
-            })?;
+        let tr = obs.task_run(wf, guid).ok_or_else(|| {
+            format!("checkpoint {k} of {wf}/{guid} was saved, its TaskRun is gone")
+        })?;
         if *k < 0 || *k >= tr.total_checkpoints {
             return Err(format!(
                 "checkpoint {k} of {wf}/{guid} was acknowledged, the TaskRun counts {}",

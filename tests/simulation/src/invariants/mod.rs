@@ -47,6 +47,16 @@ pub struct Observed {
     pub user_task_runs: BTreeMap<String, Vec<UserTaskRun>>,
 }
 
+impl Observed {
+    /// The TaskRun `guid` of WfRun `wf` in the final state.
+    pub fn task_run(&self, wf: &str, guid: &str) -> Option<&TaskRun> {
+        self.task_runs
+            .get(wf)?
+            .iter()
+            .find(|t| t.id.as_ref().is_some_and(|i| i.task_guid == guid))
+    }
+}
+
 async fn retry<T, F, Fut>(mut f: F) -> Result<T, String>
 where
     F: FnMut() -> Fut,

@@ -83,16 +83,9 @@ pub fn check(o: &Oracle, obs: &Observed) -> Result<(), String> {
         }
     }
     for ((wf, guid, attempt), worker) in &o.handed {
-        let tr = obs
-            .task_runs
-            .get(wf)
-            .and_then(|runs| {
-                runs.iter()
-                    .find(|t| t.id.as_ref().is_some_and(|i| &i.task_guid == guid))
-            })
-            .ok_or_else(|| {
-                format!("worker {worker} was handed {wf}/{guid}, which does not exist")
-            })?;
+        let tr = obs.task_run(wf, guid).ok_or_else(|| {
+            format!("worker {worker} was handed {wf}/{guid}, which does not exist")
+        })?;
         let a = tr.attempts.get(*attempt as usize).ok_or_else(|| {
             format!(
                 "worker {worker} was handed {wf}/{guid} attempt {attempt}, which does not exist"
