@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use crate::proposer::NodeCtx;
+use crate::proposer::{wall_clock_ms, NodeCtx};
 
 /// Upper bounds of the latency histogram's buckets, in seconds.
 const BUCKETS: [f64; 12] = [
@@ -262,7 +262,7 @@ fn render_state(ctx: &NodeCtx, out: &mut String) {
         out,
         "halter_timer_overdue_seconds",
         "How long ago the oldest pending timer came due (0: none is due). Above a second or so, timeouts fire late.",
-        overdue_seconds(oldest_due, now_ms()),
+        overdue_seconds(oldest_due, wall_clock_ms()),
     );
     gauge(
         out,
@@ -276,12 +276,6 @@ fn render_state(ctx: &NodeCtx, out: &mut String) {
         "ExternalEvents stored that no NodeRun has claimed yet.",
         unclaimed,
     );
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Seconds since `oldest_due` (ms), 0 when there is none or it is not due yet.

@@ -426,7 +426,8 @@ async fn wait_for_outcomes(
     }
 }
 
-/// The wall clock in milliseconds. Only the leader's proposer reads it (never the state machine).
+/// The wall clock in milliseconds: the leader's proposer stamps entries with it, the timer
+/// service and the metrics page compare due times with it. The state machine never reads it.
 pub fn wall_clock_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -9,19 +9,16 @@
 //! told to stop and nothing is written. Saving one restarts the attempt's timeout, so a long
 //! task that makes progress is not timed out between checkpoints.
 
-use halter_api::halter::{timer, TaskAttemptTimer};
 use halter_api::littlehorse::{
     put_checkpoint_response::FlowControlContinue, Checkpoint, CheckpointId, PutCheckpointRequest,
-    PutCheckpointResponse, TaskRunId, TaskStatus,
+    PutCheckpointResponse, TaskStatus,
 };
-use halter_api::wf_run_id::checked_wf_run_key;
 use halter_storage::codec;
 
 use crate::ctx::Ctx;
 use crate::error::{invalid, HResult, Rejection};
-use crate::task::{get_run, save_run, timeout_timer_id};
+use crate::task::{arm_timeout, checked_run_key, get_run, save_run};
 use crate::time::ts;
-use crate::timers;
 
 /// PutCheckpoint. An unknown TaskRun is INVALID_ARGUMENT (LittleHorse's documented answer); a
 /// stale or finished attempt gets `STOP_TASK` and changes nothing.
@@ -30,7 +27,7 @@ pub fn put(ctx: &mut Ctx, req: &PutCheckpointRequest) -> HResult<PutCheckpointRe
         .task_run_id
         .as_ref()
         .ok_or_else(|| invalid("missing task_run_id"))?;
-    let (wf, guid) = task_run_key(id)?;
+    let (wf, guid) = checked_run_key(id)?;
     let mut tr =
         get_run(ctx, id)?.ok_or_else(|| invalid(format!("TaskRun {wf}/{guid} not found")))?;
     let latest = tr.attempts.len() as i64 - 1;
@@ -60,16 +57,7 @@ pub fn put(ctx: &mut Ctx, req: &PutCheckpointRequest) -> HResult<PutCheckpointRe
         &checkpoint,
     )?;
     tr.total_checkpoints = number.saturating_add(1);
-    timers::arm(
-        ctx,
-        &timeout_timer_id(&wf, guid, latest as i32),
-        ctx.now_ms
-            .saturating_add(i64::from(tr.timeout_seconds).saturating_mul(1000)),
-        timer::Kind::TaskTimeout(TaskAttemptTimer {
-            task_run_id: Some(id.clone()),
-            attempt_number: latest as i32,
-        }),
-    )?;
+    arm_timeout(ctx, &wf, &tr, latest as i32)?;
     save_run(ctx, &tr)?;
     Ok(PutCheckpointResponse {
         flow_control_continue_type: FlowControlContinue::ContinueTask as i32,
@@ -86,26 +74,13 @@ pub fn delete_of(ctx: &mut Ctx, wf: &str, guid: &str, total: i32) -> HResult<()>
     Ok(())
 }
 
-/// A TaskRun id's storage key (WfRun key, guid), checked.
-fn task_run_key(id: &TaskRunId) -> Result<(String, &str), Rejection> {
-    let wf = checked_wf_run_key(
-        id.wf_run_id
-            .as_ref()
-            .ok_or_else(|| invalid("missing wf_run_id"))?,
-    )?;
-    if id.task_guid.is_empty() || id.task_guid.len() > halter_api::limits::MAX_GUID_LEN {
-        return Err(invalid("task_guid must be 1 to 128 characters"));
-    }
-    Ok((wf, id.task_guid.as_str()))
-}
-
 /// The storage key of a checkpoint id, checked.
 pub fn key(id: &CheckpointId) -> Result<(String, &str, u32), Rejection> {
     let run = id
         .task_run
         .as_ref()
         .ok_or_else(|| invalid("missing task_run"))?;
-    let (wf, guid) = task_run_key(run)?;
+    let (wf, guid) = checked_run_key(run)?;
     let n = u32::try_from(id.checkpoint_number)
         .map_err(|_| invalid("checkpoint_number must not be negative"))?;
     Ok((wf, guid, n))

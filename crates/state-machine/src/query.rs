@@ -728,13 +728,9 @@ pub fn search_task_defs(t: &ReadTables, req: &SearchTaskDefRequest) -> HResult<T
 }
 
 pub fn get_task_run(t: &ReadTables, id: &TaskRunId) -> HResult<TaskRun> {
-    let wf_key = wf_run_id(&id.wf_run_id)?;
-    let wf = wf_key.as_str();
-    if id.task_guid.is_empty() || id.task_guid.len() > halter_api::limits::MAX_GUID_LEN {
-        return Err(invalid("task_guid must be 1 to 128 characters").into());
-    }
-    Ok(codec::get(t.task_runs()?, (wf, id.task_guid.as_str()))?
-        .ok_or_else(|| not_found(format!("TaskRun {wf}/{}", id.task_guid)))?)
+    let (wf, guid) = crate::task::checked_run_key(id)?;
+    Ok(codec::get(t.task_runs()?, (wf.as_str(), guid))?
+        .ok_or_else(|| not_found(format!("TaskRun {wf}/{guid}")))?)
 }
 
 pub fn get_task_worker_group(t: &ReadTables, id: &TaskDefId) -> HResult<TaskWorkerGroup> {

@@ -76,6 +76,19 @@ fn run_key(id: &TaskRunId) -> (Cow<'_, str>, &str) {
     )
 }
 
+/// A TaskRun id from a client as its storage key (WfRun key, guid), checked.
+pub fn checked_run_key(id: &TaskRunId) -> Result<(String, &str), Rejection> {
+    let wf = checked_wf_run_key(
+        id.wf_run_id
+            .as_ref()
+            .ok_or_else(|| invalid("missing wf_run_id"))?,
+    )?;
+    if id.task_guid.is_empty() || id.task_guid.len() > halter_api::limits::MAX_GUID_LEN {
+        return Err(invalid("task_guid must be 1 to 128 characters"));
+    }
+    Ok((wf, id.task_guid.as_str()))
+}
+
 pub fn get_run(ctx: &Ctx, id: &TaskRunId) -> HResult<Option<TaskRun>> {
     let (wf, guid) = run_key(id);
     let wf: &str = &wf;
@@ -356,7 +369,7 @@ pub fn claim(ctx: &mut Ctx, req: &ClaimTask) -> HResult<Option<ScheduledTask>> {
     let def = req.task_def_name.as_str();
     // The oldest queued attempt whose NodeRun still waits for it; the rows passed over on the
     // way leave the queue for good (see `still_wanted`).
-    let (wf, guid, id, mut tr) = loop {
+    let (wf, id, mut tr) = loop {
         let first = ctx
             .tables
             .task_queue
@@ -377,11 +390,11 @@ pub fn claim(ctx: &mut Ctx, req: &ClaimTask) -> HResult<Option<ScheduledTask>> {
             .remove((def, at, wf.as_str(), guid.as_str()))?;
         let id = TaskRunId {
             wf_run_id: Some(wf_run_id_of(&wf)),
-            task_guid: guid.clone(),
+            task_guid: guid,
         };
         if let Some(tr) = get_run(ctx, &id)? {
             if still_wanted(ctx, &tr)? {
-                break (wf, guid, id, tr);
+                break (wf, id, tr);
             }
         }
     };
@@ -395,16 +408,7 @@ pub fn claim(ctx: &mut Ctx, req: &ClaimTask) -> HResult<Option<ScheduledTask>> {
     attempt.task_worker_version = req.worker_version.clone();
     let created_at = attempt.schedule_time;
     tr.status = TaskStatus::TaskRunning as i32;
-    timers::arm(
-        ctx,
-        &timeout_timer_id(&wf, &guid, n),
-        ctx.now_ms
-            .saturating_add(i64::from(tr.timeout_seconds).saturating_mul(1000)),
-        timer::Kind::TaskTimeout(TaskAttemptTimer {
-            task_run_id: Some(id.clone()),
-            attempt_number: n,
-        }),
-    )?;
+    arm_timeout(ctx, &wf, &tr, n)?;
     save_run(ctx, &tr)?;
     Ok(Some(ScheduledTask {
         task_run_id: Some(id),
@@ -415,6 +419,22 @@ pub fn claim(ctx: &mut Ctx, req: &ClaimTask) -> HResult<Option<ScheduledTask>> {
         source: tr.source.clone(),
         total_observed_checkpoints: tr.total_checkpoints,
     }))
+}
+
+/// (Re)arms attempt `n`'s timeout, `timeout_seconds` from now: when it is claimed, and again
+/// at each checkpoint it saves.
+pub(crate) fn arm_timeout(ctx: &mut Ctx, wf: &str, tr: &TaskRun, n: i32) -> HResult<()> {
+    let id = tr.id.clone().unwrap_or_default();
+    timers::arm(
+        ctx,
+        &timeout_timer_id(wf, &id.task_guid, n),
+        ctx.now_ms
+            .saturating_add(i64::from(tr.timeout_seconds).saturating_mul(1000)),
+        timer::Kind::TaskTimeout(TaskAttemptTimer {
+            task_run_id: Some(id),
+            attempt_number: n,
+        }),
+    )
 }
 
 // ---- results ----

@@ -42,11 +42,7 @@ fn search_req(spec: &str, var: &str, value: VariableValue) -> SearchVariableRequ
 }
 
 fn search(h: &Harness, req: SearchVariableRequest) -> Result<VariableIdList, Rejection> {
-    h.read(|t| query::search_variables(t, &req))
-        .map_err(|e| match e {
-            halter_state_machine::error::Outcome::Rejected(r) => r,
-            other => panic!("storage error {other:?}"),
-        })
+    h.query(|t| query::search_variables(t, &req))
 }
 
 /// The WfRun ids a search finds, in the order it gives them.

@@ -997,7 +997,7 @@ fn checkpointed(h: &mut Harness, kind: Kind) -> PutCheckpointResponse {
 }
 
 fn get_checkpoint(h: &Harness, n: i32) -> Result<Checkpoint, Rejection> {
-    h.read(|t| {
+    h.query(|t| {
         query::get_checkpoint(
             t,
             &CheckpointId {
@@ -1008,10 +1008,6 @@ fn get_checkpoint(h: &Harness, n: i32) -> Result<Checkpoint, Rejection> {
                 checkpoint_number: n,
             },
         )
-        .map_err(|e| match e {
-            halter_state_machine::error::Outcome::Rejected(r) => r,
-            other => panic!("unexpected {other:?}"),
-        })
     })
 }
 
@@ -1138,12 +1134,7 @@ fn heartbeat(def: &str, worker: &str) -> Kind {
 }
 
 fn worker_group(h: &Harness, def: &str) -> Result<TaskWorkerGroup, Rejection> {
-    h.read(|t| {
-        query::get_task_worker_group(t, &TaskDefId { name: def.into() }).map_err(|e| match e {
-            halter_state_machine::error::Outcome::Rejected(r) => r,
-            other => panic!("unexpected {other:?}"),
-        })
-    })
+    h.query(|t| query::get_task_worker_group(t, &TaskDefId { name: def.into() }))
 }
 
 fn workers(h: &Harness, def: &str) -> Vec<(String, i64)> {

@@ -293,17 +293,11 @@ fn reminder_tasks_run_for_workers_and_leave_the_user_task_alone() {
 }
 
 fn search(h: &Harness, req: SearchUserTaskRunRequest) -> Result<Vec<String>, Rejection> {
-    h.read(|t| {
-        query::search_user_task_runs(t, &req).map(|l| {
-            l.results
-                .into_iter()
-                .map(|id| id.wf_run_id.unwrap().id)
-                .collect()
-        })
-    })
-    .map_err(|e| match e {
-        halter_state_machine::error::Outcome::Rejected(r) => r,
-        other => panic!("{other:?}"),
+    h.query(|t| query::search_user_task_runs(t, &req)).map(|l| {
+        l.results
+            .into_iter()
+            .map(|id| id.wf_run_id.unwrap().id)
+            .collect()
     })
 }
 

@@ -64,6 +64,17 @@ impl Harness {
         f(&t)
     }
 
+    /// A query's answer, its refusal as the client would see it; a storage error panics.
+    pub fn query<T>(
+        &self,
+        f: impl FnOnce(&ReadTables) -> Result<T, halter_state_machine::error::Outcome>,
+    ) -> Result<T, Rejection> {
+        self.read(f).map_err(|e| match e {
+            halter_state_machine::error::Outcome::Rejected(r) => r,
+            other => panic!("storage error {other:?}"),
+        })
+    }
+
     /// What a node does when it opens a state or installs a snapshot: builds the search
     /// indexes the state lacks. Returns whether it built any.
     pub fn build_missing_indexes(&mut self) -> bool {

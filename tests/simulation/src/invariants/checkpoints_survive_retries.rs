@@ -21,11 +21,11 @@ pub type Stored = BTreeMap<(String, String, i32), Option<i64>>;
 
 pub async fn observe(c: &ClusterView, obs: &Observed) -> Result<Stored, String> {
     let mut out = Stored::new();
+    let lh = c.lh(0);
     for (wf, runs) in &obs.task_runs {
         for tr in runs {
             let Some(id) = tr.id.clone() else { continue };
             for k in 0..tr.total_checkpoints {
-                let lh = c.lh(0);
                 let cid = CheckpointId {
                     task_run: Some(id.clone()),
                     checkpoint_number: k,
@@ -68,8 +68,12 @@ pub fn check(o: &Oracle, obs: &Observed, stored: &Stored) -> Result<(), String> 
                 "checkpoint {k} of {wf}/{guid} reads {got:?}, {value} was acknowledged"
             ));
         }
-        for ((w, g, later), observed) in &o.observed_checkpoints {
-            if w == wf && g == guid && later > attempt && observed <= k {
+        let later_attempts = o.observed_checkpoints.range(
+            (wf.clone(), guid.clone(), attempt.saturating_add(1))
+                ..=(wf.clone(), guid.clone(), i32::MAX),
+        );
+        for ((_, _, later), observed) in later_attempts {
+            if observed <= k {
                 return Err(format!(
                     "attempt {later} of {wf}/{guid} was told of {observed} checkpoints, \
                      but attempt {attempt} saved number {k}"

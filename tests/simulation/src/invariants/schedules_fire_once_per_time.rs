@@ -88,7 +88,7 @@ pub fn check(o: &Oracle, ticks: &Ticks) -> Result<(), String> {
         let start = run
             .start_time
             .as_ref()
-            .map_or(0, |t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000);
+            .map_or(0, halter_state_machine::time::ms);
         if start < due {
             return Err(format!("{id} started at {start}, before its time {due}"));
         }

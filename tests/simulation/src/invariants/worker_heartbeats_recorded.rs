@@ -90,7 +90,7 @@ pub fn check(o: &Oracle, seen: &Seen) -> Result<(), String> {
     let at = seen.group.task_workers[CHECKER]
         .latest_heartbeat
         .as_ref()
-        .map_or(0, |t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000);
+        .map_or(0, halter_state_machine::time::ms);
     if at < seen.sent_ms {
         return Err(format!(
             "the checker's heartbeat is stamped {at}, before it was sent at {}",
