@@ -175,6 +175,12 @@ check "schedule taken" "ALREADY_EXISTS" "${CTL[@]}" scheduled-wf-run create appr
 check "schedule delete" "deleted" "${CTL[@]}" scheduled-wf-run delete weekday
 check "schedule gone" "NOT_FOUND" "${CTL[@]}" scheduled-wf-run get weekday
 check "cluster status" "Leader" "${CTL[@]}" cluster status
+check "backup" "appliedIndex" "${CTL[@]}" cluster backup "$DIR/backup"
+check "restore" "restored" "$BIN/halter" restore --from "$DIR/backup" --data-dir "$DIR/restored" \
+  --node-id 7 --client-addr "127.0.0.1:$(port)" --peer-addr "127.0.0.1:$(port)"
+check "restore into used data" "restore only into a new data directory" \
+  "$BIN/halter" restore --from "$DIR/backup" --data-dir "$DIR/restored"
+check_rc "backup to a missing directory" 1 "${CTL[@]}" cluster backup "$DIR/missing/backup"
 scrape() { python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1]).read().decode())' "http://$METRICS/metrics"; }
 check "metrics: events counted" 'halter_grpc_requests_total{method="PutExternalEvent",code="InvalidArgument"}' scrape
 check "metrics: leader" 'halter_raft_is_leader 1' scrape

@@ -3,6 +3,7 @@
 //! Tables for people by default, `-o json` for scripts. Errors print the gRPC code and the
 //! server's reason, and the exit code is non-zero.
 
+mod backup;
 mod correlated;
 mod output;
 mod schedules;
@@ -333,6 +334,11 @@ enum ClusterCmd {
     /// Make node ID leader (it starts an election).
     TransferLeader {
         id: u64,
+    },
+    /// Write an online backup of the whole state to FILE (every write acknowledged before
+    /// it started is in it). `halter restore --from FILE` makes a data directory of it.
+    Backup {
+        file: std::path::PathBuf,
     },
 }
 
@@ -703,6 +709,7 @@ async fn run(cli: Cli) -> anyhow::Result<Shown> {
         Cmd::Cluster(c) => {
             let mut admin = ClusterClient::new(channel(&cli.peer_addr, timeout)?);
             let status = match c {
+                ClusterCmd::Backup { file } => return backup::take(&mut admin, &file).await,
                 ClusterCmd::Status => admin.status(Empty {}).await?.into_inner(),
                 ClusterCmd::Add {
                     id,

@@ -5,9 +5,10 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use halter_api::halter::{
-    cluster_server::Cluster, command_result, AddLearnerRequest, ChangeMembershipRequest,
-    ClusterStatus, Command, CommandResult, Empty, NodeInfo, ProposeBatchReply, ProposeBatchRequest,
-    RaftPayload, ReadIndexReply, ReadIndexRequest, RejectionInfo, SavedVoteReply, StateDigestReply,
+    cluster_server::Cluster, command_result, AddLearnerRequest, BackupChunk,
+    ChangeMembershipRequest, ClusterStatus, Command, CommandResult, Empty, NodeInfo,
+    ProposeBatchReply, ProposeBatchRequest, RaftPayload, ReadIndexReply, ReadIndexRequest,
+    RejectionInfo, SavedVoteReply, StateDigestReply,
 };
 use openraft::ServerState;
 use tonic::{Request, Response, Status};
@@ -294,6 +295,17 @@ impl Cluster for ClusterService {
             applied_index: applied.map_or(0, |l| l.index),
             digest,
         }))
+    }
+
+    #[cfg(madsim)]
+    type BackupStream = tonic::codegen::BoxStream<BackupChunk>;
+
+    #[tracing::instrument(skip_all, name = "cluster.backup")]
+    async fn backup(
+        &self,
+        _: Request<Empty>,
+    ) -> Result<Response<tonic::codegen::BoxStream<BackupChunk>>, Status> {
+        crate::backup::export(&self.ctx).await.map(Response::new)
     }
 
     async fn trigger_election(&self, _: Request<Empty>) -> Result<Response<Empty>, Status> {

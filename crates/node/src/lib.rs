@@ -2,9 +2,10 @@
 //! ([`lh_service`]), the internal cluster service ([`cluster_service`]), the write and read
 //! paths ([`proposer`]), the leader's timer service ([`timer_service`]), task workers'
 //! registration and held polls ([`task_dispatch`]), held `AwaitWorkflowEvent` calls
-//! ([`workflow_events`]), configuration
+//! ([`workflow_events`]), online backups and restores ([`backup`]), configuration
 //! ([`config`]) and node start-up ([`server`]). gRPC statuses are made in [`status`] only.
 
+pub mod backup;
 pub mod cluster_service;
 pub mod config;
 pub mod lh_service;

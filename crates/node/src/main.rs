@@ -2,6 +2,7 @@
 //!
 //! * `halter dev`: one node, data in `./halter-data`, LittleHorse API on 127.0.0.1:2023, peers on :2033.
 //! * `halter start --config FILE` (or flags / `HALTER_*` variables): a cluster member.
+//! * `halter restore --from FILE`: a new data directory from a backup (`halterctl cluster backup`).
 
 use std::path::PathBuf;
 
@@ -39,6 +40,23 @@ enum Cmd {
     },
     /// Run a cluster member.
     Start(StartArgs),
+    /// Make a new data directory from a backup (`halterctl cluster backup FILE`): the state of
+    /// a new one-node cluster, node NODE_ID at the given addresses. Start it with `halter dev`
+    /// (the defaults match) or `halter start` on the same id and addresses, without
+    /// initial members; add more nodes with `halterctl cluster add`.
+    Restore {
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
+        #[arg(long, env = "HALTER_DATA_DIR", default_value = "halter-data")]
+        data_dir: PathBuf,
+        #[arg(long, env = "HALTER_NODE_ID", default_value_t = 1)]
+        node_id: u64,
+        #[arg(long, env = "HALTER_CLIENT_ADDR", default_value = "127.0.0.1:2023")]
+        client_addr: String,
+        #[arg(long, env = "HALTER_PEER_ADDR", default_value = "127.0.0.1:2033")]
+        peer_addr: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -190,6 +208,28 @@ async fn run() -> anyhow::Result<()> {
             ..Config::dev(data_dir, client_addr, peer_addr)
         },
         Cmd::Start(a) => build_config(a)?,
+        Cmd::Restore {
+            from,
+            data_dir,
+            node_id,
+            client_addr,
+            peer_addr,
+        } => {
+            anyhow::ensure!(node_id > 0, "--node-id must be above 0");
+            let node = halter_node::raft::HalterNode {
+                peer_addr,
+                client_addr,
+            };
+            let r = halter_node::backup::restore(&from, &data_dir, node_id, node).await?;
+            println!(
+                "restored {} rows applied up to index {} (term {}) into {} as node {node_id}",
+                r.rows,
+                r.applied.index,
+                r.applied.leader_id.term,
+                data_dir.display()
+            );
+            return Ok(());
+        }
     };
     let node = halter_node::server::start(cfg).await?;
     wait_for_signal().await;

@@ -976,3 +976,173 @@ async fn await_workflow_event_on_a_follower_returns_when_the_workflow_throws() {
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
 }
+
+/// Invariant (online backup, `crates/node/src/backup.rs`): a backup taken on any node holds
+/// every write acknowledged before it started and nothing after, and restores into a new
+/// one-node cluster whose state is the same, digest for digest, and that goes on running the
+/// workflows it holds. A cut-off backup is refused and leaves no data directory behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_taken_on_a_follower_restores_into_a_new_cluster_that_carries_on() {
+    use halter_api::halter::Empty;
+    let mut c = Cluster::start(3, &[]);
+    let first = c.wait_leader(T).await;
+    // A second term, so the backup's entries are not all of term 1: the restored node's first
+    // election must go past their term.
+    c.admin(follower_of(first))
+        .await
+        .trigger_election(Empty {})
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let leader = loop {
+        let l = c.wait_leader(T).await;
+        if c.status(l).await.is_some_and(|s| s.term > 1) {
+            break l;
+        }
+        assert!(start.elapsed() < T, "no second term");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut cl = c.client(leader).await;
+    for def in ["signed", "ledger"] {
+        cl.put_external_event_def(PutExternalEventDefRequest {
+            name: def.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    cl.put_wf_spec(wait_spec("contract", "signed", 3600))
+        .await
+        .unwrap();
+    let waiting = cl
+        .run_wf(RunWfRequest {
+            wf_spec_name: "contract".into(),
+            id: Some("before-backup".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .id
+        .unwrap();
+    for n in 0..50i64 {
+        cl.put_external_event(PutExternalEventRequest {
+            wf_run_id: Some(wf("books")),
+            external_event_def_id: def_id("ledger"),
+            guid: Some(format!("e{n}")),
+            content: Some(values::int(n)),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let acknowledged = c.status(leader).await.unwrap().last_applied_index.unwrap();
+
+    let f = follower_of(leader);
+    let mut admin = c.admin(f).await;
+    let mut stream = admin.backup(Empty {}).await.unwrap().into_inner();
+    let (mut bytes, mut at) = (Vec::new(), None);
+    while let Some(chunk) = stream.message().await.unwrap() {
+        if at.is_none() {
+            at = Some(chunk.applied_index);
+        }
+        bytes.extend_from_slice(&chunk.data);
+    }
+    let at = at.expect("the backup streamed at least one chunk");
+    assert!(
+        at >= acknowledged,
+        "the backup ({at}) holds every acknowledged write ({acknowledged})"
+    );
+    // No timer is due and nothing else writes: the source's state is the backup's.
+    let source = admin.state_digest(Empty {}).await.unwrap().into_inner();
+    cl.put_external_event(PutExternalEventRequest {
+        wf_run_id: Some(wf("books")),
+        external_event_def_id: def_id("ledger"),
+        guid: Some("after-backup".into()),
+        content: Some(values::int(-1)),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+
+    let cut = c.dir.path().join("cut.backup");
+    std::fs::write(&cut, &bytes[..bytes.len() - 9]).unwrap();
+    let (out, refused) = c.restore(&cut);
+    assert!(!out.status.success(), "a cut-off backup is refused");
+    assert!(
+        !refused.data_dir.join("state.redb").exists(),
+        "a refused restore leaves no state behind"
+    );
+
+    let file = c.dir.path().join("whole.backup");
+    std::fs::write(&file, &bytes).unwrap();
+    let (out, node) = c.restore(&file);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let new_id = node.id;
+    let r = c.start_restored(node);
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = c.status(r).await {
+            if s.leader_id == Some(new_id) {
+                break s;
+            }
+        }
+        assert!(
+            start.elapsed() < T,
+            "the restored node never led\n{}",
+            c.log_tails(20)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let voters: Vec<u64> = status.voters.iter().map(|v| v.id).collect();
+    assert_eq!(
+        voters,
+        vec![new_id],
+        "a new cluster of the restored node alone"
+    );
+
+    let mut restored = c.client(r).await;
+    // A read first, so the new leader has applied its term's first entry.
+    let list = restored
+        .list_external_events(ListExternalEventsRequest {
+            wf_run_id: Some(wf("books")),
+            bookmark: None,
+            limit: Some(1000),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        list.results.len(),
+        50,
+        "every event before the backup, none after"
+    );
+    let digest = c
+        .admin(r)
+        .await
+        .state_digest(Empty {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(digest.digest, source.digest, "the same state, row for row");
+
+    restored
+        .put_external_event(PutExternalEventRequest {
+            wf_run_id: Some(waiting.clone()),
+            external_event_def_id: def_id("signed"),
+            content: Some(values::str("restored")),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let run = restored.get_wf_run(waiting).await.unwrap().into_inner();
+    assert_eq!(
+        run.status(),
+        LhStatus::Completed,
+        "the restored WfRun went on"
+    );
+}

@@ -154,23 +154,7 @@ impl StateMachineStore {
         &self,
         txn: redb::ReadTransaction,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
-        let meta = {
-            let t = txn.open_table(RAFT_SM).map_err(io_read)?;
-            let last: Option<LogId> = read_json::<Option<LogId>>(&t, LAST_APPLIED)?.flatten();
-            let membership: Option<StoredMembership> = read_json(&t, MEMBERSHIP)?;
-            // The id a snapshot installed at this very point was given, so openraft
-            // sees the same snapshot again; otherwise one named after the log id.
-            let snapshot_id = match (read_json::<(LogId, String)>(&t, SNAPSHOT_ID)?, last) {
-                (Some((at, id)), Some(l)) if at == l => id,
-                (_, Some(l)) => format!("{}-{}-{}", l.leader_id.term, l.leader_id.node_id, l.index),
-                (_, None) => "empty".to_string(),
-            };
-            SnapshotMeta {
-                last_log_id: last,
-                last_membership: membership.unwrap_or_default(),
-                snapshot_id,
-            }
-        };
+        let meta = meta_of(&txn)?;
         let meta_json = serde_json::to_vec(&meta).map_err(io_write)?;
         let file = self.side_path(&format!(
             "send-{}",
@@ -185,6 +169,88 @@ impl StateMachineStore {
             }))),
         }))
     }
+}
+
+/// The Raft meta of the state `txn` sees: its last applied log id and membership, and a
+/// snapshot id.
+fn meta_of(
+    txn: &redb::ReadTransaction,
+) -> Result<SnapshotMeta<NodeId, HalterNode>, StorageError<NodeId>> {
+    let t = txn.open_table(RAFT_SM).map_err(io_read)?;
+    let last: Option<LogId> = read_json::<Option<LogId>>(&t, LAST_APPLIED)?.flatten();
+    let membership: Option<StoredMembership> = read_json(&t, MEMBERSHIP)?;
+    // The id a snapshot installed at this very point was given, so openraft
+    // sees the same snapshot again; otherwise one named after the log id.
+    let snapshot_id = match (read_json::<(LogId, String)>(&t, SNAPSHOT_ID)?, last) {
+        (Some((at, id)), Some(l)) if at == l => id,
+        (_, Some(l)) => format!("{}-{}-{}", l.leader_id.term, l.leader_id.node_id, l.index),
+        (_, None) => "empty".to_string(),
+    };
+    Ok(SnapshotMeta {
+        last_log_id: last,
+        last_membership: membership.unwrap_or_default(),
+        snapshot_id,
+    })
+}
+
+/// What an online backup exports: a read transaction over the state, and the state's Raft
+/// meta (last applied log id, membership), encoded as a snapshot's.
+pub struct BackupSource {
+    pub applied: Option<LogId>,
+    pub meta_json: Vec<u8>,
+    pub txn: redb::ReadTransaction,
+}
+
+impl StateMachineStore {
+    /// The state as it is now, for a backup. Applies go on meanwhile.
+    pub fn backup_source(&self) -> Result<BackupSource, StorageError<NodeId>> {
+        let txn = self.store.begin_read().map_err(io_read)?;
+        let meta = meta_of(&txn)?;
+        let meta_json = serde_json::to_vec(&meta).map_err(io_write)?;
+        Ok(BackupSource {
+            applied: meta.last_log_id,
+            meta_json,
+            txn,
+        })
+    }
+}
+
+/// Fills the empty state `store` from a backup stream (an exported snapshot) as the state of
+/// a new one-voter cluster whose only member is `id` at `node`: the backup's membership names
+/// the old cluster's nodes, which the restored node must not wait for. The state keeps its
+/// last applied log id, so openraft starts the restored node with its log purged up to there.
+/// Returns the backup's meta and the rows read. One durable transaction: all or nothing.
+pub fn restore_backup(
+    store: &Store,
+    input: &mut impl Read,
+    id: NodeId,
+    node: HalterNode,
+) -> Result<(SnapshotMeta<NodeId, HalterNode>, u64), StorageError<NodeId>> {
+    let txn = store.begin_write().map_err(io_write)?;
+    let meta_json = snapshot::read_meta(input).map_err(io_read)?;
+    let meta: SnapshotMeta<NodeId, HalterNode> =
+        serde_json::from_slice(&meta_json).map_err(io_read)?;
+    let Some(last) = meta.last_log_id else {
+        return Err(io_read(std::io::Error::other(
+            "the backup holds no applied state",
+        )));
+    };
+    let rows = snapshot::read_rows(&txn, input).map_err(io_read)?;
+    build_missing_indexes(&txn)?;
+    {
+        let membership = openraft::Membership::new(
+            vec![BTreeSet::from([id])],
+            std::collections::BTreeMap::from([(id, node)]),
+        );
+        let stored = StoredMembership::new(Some(last), membership);
+        let mut sm = txn.open_table(RAFT_SM).map_err(io_write)?;
+        let la = serde_json::to_vec(&meta.last_log_id).map_err(io_write)?;
+        sm.insert(LAST_APPLIED, la.as_slice()).map_err(io_write)?;
+        let m = serde_json::to_vec(&stored).map_err(io_write)?;
+        sm.insert(MEMBERSHIP, m.as_slice()).map_err(io_write)?;
+    }
+    txn.commit().map_err(io_write)?;
+    Ok((meta, rows))
 }
 
 /// Names the files of concurrent exports apart.

@@ -116,6 +116,43 @@ impl Cluster {
         i
     }
 
+    /// Runs `halter restore` of `backup` into a new data directory for the next node id, on new
+    /// ports; on success the node is added (not started). Returns the command's output.
+    pub fn restore(&mut self, backup: &std::path::Path) -> (std::process::Output, Node) {
+        let id = self.nodes.len() as u64 + 1;
+        let node = Node {
+            id,
+            client_addr: format!("127.0.0.1:{}", free_port()),
+            peer_addr: format!("127.0.0.1:{}", free_port()),
+            data_dir: self.dir.path().join(format!("node{id}")),
+            child: None,
+        };
+        let out = Command::new(env!("CARGO_BIN_EXE_halter"))
+            .arg("restore")
+            .arg("--from")
+            .arg(backup)
+            .arg("--data-dir")
+            .arg(&node.data_dir)
+            .arg("--node-id")
+            .arg(id.to_string())
+            .arg("--client-addr")
+            .arg(&node.client_addr)
+            .arg("--peer-addr")
+            .arg(&node.peer_addr)
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .expect("run halter restore");
+        (out, node)
+    }
+
+    /// Adds `node` (made by [`Cluster::restore`]) and starts it; returns its index.
+    pub fn start_restored(&mut self, node: Node) -> usize {
+        self.nodes.push(node);
+        let i = self.nodes.len() - 1;
+        self.spawn(i, false);
+        i
+    }
+
     /// Waits until node `i` accepts connections on both its ports, as an operator would before
     /// adding it to the cluster: a process just spawned on a busy machine may not listen yet.
     pub async fn wait_listening(&self, i: usize, timeout: Duration) {

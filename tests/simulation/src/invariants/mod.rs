@@ -2,6 +2,7 @@
 //! its own file with the reason it must hold.
 
 mod acknowledged_events;
+mod backups_restore_the_state;
 mod checkpoints_survive_retries;
 mod children_end_before_parents;
 mod claimed_once;
@@ -273,6 +274,7 @@ pub struct Coverage {
 /// Checks everything; returns the cluster's final state digest and the coverage.
 pub async fn check_all(c: &ClusterView, oracle: &Shared) -> Result<(String, Coverage), String> {
     let digest = replica_digests::check(c).await?;
+    backups_restore_the_state::check(c).await?;
     let obs = observe(c).await?;
     search_finds_runs::check(c, &obs).await?;
     let ticks = schedules_fire_once_per_time::observe(c).await?;
