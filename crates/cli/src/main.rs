@@ -56,6 +56,16 @@ struct Cli {
     /// Seconds to wait for an answer.
     #[arg(long, default_value = "10", global = true)]
     timeout: u64,
+    /// Connect with TLS, trusting the nodes' certificates this CA signed (PEM).
+    #[arg(long, env = "HALTER_CA_CERT", global = true)]
+    ca_cert: Option<std::path::PathBuf>,
+    /// A client certificate (PEM) to present: needed on the peer port of a TLS cluster, and on
+    /// its client port if the nodes require one.
+    #[arg(long, env = "HALTER_CERT", global = true, requires = "key")]
+    cert: Option<std::path::PathBuf>,
+    /// The key of --cert (PEM).
+    #[arg(long, env = "HALTER_KEY", global = true, requires = "cert")]
+    key: Option<std::path::PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -342,11 +352,62 @@ enum ClusterCmd {
     },
 }
 
-fn channel(addr: &str, timeout: Duration) -> anyhow::Result<Channel> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))?
-        .connect_timeout(Duration::from_secs(3))
-        .timeout(timeout)
-        .connect_lazy())
+/// How halterctl connects: plain, or TLS (with `--ca-cert`, and `--cert`/`--key` to present).
+struct Connect {
+    timeout: Duration,
+    tls: Option<Tls>,
+}
+
+#[cfg(not(madsim))]
+type Tls = tonic::transport::ClientTlsConfig;
+/// The simulated transport has no TLS.
+#[cfg(madsim)]
+type Tls = std::convert::Infallible;
+
+#[cfg(not(madsim))]
+fn load_tls(cli: &Cli) -> anyhow::Result<Option<Tls>> {
+    use tonic::transport::{Certificate, Identity};
+    let read =
+        |p: &std::path::Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let Some(ca) = &cli.ca_cert else {
+        anyhow::ensure!(cli.cert.is_none(), "--cert needs --ca-cert (TLS)");
+        return Ok(None);
+    };
+    let mut tls = Tls::new().ca_certificate(Certificate::from_pem(read(ca)?));
+    if let (Some(cert), Some(key)) = (&cli.cert, &cli.key) {
+        tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+    }
+    Ok(Some(tls))
+}
+
+#[cfg(madsim)]
+fn load_tls(cli: &Cli) -> anyhow::Result<Option<Tls>> {
+    anyhow::ensure!(cli.ca_cert.is_none(), "TLS is not simulated");
+    Ok(None)
+}
+
+impl Connect {
+    fn new(cli: &Cli) -> anyhow::Result<Self> {
+        Ok(Connect {
+            timeout: Duration::from_secs(cli.timeout),
+            tls: load_tls(cli)?,
+        })
+    }
+
+    fn channel(&self, addr: &str) -> anyhow::Result<Channel> {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))?
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(self.timeout);
+        let endpoint = match &self.tls {
+            #[cfg(not(madsim))]
+            Some(tls) => endpoint.tls_config(tls.clone())?,
+            #[cfg(madsim)]
+            Some(never) => match *never {},
+            None => endpoint,
+        };
+        Ok(endpoint.connect_lazy())
+    }
 }
 
 fn parse_var(s: &str) -> anyhow::Result<(String, VariableValue)> {
@@ -408,8 +469,8 @@ fn many<M: prost::Message>(name: &str, m: &M) -> anyhow::Result<Shown> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<Shown> {
-    let timeout = Duration::from_secs(cli.timeout);
-    let mut lh = LittleHorseClient::new(channel(&cli.addr, timeout)?);
+    let connect = Connect::new(&cli)?;
+    let mut lh = LittleHorseClient::new(connect.channel(&cli.addr)?);
     Ok(match cli.cmd {
         Cmd::Def(c) => match c {
             DefCmd::Put {
@@ -707,7 +768,7 @@ async fn run(cli: Cli) -> anyhow::Result<Shown> {
         Cmd::Correlated(c) => correlated::run(&mut lh, c).await?,
         Cmd::Schedule(c) => schedules::run(&mut lh, c).await?,
         Cmd::Cluster(c) => {
-            let mut admin = ClusterClient::new(channel(&cli.peer_addr, timeout)?);
+            let mut admin = ClusterClient::new(connect.channel(&cli.peer_addr)?);
             let status = match c {
                 ClusterCmd::Backup { file } => return backup::take(&mut admin, &file).await,
                 ClusterCmd::Status => admin.status(Empty {}).await?.into_inner(),
@@ -765,7 +826,7 @@ async fn run(cli: Cli) -> anyhow::Result<Shown> {
                         .iter()
                         .find(|v| v.id == id)
                         .ok_or_else(|| anyhow!("node {id} is not a voter"))?;
-                    let mut t = ClusterClient::new(channel(&target.peer_addr, timeout)?);
+                    let mut t = ClusterClient::new(connect.channel(&target.peer_addr)?);
                     t.trigger_election(Empty {}).await?;
                     tokio::time::sleep(Duration::from_millis(1500)).await;
                     t.status(Empty {}).await?.into_inner()

@@ -76,6 +76,21 @@ pub struct Config {
     /// Where to serve Prometheus metrics (`GET /metrics`, `host:port`); none if unset.
     #[serde(default)]
     pub metrics_addr: Option<String>,
+    /// TLS (PEM files, see `crate::tls`): this node's certificate chain and key. With them both
+    /// ports serve TLS only.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// The CA the cluster's certificates are signed by: required with `tls_cert`. The peer port
+    /// accepts only clients with a certificate it signed (nodes, administrators), and this node
+    /// accepts only peers whose certificate it signed.
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
+    /// If set, the client port accepts only clients with a certificate this CA signed (mutual
+    /// TLS, LittleHorse's `LHC_CLIENT_CERT`); otherwise any client that trusts the server.
+    #[serde(default)]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 fn default_deadline_ms() -> u64 {
@@ -117,6 +132,10 @@ impl Config {
             keep_logs_after_snapshot: default_keep_logs(),
             sync_state_every_applies: default_sync_state(),
             metrics_addr: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
+            tls_client_ca: None,
         }
     }
 
@@ -129,6 +148,13 @@ impl Config {
         }
         if self.sync_state_every_applies == 0 {
             return Err("sync_state_every_applies must be > 0".into());
+        }
+        match (&self.tls_cert, &self.tls_key, &self.tls_ca) {
+            (None, None, None) if self.tls_client_ca.is_some() => {
+                return Err("tls_client_ca needs tls_cert, tls_key and tls_ca".into())
+            }
+            (None, None, None) | (Some(_), Some(_), Some(_)) => {}
+            _ => return Err("tls_cert, tls_key and tls_ca go together".into()),
         }
         let mut ids: Vec<_> = self.initial_members.iter().map(|m| m.id).collect();
         ids.sort_unstable();

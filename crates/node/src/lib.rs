@@ -19,4 +19,7 @@ pub mod server;
 pub mod status;
 pub mod task_dispatch;
 pub mod timer_service;
+/// Real sockets only: the simulated transport has no TLS.
+#[cfg(not(madsim))]
+pub mod tls;
 pub mod workflow_events;

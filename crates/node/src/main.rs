@@ -90,6 +90,19 @@ struct StartArgs {
     /// Serve Prometheus metrics on this address (`GET /metrics`).
     #[arg(long, env = "HALTER_METRICS_ADDR")]
     metrics_addr: Option<String>,
+    /// This node's certificate chain (PEM): both ports then serve TLS only.
+    #[arg(long, env = "HALTER_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// The key of --tls-cert (PEM).
+    #[arg(long, env = "HALTER_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// The CA that signs the cluster's certificates (PEM): peers and administrators must
+    /// present a certificate it signed.
+    #[arg(long, env = "HALTER_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// Require LittleHorse clients to present a certificate this CA signed (PEM).
+    #[arg(long, env = "HALTER_TLS_CLIENT_CA")]
+    tls_client_ca: Option<PathBuf>,
 }
 
 fn build_config(a: StartArgs) -> anyhow::Result<Config> {
@@ -112,8 +125,16 @@ fn build_config(a: StartArgs) -> anyhow::Result<Config> {
     if let Some(v) = a.metrics_addr {
         set("metrics_addr", v.into());
     }
-    if let Some(v) = a.data_dir {
-        set("data_dir", v.display().to_string().into());
+    for (k, v) in [
+        ("data_dir", a.data_dir),
+        ("tls_cert", a.tls_cert),
+        ("tls_key", a.tls_key),
+        ("tls_ca", a.tls_ca),
+        ("tls_client_ca", a.tls_client_ca),
+    ] {
+        if let Some(v) = v {
+            set(k, v.display().to_string().into());
+        }
     }
     for (k, v) in [
         ("request_deadline_ms", a.request_deadline_ms),

@@ -61,6 +61,8 @@ pub struct NodeCtx {
     pub fence: Arc<ReadFence>,
     /// The last log index when this node started (see the module comment).
     pub(crate) read_floor: u64,
+    /// How this node connects to its peers (plain, or TLS).
+    connector: network::PeerConnector,
 }
 
 type FollowerReadWaiter = oneshot::Sender<Result<u64, Status>>;
@@ -445,6 +447,7 @@ impl NodeCtx {
         deadline: Duration,
         read_floor: u64,
         fence: Arc<ReadFence>,
+        connector: network::PeerConnector,
     ) -> Arc<Self> {
         let last_stamp = Arc::new(AtomicI64::new(0));
         let (batcher, rx) = mpsc::unbounded_channel();
@@ -470,6 +473,7 @@ impl NodeCtx {
             forwarder,
             fence,
             read_floor,
+            connector,
         });
         tokio::spawn(run_read_rounds(Arc::downgrade(&ctx), reads_rx));
         tokio::spawn(run_follower_reads(Arc::downgrade(&ctx), follower_rx));
@@ -503,7 +507,9 @@ impl NodeCtx {
         if let Some(c) = peers.get(addr) {
             return Ok(c.clone());
         }
-        let ch = network::channel(addr)
+        let ch = self
+            .connector
+            .channel(addr)
             .map_err(|e| Status::unavailable(format!("bad peer address {addr}: {e}")))?;
         let c = ClusterClient::new(ch)
             .max_decoding_message_size(network::MAX_PEER_MESSAGE)

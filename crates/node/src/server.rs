@@ -79,6 +79,17 @@ pub async fn start(cfg: Config) -> anyhow::Result<NodeHandle> {
 
 pub async fn start_with(cfg: Config, storage: Storage) -> anyhow::Result<NodeHandle> {
     cfg.validate().map_err(anyhow::Error::msg)?;
+    #[cfg(not(madsim))]
+    let tls = crate::tls::load(&cfg)?;
+    #[cfg(not(madsim))]
+    let connector = match &tls {
+        Some(t) => network::PeerConnector::tls(t.to_peers.clone()),
+        None => network::PeerConnector::default(),
+    };
+    #[cfg(madsim)]
+    anyhow::ensure!(cfg.tls_cert.is_none(), "TLS is not simulated");
+    #[cfg(madsim)]
+    let connector = network::PeerConnector::default();
     // Bind both addresses first: a port in use fails start-up before the data is touched, and
     // a client or peer that connects while the storage opens (a new log's WAL is filled with
     // zeros first) waits in the listen backlog instead of being refused.
@@ -158,13 +169,19 @@ pub async fn start_with(cfg: Config, storage: Storage) -> anyhow::Result<NodeHan
     let raft = Raft::new(
         cfg.node_id,
         Arc::new(raft_config),
-        Network::speculating(speculator.followers(), fence.clone()),
+        Network::speculating(speculator.followers(), fence.clone(), connector.clone()),
         log,
         sm.clone(),
     )
     .await?;
-    speculate::start(&speculator, raft.metrics(), speculated, fence.clone())
-        .context("starting the speculator thread")?;
+    speculate::start(
+        &speculator,
+        raft.metrics(),
+        speculated,
+        fence.clone(),
+        connector.clone(),
+    )
+    .context("starting the speculator thread")?;
     let ctx = NodeCtx::new(
         cfg.node_id,
         raft.clone(),
@@ -172,6 +189,7 @@ pub async fn start_with(cfg: Config, storage: Storage) -> anyhow::Result<NodeHan
         Duration::from_millis(cfg.request_deadline_ms),
         read_floor,
         fence,
+        connector,
     );
 
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -182,7 +200,21 @@ pub async fn start_with(cfg: Config, storage: Storage) -> anyhow::Result<NodeHan
     let lh = LittleHorseServer::new(LhService { ctx: ctx.clone() })
         .max_decoding_message_size(MAX_DECODE)
         .max_encoding_message_size(64 * 1024 * 1024);
-    let peer = tonic::transport::Server::builder()
+    #[cfg_attr(madsim, allow(unused_mut))]
+    let (mut peer_server, mut client_server) = (
+        tonic::transport::Server::builder(),
+        tonic::transport::Server::builder(),
+    );
+    #[cfg(not(madsim))]
+    if let Some(t) = tls {
+        peer_server = peer_server
+            .tls_config(t.peer_port)
+            .context("peer port TLS")?;
+        client_server = client_server
+            .tls_config(t.client_port)
+            .context("client port TLS")?;
+    }
+    let peer = peer_server
         .tcp_nodelay(true)
         .initial_stream_window_size(network::PEER_STREAM_WINDOW)
         .initial_connection_window_size(network::PEER_CONNECTION_WINDOW)
@@ -191,9 +223,7 @@ pub async fn start_with(cfg: Config, storage: Storage) -> anyhow::Result<NodeHan
     let stats = Arc::new(crate::metrics::ApiStats::default());
     #[cfg(not(madsim))]
     let lh = crate::metrics::counted(lh, stats.clone());
-    let client = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .add_service(lh);
+    let client = client_server.tcp_nodelay(true).add_service(lh);
 
     #[cfg(not(madsim))]
     let (peer_addr, client_addr) = {

@@ -1146,3 +1146,103 @@ async fn a_backup_taken_on_a_follower_restores_into_a_new_cluster_that_carries_o
         "the restored WfRun went on"
     );
 }
+
+/// Invariant (TLS, `crates/node/src/tls.rs`): a cluster started with certificates elects,
+/// forwards and replicates over mutual TLS between its nodes and serves clients that trust its
+/// CA; its client port refuses plaintext and, with `--tls-client-ca`, a client without a
+/// certificate; its peer port refuses a certificate another CA signed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_cluster_serves_verified_clients_and_refuses_the_rest() {
+    use halter_api::halter::{cluster_client::ClusterClient, Empty};
+    use halter_api::littlehorse::little_horse_client::LittleHorseClient;
+    use halter_node::raft::network::{channel, PeerConnector};
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+
+    let dir = tempfile::tempdir().unwrap();
+    let pki = common::Pki::generate();
+    let file = |name: &str, body: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, body).unwrap();
+        p.display().to_string()
+    };
+    let (ca, cert, key) = (
+        file("ca.pem", &pki.ca),
+        file("node.pem", &pki.cert),
+        file("node.key", &pki.key),
+    );
+    let trusting = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&pki.ca));
+    let member = trusting
+        .clone()
+        .identity(Identity::from_pem(&pki.cert, &pki.key));
+    let stranger = trusting
+        .clone()
+        .identity(Identity::from_pem(&pki.stranger_cert, &pki.stranger_key));
+    let tls_args = [
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--tls-ca",
+        &ca,
+        "--tls-client-ca",
+        &ca,
+    ];
+    let c = Cluster::start_in(dir, 3, &tls_args, PeerConnector::tls(member));
+    let leader = c.wait_leader(T).await;
+    let f = follower_of(leader);
+    // Through a follower: forwarded to the leader over the peer port, then replicated.
+    c.client(f)
+        .await
+        .put_external_event_def(PutExternalEventDefRequest {
+            name: "over-tls".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|s| panic!("{s}\n{}", c.log_tails(20)));
+    for i in 0..3 {
+        let d = c
+            .client(i)
+            .await
+            .get_external_event_def(ExternalEventDefId {
+                name: "over-tls".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(d.id.unwrap().name, "over-tls", "node {i}");
+    }
+
+    let lh = |ch| async move {
+        LittleHorseClient::new(ch)
+            .get_external_event_def(ExternalEventDefId {
+                name: "over-tls".into(),
+            })
+            .await
+    };
+    let client_addr = &c.nodes[f].client_addr;
+    assert!(
+        lh(channel(client_addr).unwrap()).await.is_err(),
+        "plaintext refused"
+    );
+    assert!(
+        lh(PeerConnector::tls(trusting).channel(client_addr).unwrap())
+            .await
+            .is_err(),
+        "a client without a certificate refused"
+    );
+    let peer_addr = &c.nodes[f].peer_addr;
+    let stranger_status = ClusterClient::new(
+        PeerConnector::tls(stranger.clone())
+            .channel(peer_addr)
+            .unwrap(),
+    )
+    .status(Empty {})
+    .await;
+    assert!(stranger_status.is_err(), "a stranger's certificate refused");
+    assert!(
+        lh(PeerConnector::tls(stranger).channel(client_addr).unwrap())
+            .await
+            .is_err(),
+        "a stranger's certificate refused on the client port too"
+    );
+}

@@ -77,7 +77,7 @@ impl Cluster {
                             snapshot_after_logs: 300,
                             keep_logs_after_snapshot: 50,
                             sync_state_every_applies: sync_every,
-                            metrics_addr: None,
+                            ..Config::dev("/sim".into(), String::new(), String::new())
                         };
                         let storage = Storage::Sim {
                             log: l.clone(),

@@ -32,14 +32,43 @@ pub const MAX_PEER_MESSAGE: usize = 64 * 1024 * 1024;
 pub const PEER_STREAM_WINDOW: u32 = 4 << 20;
 pub const PEER_CONNECTION_WINDOW: u32 = 8 << 20;
 
-/// A lazily connected channel to `addr` (`host:port`).
+/// A lazily connected plain channel to `addr` (`host:port`).
 pub fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))?
-        .connect_timeout(Duration::from_millis(500))
-        .tcp_nodelay(true)
-        .initial_stream_window_size(PEER_STREAM_WINDOW)
-        .initial_connection_window_size(PEER_CONNECTION_WINDOW)
-        .connect_lazy())
+    PeerConnector::default().channel(addr)
+}
+
+/// How a node connects to its peers: plain HTTP/2, or TLS that verifies the peer against the
+/// cluster's CA and presents this node's certificate (`crate::tls`).
+#[derive(Clone, Default)]
+pub struct PeerConnector {
+    #[cfg(not(madsim))]
+    tls: Option<tonic::transport::ClientTlsConfig>,
+}
+
+impl PeerConnector {
+    #[cfg(not(madsim))]
+    pub fn tls(tls: tonic::transport::ClientTlsConfig) -> Self {
+        PeerConnector { tls: Some(tls) }
+    }
+
+    /// A lazily connected channel to `addr` (`host:port`).
+    pub fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
+        #[cfg(not(madsim))]
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        #[cfg(madsim)]
+        let scheme = "http";
+        let endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))?
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true)
+            .initial_stream_window_size(PEER_STREAM_WINDOW)
+            .initial_connection_window_size(PEER_CONNECTION_WINDOW);
+        #[cfg(not(madsim))]
+        let endpoint = match &self.tls {
+            Some(tls) => endpoint.tls_config(tls.clone())?,
+            None => endpoint,
+        };
+        Ok(endpoint.connect_lazy())
+    }
 }
 
 /// Hands openraft its clients to the peers, all over one HTTP/2 connection per peer address.
@@ -60,6 +89,7 @@ pub fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
 /// early sends of the leader's entries stand in for sending them again (`speculate.rs`).
 #[derive(Default)]
 pub struct Network {
+    connector: PeerConnector,
     channels: BTreeMap<String, Channel>,
     streams: StreamPool,
     followers: Option<Followers>,
@@ -75,8 +105,13 @@ const IDLE_STREAMS: usize = 4;
 
 impl Network {
     /// openraft's network, answering from `followers` where it can.
-    pub fn speculating(followers: Followers, fence: Arc<ReadFence>) -> Self {
+    pub fn speculating(
+        followers: Followers,
+        fence: Arc<ReadFence>,
+        connector: PeerConnector,
+    ) -> Self {
         Network {
+            connector,
             followers: Some(followers),
             fence: Some(fence),
             ..Network::default()
@@ -84,8 +119,9 @@ impl Network {
     }
 
     /// A network of the speculator's own, which records the commit indexes it sends.
-    pub fn fenced(fence: Arc<ReadFence>) -> Self {
+    pub fn fenced(fence: Arc<ReadFence>, connector: PeerConnector) -> Self {
         Network {
+            connector,
             fence: Some(fence),
             ..Network::default()
         }
@@ -95,7 +131,7 @@ impl Network {
         if let Some(c) = self.channels.get(addr) {
             return Some(c.clone());
         }
-        let c = channel(addr).ok()?;
+        let c = self.connector.channel(addr).ok()?;
         self.channels.insert(addr.to_string(), c.clone());
         Some(c)
     }
@@ -735,7 +771,7 @@ mod tests {
         let vote = Vote::new_committed(3, 1);
         let id = |index| LogId::new(CommittedLeaderId::new(3, 1), index);
         let followers = Followers::acknowledged(2, vote, id(6));
-        let mut client = Network::speculating(followers, Arc::default())
+        let mut client = Network::speculating(followers, Arc::default(), PeerConnector::default())
             .new_client(2, &node)
             .await;
         let request = |entries: std::ops::RangeInclusive<u64>| AppendEntriesRequest {

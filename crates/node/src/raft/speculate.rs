@@ -349,9 +349,10 @@ pub fn start(
     metrics: watch::Receiver<RaftMetrics<NodeId, HalterNode>>,
     rx: mpsc::Receiver<Batch>,
     fence: Arc<ReadFence>,
+    connector: super::network::PeerConnector,
 ) -> std::io::Result<()> {
     let (me, followers) = (spec.me, spec.followers());
-    let network = Network::fenced(fence);
+    let network = Network::fenced(fence, connector);
     #[cfg(not(madsim))]
     {
         let rt = tokio::runtime::Builder::new_current_thread()

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use halter_api::halter::{cluster_client::ClusterClient, ClusterStatus, Empty};
 use halter_api::littlehorse::little_horse_client::LittleHorseClient;
+use halter_node::raft::network::PeerConnector;
 use tonic::transport::Channel;
 
 pub struct Node {
@@ -24,6 +25,8 @@ pub struct Cluster {
     pub nodes: Vec<Node>,
     pub dir: tempfile::TempDir,
     pub extra_args: Vec<String>,
+    /// How the test's clients connect (plain, or TLS for a cluster started with certificates).
+    pub connector: PeerConnector,
 }
 
 /// A port below Linux's ephemeral range (32768-60999). A port the OS picks for `bind(0)` lies in
@@ -47,7 +50,22 @@ fn free_port() -> u16 {
 impl Cluster {
     /// Starts `n` nodes that bootstrap one cluster together.
     pub fn start(n: u64, extra_args: &[&str]) -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(
+            tempfile::tempdir().unwrap(),
+            n,
+            extra_args,
+            PeerConnector::default(),
+        )
+    }
+
+    /// Starts `n` nodes in `dir` (where a test may have put certificates), with the test's
+    /// clients connecting through `connector`.
+    pub fn start_in(
+        dir: tempfile::TempDir,
+        n: u64,
+        extra_args: &[&str],
+        connector: PeerConnector,
+    ) -> Cluster {
         let nodes: Vec<Node> = (1..=n)
             .map(|id| Node {
                 id,
@@ -61,6 +79,7 @@ impl Cluster {
             nodes,
             dir,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            connector,
         };
         for i in 0..c.nodes.len() {
             c.spawn(i, true);
@@ -206,12 +225,12 @@ impl Cluster {
     }
 
     pub async fn client(&self, i: usize) -> LittleHorseClient<Channel> {
-        let ch = halter_node::raft::network::channel(&self.nodes[i].client_addr).unwrap();
+        let ch = self.connector.channel(&self.nodes[i].client_addr).unwrap();
         LittleHorseClient::new(ch)
     }
 
     pub async fn admin(&self, i: usize) -> ClusterClient<Channel> {
-        ClusterClient::new(halter_node::raft::network::channel(&self.nodes[i].peer_addr).unwrap())
+        ClusterClient::new(self.connector.channel(&self.nodes[i].peer_addr).unwrap())
     }
 
     pub async fn status(&self, i: usize) -> Option<ClusterStatus> {
@@ -270,6 +289,46 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         for i in 0..self.nodes.len() {
             self.kill(i);
+        }
+    }
+}
+
+/// Test certificates, as PEM: a CA, a certificate it signed for 127.0.0.1 (the nodes' and
+/// the test clients' identity), and a certificate signed by an unrelated CA.
+pub struct Pki {
+    pub ca: String,
+    pub cert: String,
+    pub key: String,
+    pub stranger_cert: String,
+    pub stranger_key: String,
+}
+
+impl Pki {
+    pub fn generate() -> Pki {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        let issuer = || {
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
+        };
+        let leaf = |ca: &CertifiedIssuer<'_, KeyPair>| {
+            let key = KeyPair::generate().unwrap();
+            let params =
+                CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".into()]).unwrap();
+            (
+                params.signed_by(&key, ca).unwrap().pem(),
+                key.serialize_pem(),
+            )
+        };
+        let (ca, stranger_ca) = (issuer(), issuer());
+        let (cert, key) = leaf(&ca);
+        let (stranger_cert, stranger_key) = leaf(&stranger_ca);
+        Pki {
+            ca: ca.pem(),
+            cert,
+            key,
+            stranger_cert,
+            stranger_key,
         }
     }
 }
