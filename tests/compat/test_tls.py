@@ -190,11 +190,11 @@ def test_a_client_the_node_cannot_verify_is_refused(node: TlsNode, monkeypatch, 
 
 
 def test_halterctl_speaks_tls_to_both_ports(node: TlsNode):
-    """halterctl with --ca-cert and --cert/--key reaches the client port and the peer port
+    """halterctl with --ca-cert and --client-cert/--client-key reaches the client port and the peer port
     (which always requires a client certificate), and without a certificate is refused."""
     ctl = os.path.join(os.path.dirname(os.environ["HALTER_BIN"]), "halterctl")
     base = [ctl, "--addr", node.addr, "--peer-addr", node.peer, "--ca-cert", node.ca]
-    me = ["--cert", node.client_cert, "--key", node.client_key]
+    me = ["--client-cert", node.client_cert, "--client-key", node.client_key]
 
     def run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(list(args), capture_output=True, text=True, timeout=30)

@@ -258,3 +258,13 @@ async fn run() -> anyhow::Result<()> {
     node.shutdown().await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    /// clap checks an argument definition only when its subcommand runs; this walks them all.
+    #[test]
+    fn every_subcommand_s_arguments_are_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}
