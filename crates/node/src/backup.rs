@@ -89,15 +89,7 @@ pub async fn export(ctx: &NodeCtx) -> Result<BoxStream<BackupChunk>, Status> {
                 tx.blocking_send(Ok(c))
                     .map_err(|_| io::Error::other("the client went away"))
             };
-            let mut out = Chunks {
-                buf: Vec::with_capacity(CHUNK),
-                at: Some(at),
-                send,
-            };
-            let done = snapshot::write(&txn, &meta_json, &mut out)
-                .map_err(io::Error::other)
-                .and_then(|rows| out.flush().map(|()| rows));
-            match done {
+            match write_chunks(&txn, &meta_json, at, send) {
                 Ok(rows) => tracing::info!(rows, index = at.index, "backup sent"),
                 Err(e) => {
                     tracing::warn!(error = %e, "backup failed");
@@ -113,20 +105,31 @@ pub async fn export(ctx: &NodeCtx) -> Result<BoxStream<BackupChunk>, Status> {
     #[cfg(madsim)]
     {
         let mut chunks = Vec::new();
-        let mut out = Chunks {
-            buf: Vec::with_capacity(CHUNK),
-            at: Some(at),
-            send: |c| {
-                chunks.push(Ok(c));
-                Ok(())
-            },
-        };
-        snapshot::write(&txn, &meta_json, &mut out)
-            .map_err(io::Error::other)
-            .and_then(|_| out.flush())
-            .map_err(|e| Status::internal(format!("backup failed: {e}")))?;
+        write_chunks(&txn, &meta_json, at, |c| {
+            chunks.push(Ok(c));
+            Ok(())
+        })
+        .map_err(|e| Status::internal(format!("backup failed: {e}")))?;
         Ok(Box::pin(futures::stream::iter(chunks)))
     }
+}
+
+/// Exports the state `txn` sees, with its Raft meta, to `send` in chunks; the first carries
+/// `at`. Returns the rows written.
+fn write_chunks(
+    txn: &redb::ReadTransaction,
+    meta_json: &[u8],
+    at: LogId,
+    send: impl FnMut(BackupChunk) -> io::Result<()>,
+) -> io::Result<u64> {
+    let mut out = Chunks {
+        buf: Vec::with_capacity(CHUNK),
+        at: Some(at),
+        send,
+    };
+    let rows = snapshot::write(txn, meta_json, &mut out).map_err(io::Error::other)?;
+    out.flush()?;
+    Ok(rows)
 }
 
 /// What `restore` made.
@@ -176,15 +179,12 @@ async fn fill(
     id: NodeId,
     node: HalterNode,
 ) -> anyhow::Result<Restored> {
-    let (meta, rows) = {
+    let (applied, rows) = {
         let store = Store::open(data_dir.join("state.redb")).context("creating state.redb")?;
         let mut input = io::BufReader::with_capacity(1 << 20, file);
         restore_backup(&store, &mut input, id, node)
             .map_err(|e| anyhow::anyhow!("reading the backup: {e}"))?
     };
-    let applied = meta
-        .last_log_id
-        .ok_or_else(|| anyhow::anyhow!("the backup holds no applied state"))?;
     // The new node's first election must be in a later term than every entry behind the
     // state: a leader's entries are numbered by its term, and they follow those entries.
     let mut log = LogStore::open(&data_dir.join("log.redb"))

@@ -28,12 +28,8 @@ struct Cli {
 enum Cmd {
     /// Run a single self-bootstrapping node for development.
     Dev {
-        #[arg(long, env = "HALTER_DATA_DIR", default_value = "halter-data")]
-        data_dir: PathBuf,
-        #[arg(long, env = "HALTER_CLIENT_ADDR", default_value = "127.0.0.1:2023")]
-        client_addr: String,
-        #[arg(long, env = "HALTER_PEER_ADDR", default_value = "127.0.0.1:2033")]
-        peer_addr: String,
+        #[command(flatten)]
+        local: LocalNode,
         /// Serve Prometheus metrics on this address (`GET /metrics`).
         #[arg(long, env = "HALTER_METRICS_ADDR")]
         metrics_addr: Option<String>,
@@ -48,15 +44,23 @@ enum Cmd {
         /// The backup file.
         #[arg(long)]
         from: PathBuf,
-        #[arg(long, env = "HALTER_DATA_DIR", default_value = "halter-data")]
-        data_dir: PathBuf,
         #[arg(long, env = "HALTER_NODE_ID", default_value_t = 1)]
         node_id: u64,
-        #[arg(long, env = "HALTER_CLIENT_ADDR", default_value = "127.0.0.1:2023")]
-        client_addr: String,
-        #[arg(long, env = "HALTER_PEER_ADDR", default_value = "127.0.0.1:2033")]
-        peer_addr: String,
+        #[command(flatten)]
+        local: LocalNode,
     },
+}
+
+/// Where a `halter dev` node lives, with its defaults; `restore` shares them, so a restored
+/// directory starts with `halter dev` as it is.
+#[derive(clap::Args)]
+struct LocalNode {
+    #[arg(long, env = "HALTER_DATA_DIR", default_value = "halter-data")]
+    data_dir: PathBuf,
+    #[arg(long, env = "HALTER_CLIENT_ADDR", default_value = "127.0.0.1:2023")]
+    client_addr: String,
+    #[arg(long, env = "HALTER_PEER_ADDR", default_value = "127.0.0.1:2033")]
+    peer_addr: String,
 }
 
 #[derive(clap::Args)]
@@ -220,27 +224,24 @@ async fn run() -> anyhow::Result<()> {
         .init();
     let cfg = match Cli::parse().cmd {
         Cmd::Dev {
-            data_dir,
-            client_addr,
-            peer_addr,
+            local,
             metrics_addr,
         } => Config {
             metrics_addr,
-            ..Config::dev(data_dir, client_addr, peer_addr)
+            ..Config::dev(local.data_dir, local.client_addr, local.peer_addr)
         },
         Cmd::Start(a) => build_config(a)?,
         Cmd::Restore {
             from,
-            data_dir,
             node_id,
-            client_addr,
-            peer_addr,
+            local,
         } => {
             anyhow::ensure!(node_id > 0, "--node-id must be above 0");
             let node = halter_node::raft::HalterNode {
-                peer_addr,
-                client_addr,
+                peer_addr: local.peer_addr,
+                client_addr: local.client_addr,
             };
+            let data_dir = local.data_dir;
             let r = halter_node::backup::restore(&from, &data_dir, node_id, node).await?;
             println!(
                 "restored {} rows applied up to index {} (term {}) into {} as node {node_id}",

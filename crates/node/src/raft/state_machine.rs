@@ -219,13 +219,14 @@ impl StateMachineStore {
 /// a new one-voter cluster whose only member is `id` at `node`: the backup's membership names
 /// the old cluster's nodes, which the restored node must not wait for. The state keeps its
 /// last applied log id, so openraft starts the restored node with its log purged up to there.
-/// Returns the backup's meta and the rows read. One durable transaction: all or nothing.
+/// Returns the backup's last applied log id and the rows read. One durable transaction: all
+/// or nothing.
 pub fn restore_backup(
     store: &Store,
     input: &mut impl Read,
     id: NodeId,
     node: HalterNode,
-) -> Result<(SnapshotMeta<NodeId, HalterNode>, u64), StorageError<NodeId>> {
+) -> Result<(LogId, u64), StorageError<NodeId>> {
     let txn = store.begin_write().map_err(io_write)?;
     let meta_json = snapshot::read_meta(input).map_err(io_read)?;
     let meta: SnapshotMeta<NodeId, HalterNode> =
@@ -244,13 +245,13 @@ pub fn restore_backup(
         );
         let stored = StoredMembership::new(Some(last), membership);
         let mut sm = txn.open_table(RAFT_SM).map_err(io_write)?;
-        let la = serde_json::to_vec(&meta.last_log_id).map_err(io_write)?;
+        let la = serde_json::to_vec(&Some(last)).map_err(io_write)?;
         sm.insert(LAST_APPLIED, la.as_slice()).map_err(io_write)?;
         let m = serde_json::to_vec(&stored).map_err(io_write)?;
         sm.insert(MEMBERSHIP, m.as_slice()).map_err(io_write)?;
     }
     txn.commit().map_err(io_write)?;
-    Ok((meta, rows))
+    Ok((last, rows))
 }
 
 /// Names the files of concurrent exports apart.
